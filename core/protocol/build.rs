@@ -1,0 +1,8 @@
+fn main() {
+    // protoc comes from a crate, so building needs no system package.
+    let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc");
+    std::env::set_var("PROTOC", protoc);
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/boxlite/v1/guest.proto"], &["proto"])
+        .expect("compile guest.proto");
+}

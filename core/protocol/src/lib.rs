@@ -1,0 +1,15 @@
+//! The host<->guest wire protocol of BoxLite: gRPC (tonic) messages and services shared by the
+//! runtime (client) and the guest agent (server).
+#![allow(missing_docs)]
+
+/// `boxlite.v1`: the guest service.
+pub mod v1 {
+    tonic::include_proto!("boxlite.v1");
+}
+
+/// Largest chunk of output or stdin carried by one message. Bigger guest messages are rejected.
+pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
+/// Largest gRPC message either side accepts (a chunk plus framing).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Name of the virtio-serial port the agent serves on.
+pub const AGENT_PORT_NAME: &str = "boxlite.agent";

@@ -1,0 +1,79 @@
+//! The one error type of the runtime. Each variant has a stable code name that every binding
+//! (C, Node, Python) exposes unchanged.
+
+use std::path::PathBuf;
+
+/// Result alias used across the runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in BoxLite. Messages are short, name the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An option or argument is out of range or malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No box or image with that id or name.
+    #[error("{0}")]
+    NotFound(String),
+    /// A box with that name already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The operation is not allowed in the box's current state (e.g. exec on a removed box).
+    #[error("{0}")]
+    InvalidState(String),
+    /// The image does not exist, is malformed, or a layer could not be applied.
+    #[error("{0}")]
+    Image(String),
+    /// A registry could not be reached or refused the request.
+    #[error("{0}")]
+    Registry(String),
+    /// The VM engine is missing or cannot run here (QEMU not installed, KVM unusable, ...).
+    #[error("{0}")]
+    Engine(String),
+    /// The guest did not come up: VM exited or the guest-ready timeout passed.
+    #[error("{0}")]
+    GuestBoot(String),
+    /// Talking to the guest agent failed, or it sent something invalid.
+    #[error("{0}")]
+    Guest(String),
+    /// A file or directory under the BoxLite home could not be read or written.
+    #[error("{context}: {source}")]
+    Storage {
+        /// What was being done, with the path.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state database failed.
+    #[error("state database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A bug or an unexpected condition.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable code name shared by every binding.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::NotFound(_) => "NOT_FOUND",
+            Error::AlreadyExists(_) => "ALREADY_EXISTS",
+            Error::InvalidState(_) => "INVALID_STATE",
+            Error::Image(_) => "IMAGE",
+            Error::Registry(_) => "REGISTRY",
+            Error::Engine(_) => "ENGINE",
+            Error::GuestBoot(_) => "GUEST_BOOT",
+            Error::Guest(_) => "GUEST",
+            Error::Storage { .. } => "STORAGE",
+            Error::Database(_) => "DATABASE",
+            Error::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// A storage error for `path` while doing `what`.
+    pub fn storage(what: &str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Storage { context: format!("{what} {}", path.into().display()), source }
+    }
+}
