@@ -1,0 +1,234 @@
+//! One command inside the box: spawn chrooted into the rootfs, stream its output, feed its stdin,
+//! deliver signals, enforce its timeout, report how it ended.
+
+use crate::init::ROOTFS;
+use crate::port::FdStream;
+use crate::user::{self, Identity};
+use boxlite_protocol::v1::{exec_input, exec_output, ExecExit, ExecInput, ExecOutput, ExecStart, ExecStarted};
+use boxlite_protocol::MAX_CHUNK_BYTES;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+type Outbound = mpsc::Sender<Result<ExecOutput, Status>>;
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// After the command exits, how long to keep draining output held open by its background children.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+fn out(kind: exec_output::Kind) -> Result<ExecOutput, Status> {
+    Ok(ExecOutput { kind: Some(kind) })
+}
+
+/// Everything prepared before fork, so the child only makes async-signal-safe syscalls.
+struct Prepared {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: CString,
+    id: Identity,
+}
+
+fn prepare(start: &ExecStart) -> Result<Prepared, String> {
+    start.argv.first().filter(|p| !p.is_empty()).ok_or("empty command")?;
+    let read = |p: &str| std::fs::read_to_string(format!("{ROOTFS}{p}")).unwrap_or_default();
+    let id = user::resolve(&start.user, &read("/etc/passwd"), &read("/etc/group"))?;
+    let cwd = if start.cwd.is_empty() { "/" } else { start.cwd.as_str() };
+    if !cwd.starts_with('/') {
+        return Err(format!("working directory '{cwd}' must be an absolute path"));
+    }
+    if !std::path::Path::new(&format!("{ROOTFS}{cwd}")).is_dir() {
+        return Err(format!("working directory '{cwd}' does not exist in the box"));
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for entry in start.env.iter().map(String::as_str).chain([DEFAULT_PATH]) {
+        let (k, v) = entry.split_once('=').ok_or_else(|| format!("environment entry '{entry}' is not KEY=VALUE"))?;
+        if !env.iter().any(|(key, _)| key == k) {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), id.home.clone()));
+    }
+    Ok(Prepared { argv: start.argv.clone(), env, cwd: CString::new(cwd).map_err(|e| e.to_string())?, id })
+}
+
+/// Kills the command's whole process group (it is a session leader).
+fn signal_group(pid: u32, signal: i32) {
+    // SAFETY: kill with a negative pid signals the process group; no memory involved.
+    unsafe { libc::kill(-(pid as i32), signal) };
+}
+
+fn command(p: &Prepared, tty: bool) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&p.argv[0]);
+    cmd.args(&p.argv[1..]).env_clear().envs(p.env.iter().map(|(k, v)| (k, v)));
+    let root = CString::new(ROOTFS).expect("no NUL");
+    let cwd = p.cwd.clone();
+    let (uid, gid, groups) = (p.id.uid, p.id.gid, p.id.groups.clone());
+    // SAFETY: the closure runs between fork and exec and only makes raw syscalls on data prepared
+    // before the fork (no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+            check(libc::setsid())?;
+            if tty {
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            }
+            check(libc::chroot(root.as_ptr()))?;
+            check(libc::chdir(cwd.as_ptr()))?;
+            check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))?;
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn spawn_error_message(argv0: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!("command '{argv0}' not found in the box"),
+        std::io::ErrorKind::PermissionDenied => format!("command '{argv0}' is not executable (permission denied)"),
+        _ => format!("could not start '{argv0}': {e}"),
+    }
+}
+
+/// Streams everything `reader` yields as chunks built by `wrap`, until EOF or the host goes away.
+async fn pump<R: AsyncRead + Unpin>(mut reader: R, tx: Outbound, wrap: fn(Vec<u8>) -> exec_output::Kind) {
+    let mut buf = vec![0u8; MAX_CHUNK_BYTES];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(out(wrap(buf[..n].to_vec()))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs one exec to completion. `inbound` carries stdin/signals after the start message.
+pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbound) {
+    let prepared = match prepare(&start) {
+        Ok(p) => p,
+        Err(msg) => {
+            let _ = tx.send(out(exec_output::Kind::SpawnError(msg))).await;
+            return;
+        }
+    };
+    let mut cmd = command(&prepared, start.tty);
+    let mut stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>;
+    let mut readers = tokio::task::JoinSet::new();
+    let spawned = if start.tty {
+        pty_spawn(&mut cmd)
+    } else {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.spawn().map(|c| (c, None))
+    };
+    // The command holds the PTY slave: drop it so the master sees EOF when the command ends.
+    drop(cmd);
+    let mut child = match spawned {
+        Ok((child, _)) if child.id().is_none() => {
+            let _ = tx.send(out(exec_output::Kind::SpawnError("command exited at once".into()))).await;
+            return;
+        }
+        Ok((mut child, master)) => {
+            if let Some(master) = master {
+                let (r, w) = tokio::io::split(master);
+                readers.spawn(pump(r, tx.clone(), exec_output::Kind::Stdout));
+                stdin = Some(Box::new(w));
+            } else {
+                readers.spawn(pump(child.stdout.take().expect("piped"), tx.clone(), exec_output::Kind::Stdout));
+                readers.spawn(pump(child.stderr.take().expect("piped"), tx.clone(), exec_output::Kind::Stderr));
+                stdin = child.stdin.take().map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>);
+            }
+            child
+        }
+        Err(e) => {
+            let _ = tx.send(out(exec_output::Kind::SpawnError(spawn_error_message(&prepared.argv[0], &e)))).await;
+            return;
+        }
+    };
+    let pid = child.id().expect("checked above");
+    if tx.send(out(exec_output::Kind::Started(ExecStarted { pid }))).await.is_err() {
+        signal_group(pid, libc::SIGKILL);
+    }
+
+    let timeout = async {
+        match start.timeout_ms {
+            0 => std::future::pending().await,
+            ms => tokio::time::sleep(Duration::from_millis(ms)).await,
+        }
+    };
+    tokio::pin!(timeout);
+    let mut timed_out = false;
+    let mut inbound_open = true;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = &mut timeout, if !timed_out => {
+                timed_out = true;
+                signal_group(pid, libc::SIGKILL);
+            }
+            _ = tx.closed() => {
+                // The host dropped the exec: nobody will read the output, so stop the command.
+                signal_group(pid, libc::SIGKILL);
+                let _ = child.wait().await;
+                return;
+            }
+            msg = inbound.message(), if inbound_open => match msg {
+                Ok(Some(ExecInput { kind: Some(kind) })) => match kind {
+                    exec_input::Kind::Stdin(data) => {
+                        if let Some(w) = stdin.as_mut() {
+                            if w.write_all(&data).await.is_err() {
+                                stdin = None;
+                            }
+                        }
+                    }
+                    exec_input::Kind::CloseStdin(_) => stdin = None,
+                    exec_input::Kind::Signal(s) if (1..=64).contains(&s.signal) => signal_group(pid, s.signal),
+                    _ => {}
+                },
+                Ok(Some(ExecInput { kind: None })) => {}
+                // The host half-closed its side: that only means no more stdin.
+                Ok(None) | Err(_) => { inbound_open = false; stdin = None; }
+            },
+        }
+    };
+    drop(stdin);
+    let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async { while readers.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        readers.abort_all();
+    }
+    let exit = match status {
+        Ok(st) => ExecExit { code: st.code(), signal: st.signal(), timed_out },
+        Err(_) => ExecExit { code: None, signal: None, timed_out },
+    };
+    let _ = tx.send(out(exec_output::Kind::Exit(exit))).await;
+}
+
+/// Spawns with a new PTY as stdin/stdout/stderr and returns the master side as a stream.
+fn pty_spawn(cmd: &mut tokio::process::Command) -> std::io::Result<(tokio::process::Child, Option<FdStream>)> {
+    let size = nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size), None).map_err(std::io::Error::from)?;
+    let slave: OwnedFd = pty.slave;
+    cmd.stdin(Stdio::from(slave.try_clone()?)).stdout(Stdio::from(slave.try_clone()?)).stderr(Stdio::from(slave));
+    let child = cmd.spawn()?;
+    Ok((child, Some(FdStream::from_fd(pty.master)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_errors_name_the_command() {
+        let e = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(spawn_error_message("nosuch", &e), "command 'nosuch' not found in the box");
+    }
+}

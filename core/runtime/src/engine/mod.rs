@@ -1,0 +1,69 @@
+//! VM engines behind one small trait. Each engine turns a [`VmSpec`] into a VM process whose guest
+//! agent is reachable on a unix socket; everything else (readiness, RPC, state) is shared.
+
+pub mod qemu;
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Everything an engine needs to start one box's VM.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// The box's qcow2 overlay.
+    pub disk: PathBuf,
+    /// Guest kernel (PVH ELF).
+    pub kernel: PathBuf,
+    /// Initramfs whose /init is the agent.
+    pub initrd: PathBuf,
+    /// The box directory: sockets and logs are created here.
+    pub box_dir: PathBuf,
+}
+
+impl VmSpec {
+    /// Unix socket on which the guest agent is reached.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.box_dir.join("agent.sock")
+    }
+    /// Guest serial console output.
+    pub fn console_log(&self) -> PathBuf {
+        self.box_dir.join("console.log")
+    }
+    /// The VM process's own stderr.
+    pub fn vmm_log(&self) -> PathBuf {
+        self.box_dir.join("vmm.log")
+    }
+}
+
+/// A VM engine.
+pub trait Engine: Send + Sync {
+    /// Short name ("qemu").
+    fn name(&self) -> &'static str;
+    /// Spawns the VM process. It is killed when the returned child is dropped.
+    fn spawn(&self, spec: &VmSpec) -> Result<tokio::process::Child>;
+    /// Ends a VM at once, whichever process started it (e.g. QMP `quit`). `pid` is the VM process.
+    fn force_stop(&self, box_dir: &Path, pid: u32);
+}
+
+/// Unix socket paths are limited to 107 bytes; say so instead of failing obscurely later.
+pub fn check_socket_path(path: &Path) -> Result<()> {
+    const MAX: usize = 107;
+    let len = path.as_os_str().len();
+    if len > MAX {
+        return Err(Error::InvalidArgument(format!(
+            "socket path {} is {len} bytes, over the {MAX}-byte limit of unix sockets; use a shorter BoxLite home",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The last `max_lines` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, max_lines: usize) -> String {
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(max_lines)..].join("\n")
+}

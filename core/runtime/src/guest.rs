@@ -1,0 +1,287 @@
+//! The host side of the guest protocol: a gRPC client over the agent's unix socket, and the
+//! [`Execution`] handle that streams one command's output.
+
+use crate::error::{Error, Result};
+use boxlite_protocol::v1::guest_client::GuestClient;
+use boxlite_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, Signal};
+use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES};
+use std::path::{Path, PathBuf};
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::{Channel, Endpoint};
+
+/// A connection to one box's agent.
+#[derive(Clone)]
+pub struct Guest {
+    client: GuestClient<Channel>,
+}
+
+impl Guest {
+    /// Connects to the agent socket (the VM process creates it at start).
+    pub async fn connect(socket: &Path) -> Result<Self> {
+        let socket: PathBuf = socket.to_path_buf();
+        // The URI is required by tonic but unused: the connector below dials the unix socket.
+        let channel = Endpoint::from_static("http://boxlite.guest")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }
+            }))
+            .await
+            .map_err(|e| Error::Guest(format!("cannot connect to the guest agent: {e}")))?;
+        let client = GuestClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Guest { client })
+    }
+
+    /// Waits for the agent to answer; returns the guest's uptime in milliseconds.
+    pub async fn ping(&self) -> Result<u64> {
+        let reply = self.client.clone().ping(PingRequest {}).await.map_err(rpc_error)?;
+        Ok(reply.into_inner().uptime_ms)
+    }
+
+    /// Asks the agent to stop everything, unmount the disk and power off.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.client.clone().shutdown(ShutdownRequest {}).await.map_err(rpc_error)?;
+        Ok(())
+    }
+
+    /// Starts a command. Errors if it could not be started (not found, bad cwd or user).
+    pub async fn exec(&self, start: ExecStart) -> Result<Execution> {
+        let (input_tx, input_rx) = mpsc::channel::<ExecInput>(16);
+        input_tx
+            .send(ExecInput { kind: Some(exec_input::Kind::Start(start)) })
+            .await
+            .map_err(|_| Error::Internal("exec input closed".into()))?;
+        let mut outputs = self
+            .client
+            .clone()
+            .exec(tokio_stream::wrappers::ReceiverStream::new(input_rx))
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        // The first message says whether the command started.
+        match outputs.message().await.map_err(rpc_error)?.and_then(|m| m.kind) {
+            Some(exec_output::Kind::Started(_)) => {}
+            Some(exec_output::Kind::SpawnError(msg)) => return Err(Error::InvalidArgument(truncate(msg))),
+            other => return Err(Error::Guest(format!("guest sent {other:?} instead of `started`"))),
+        }
+        // Small buffers: a consumer that stops reading stalls the command (backpressure).
+        let (stdout_tx, stdout_rx) = mpsc::channel(4);
+        let (stderr_tx, stderr_rx) = mpsc::channel(4);
+        let (exit_tx, exit_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut stdout_tx = Some(stdout_tx);
+            let mut stderr_tx = Some(stderr_tx);
+            let exit = loop {
+                let kind = match outputs.message().await {
+                    Ok(Some(m)) => m.kind,
+                    Ok(None) => break Err(Error::Guest("the guest ended the command's stream without an exit status".into())),
+                    Err(status) => break Err(rpc_error(status)),
+                };
+                match kind {
+                    Some(exec_output::Kind::Stdout(data)) => forward(&mut stdout_tx, data).await,
+                    Some(exec_output::Kind::Stderr(data)) => forward(&mut stderr_tx, data).await,
+                    Some(exec_output::Kind::Exit(exit)) => break ExitStatus::from_guest(exit.code, exit.signal, exit.timed_out),
+                    _ => break Err(Error::Guest("guest sent an unexpected exec message".into())),
+                }
+            };
+            let _ = exit_tx.send(exit);
+        });
+        Ok(Execution {
+            stdout: Some(OutputStream { rx: stdout_rx }),
+            stderr: Some(OutputStream { rx: stderr_rx }),
+            stdin: Some(Stdin { tx: input_tx.clone() }),
+            control: input_tx,
+            exit: exit_rx,
+        })
+    }
+}
+
+/// Sends a chunk to its stream; a dropped stream means its output is discarded from then on.
+async fn forward(tx: &mut Option<mpsc::Sender<Vec<u8>>>, data: Vec<u8>) {
+    if data.len() > MAX_CHUNK_BYTES {
+        return; // never produced by our agent; a hostile guest gets nothing through
+    }
+    if let Some(sender) = tx {
+        if sender.send(data).await.is_err() {
+            *tx = None;
+        }
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    const MAX: usize = 4096;
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn rpc_error(status: tonic::Status) -> Error {
+    Error::Guest(format!("guest agent: {}", truncate(status.message().to_string())))
+}
+
+/// How a command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExitStatus {
+    /// Exit code when it exited normally.
+    pub code: Option<i32>,
+    /// Signal number when a signal ended it.
+    pub signal: Option<i32>,
+    /// It was killed because its timeout passed.
+    pub timed_out: bool,
+}
+
+impl ExitStatus {
+    fn from_guest(code: Option<i32>, signal: Option<i32>, timed_out: bool) -> Result<Self> {
+        // Values from the guest are untrusted: only real exit codes and signal numbers pass.
+        let valid = match (code, signal) {
+            (Some(c), None) => (0..=255).contains(&c),
+            (None, Some(s)) => (1..=64).contains(&s),
+            _ => false,
+        };
+        if !valid {
+            return Err(Error::Guest(format!("guest sent an invalid exit status (code {code:?}, signal {signal:?})")));
+        }
+        Ok(ExitStatus { code, signal, timed_out })
+    }
+
+    /// Shell convention: the code, or 128 + signal.
+    pub fn exit_code(&self) -> i32 {
+        self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
+    }
+
+    /// Exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// One stream of a command's output, as raw byte chunks in the order produced.
+pub struct OutputStream {
+    rx: mpsc::Receiver<Vec<u8>>,
+}
+
+impl OutputStream {
+    /// The next chunk, or `None` at end of stream.
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
+        self.rx.recv().await
+    }
+
+    /// Reads everything until end of stream.
+    pub async fn read_to_end(mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        while let Some(chunk) = self.next().await {
+            all.extend_from_slice(&chunk);
+        }
+        all
+    }
+}
+
+/// The command's stdin.
+#[derive(Clone)]
+pub struct Stdin {
+    tx: mpsc::Sender<ExecInput>,
+}
+
+impl Stdin {
+    /// Writes bytes to the command's stdin.
+    pub async fn write(&self, data: &[u8]) -> Result<()> {
+        for chunk in data.chunks(MAX_CHUNK_BYTES) {
+            self.send(exec_input::Kind::Stdin(chunk.to_vec())).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes stdin: the command reads EOF.
+    pub async fn close(self) -> Result<()> {
+        self.send(exec_input::Kind::CloseStdin(true)).await
+    }
+
+    async fn send(&self, kind: exec_input::Kind) -> Result<()> {
+        self.tx
+            .send(ExecInput { kind: Some(kind) })
+            .await
+            .map_err(|_| Error::InvalidState("the command has already ended".into()))
+    }
+}
+
+/// A running command.
+pub struct Execution {
+    /// Its stdout; take it to read, or leave it and the output is discarded.
+    pub stdout: Option<OutputStream>,
+    /// Its stderr; take it to read, or leave it and the output is discarded.
+    pub stderr: Option<OutputStream>,
+    /// Its stdin.
+    pub stdin: Option<Stdin>,
+    control: mpsc::Sender<ExecInput>,
+    exit: oneshot::Receiver<Result<ExitStatus>>,
+}
+
+/// Everything a finished command printed, and how it ended.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// All of stdout.
+    pub stdout: Vec<u8>,
+    /// All of stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl Execution {
+    /// Sends a signal to the command (and its process group).
+    pub async fn signal(&self, signal: i32) -> Result<()> {
+        if !(1..=64).contains(&signal) {
+            return Err(Error::InvalidArgument(format!("signal {signal} is not a valid signal number (1 to 64)")));
+        }
+        self.control
+            .send(ExecInput { kind: Some(exec_input::Kind::Signal(Signal { signal })) })
+            .await
+            .map_err(|_| Error::InvalidState("the command has already ended".into()))
+    }
+
+    /// Kills the command with SIGKILL.
+    pub async fn kill(&self) -> Result<()> {
+        self.signal(libc::SIGKILL).await
+    }
+
+    /// Waits for the command to end. Output not taken is discarded.
+    pub async fn wait(mut self) -> Result<ExitStatus> {
+        self.stdout = None;
+        self.stderr = None;
+        self.stdin = None;
+        self.exit.await.map_err(|_| Error::Guest("lost the connection to the guest agent".into()))?
+    }
+
+    /// Collects stdout and stderr and waits for the end.
+    pub async fn output(mut self) -> Result<Output> {
+        let out = self.stdout.take().map(OutputStream::read_to_end);
+        let err = self.stderr.take().map(OutputStream::read_to_end);
+        let (stdout, stderr) = tokio::join!(
+            async { if let Some(f) = out { f.await } else { Vec::new() } },
+            async { if let Some(f) = err { f.await } else { Vec::new() } }
+        );
+        let status = self.wait().await?;
+        Ok(Output { status, stdout, stderr })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_rejects_impossible_values() {
+        assert!(ExitStatus::from_guest(Some(0), None, false).unwrap().success());
+        assert_eq!(ExitStatus::from_guest(None, Some(9), true).unwrap().exit_code(), 137);
+        assert!(ExitStatus::from_guest(Some(256), None, false).is_err());
+        assert!(ExitStatus::from_guest(None, Some(0), false).is_err());
+        assert!(ExitStatus::from_guest(Some(1), Some(9), false).is_err());
+        assert!(ExitStatus::from_guest(None, None, false).is_err());
+    }
+}
