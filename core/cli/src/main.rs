@@ -131,7 +131,7 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
         .chain(cli.registries.iter().map(|h| RegistryConfig { host: h.clone(), ..Default::default() }))
         .collect();
     let accel = cli.accel.as_deref().map(str::parse).transpose()?;
-    let runtime = Runtime::new(RuntimeOptions { home: cli.home, registries, accel })?;
+    let runtime = Runtime::new(RuntimeOptions { home: cli.home, registries, accel, assets_dir: None })?;
     match cli.command {
         Command::Run { rm, name, cpus, memory_mib, env, workdir, user, timeout, interactive, image, command } => {
             let options = BoxOptions { image, name, cpus, memory_mib, env: parse_env(&env)?, working_dir: workdir, user, ..Default::default() };

@@ -33,9 +33,9 @@ pub(crate) fn home_dir() -> PathBuf {
 }
 
 impl GuestAssets {
-    /// Finds both files or says how to build them.
-    pub fn find() -> Result<Self> {
-        let dir = assets_dir();
+    /// Finds both files in `dir` (default [`assets_dir`]) or says how to build them.
+    pub fn find(dir: Option<&std::path::Path>) -> Result<Self> {
+        let dir = dir.map(PathBuf::from).unwrap_or_else(assets_dir);
         let assets = GuestAssets { kernel: dir.join("vmlinux"), initrd: dir.join("initramfs.cpio") };
         for path in [&assets.kernel, &assets.initrd] {
             if !path.is_file() {

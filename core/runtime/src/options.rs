@@ -57,6 +57,8 @@ pub struct RuntimeOptions {
     pub registries: Vec<RegistryConfig>,
     /// Accelerator; default `$BOXLITE_ACCEL`, else auto.
     pub accel: Option<Accel>,
+    /// Directory with the guest `vmlinux` and `initramfs.cpio`; default [`crate::assets::assets_dir`].
+    pub assets_dir: Option<PathBuf>,
 }
 
 /// Options of a new box.

@@ -37,6 +37,7 @@ struct Inner {
     images: ImageStore,
     registries: Vec<RegistryConfig>,
     accel: Accel,
+    assets_dir: Option<PathBuf>,
     engine: Mutex<Option<Arc<Qemu>>>,
     /// One slot per box this process has touched: serializes start/stop of that box.
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<LiveVm>>>>>,
@@ -117,6 +118,7 @@ impl Runtime {
                 images,
                 registries: options.registries,
                 accel,
+                assets_dir: options.assets_dir,
                 engine: Mutex::new(None),
                 slots: Mutex::new(HashMap::new()),
             }),
@@ -274,7 +276,7 @@ impl Runtime {
             )));
         }
         let engine = self.engine()?;
-        let assets = GuestAssets::find()?;
+        let assets = GuestAssets::find(self.inner.assets_dir.as_deref())?;
         let spec = VmSpec {
             cpus: rec.options.cpus,
             memory_mib: rec.options.memory_mib,
@@ -326,19 +328,18 @@ impl Runtime {
         let slot = self.slot(id);
         let mut live = slot.lock().await;
         let rec = self.record(id)?;
-        let engine = self.engine()?;
         if let Some(mut vm) = live.take().filter(|vm| vm.is_running()) {
             let _ = tokio::time::timeout(GRACEFUL_STOP, vm.guest.shutdown()).await;
             let mut ended = tokio::time::timeout(GRACEFUL_STOP, vm.exited.wait_for(|e| e.is_some())).await.is_ok();
             if !ended {
-                engine.force_stop(&self.box_dir(id), vm.pid);
+                self.engine()?.force_stop(&self.box_dir(id), vm.pid);
                 ended = tokio::time::timeout(GRACEFUL_STOP, vm.exited.wait_for(|e| e.is_some())).await.is_ok();
             }
             if !ended {
                 return Err(Error::Engine(format!("the VM of box {id} (pid {}) did not stop", vm.pid)));
             }
         } else if let (BoxStatus::Running, Some(pid)) = (rec.status, rec.pid) {
-            engine.force_stop(&self.box_dir(id), pid);
+            self.engine()?.force_stop(&self.box_dir(id), pid);
             let deadline = Instant::now() + GRACEFUL_STOP;
             while vm_alive(pid, &self.box_dir(id)) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,0 +1,72 @@
+//! The `boxlite` command as users run it, against the local test registry.
+
+use std::process::{Command, Output};
+
+fn registry() -> String {
+    std::env::var("REGISTRY").unwrap_or_else(|_| {
+        panic!("REGISTRY is not set: run the tests through `bash scripts/test.sh`, or `eval \"$(bash scripts/test-images.sh)\"` first")
+    })
+}
+
+fn boxlite(home: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_boxlite"));
+    cmd.arg("--home").arg(home).arg("--insecure-registry").arg(registry()).args(args);
+    cmd
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.output().expect("run boxlite")
+}
+
+#[test]
+fn run_prints_output_and_returns_the_exit_code() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run(boxlite(home.path(), &["run", "--rm", "busybox:latest", "echo", "hi"]));
+    assert_eq!(text(&out.stdout), "hi\n", "stderr: {}", text(&out.stderr));
+    assert!(out.status.success());
+
+    let out = run(boxlite(home.path(), &["run", "--name", "kept", "busybox:latest", "sh", "-c", "echo err >&2; exit 7"]));
+    assert_eq!(out.status.code(), Some(7));
+    assert!(text(&out.stderr).contains("err"));
+
+    let ls = text(&run(boxlite(home.path(), &["ls"])).stdout);
+    assert!(ls.contains("kept") && ls.contains("stopped"), "{ls}");
+    let images = text(&run(boxlite(home.path(), &["images"])).stdout);
+    assert!(images.contains("busybox"), "{images}");
+
+    assert!(run(boxlite(home.path(), &["rm", "kept"])).status.success());
+    let ls = text(&run(boxlite(home.path(), &["ls"])).stdout);
+    assert_eq!(ls.lines().count(), 1, "{ls}");
+    assert_eq!(std::fs::read_dir(home.path().join("boxes")).unwrap().count(), 0);
+}
+
+#[test]
+fn missing_qemu_says_what_to_install() {
+    let home = tempfile::tempdir().unwrap();
+    // A PATH with the disk tools but without qemu-system-x86_64.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["mke2fs", "debugfs", "qemu-img"] {
+        let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(|d| std::path::Path::new(d).join(tool)).find(|p| p.exists());
+        std::os::unix::fs::symlink(found.unwrap_or_else(|| panic!("{tool} missing: run scripts/install-deps.sh")), bin.path().join(tool)).unwrap();
+    }
+    let mut cmd = boxlite(home.path(), &["run", "--rm", "busybox:latest", "true"]);
+    cmd.env("PATH", bin.path());
+    let out = run(cmd);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("qemu-system-x86_64 not found") && stderr.contains("apt-get install qemu-system-x86"), "{stderr}");
+    assert_eq!(std::fs::read_dir(home.path().join("boxes")).unwrap().count(), 0, "the failed box must be removed");
+}
+
+#[test]
+fn bad_memory_is_rejected_before_anything_happens() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run(boxlite(home.path(), &["run", "--memory", "64", "busybox:latest", "true"]));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr.contains("INVALID_ARGUMENT") && stderr.contains("128 to 65536"), "{stderr}");
+}

@@ -1,0 +1,42 @@
+//! Fixtures shared by the VM tests: the local registry and guest assets made by
+//! `scripts/test-images.sh` and `scripts/setup.sh`. Missing fixtures fail loudly with the fix.
+#![allow(dead_code)]
+
+use boxlite::{RegistryConfig, Runtime, RuntimeOptions};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// An env var set by `scripts/test.sh` (from `scripts/test-images.sh`), or a failure that says so.
+pub fn fixture(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests through `bash scripts/test.sh`, or `eval \"$(bash scripts/test-images.sh)\"` first")
+    })
+}
+
+/// The anonymous test registry (plain http on 127.0.0.1).
+pub fn registry() -> String {
+    let host = fixture("REGISTRY");
+    let url = format!("http://{host}/v2/");
+    let ok = std::process::Command::new("curl").args(["-fsS", "-m", "3", "-o", "/dev/null", &url]).status().map(|s| s.success());
+    assert!(ok.unwrap_or(false), "the test registry at {host} does not answer: run `bash scripts/test-images.sh`");
+    host
+}
+
+/// One home for the whole test binary, so each image is pulled once.
+pub fn home() -> PathBuf {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    HOME.get_or_init(|| tempfile::Builder::new().prefix("bxt").tempdir_in("/tmp").expect("tempdir")).path().to_path_buf()
+}
+
+/// A runtime on the shared home that searches the test registry.
+pub fn runtime() -> Runtime {
+    let registries = vec![RegistryConfig { host: registry(), insecure: true, ..Default::default() }];
+    Runtime::new(RuntimeOptions { home: Some(home()), registries, accel: None, assets_dir: None }).expect("runtime")
+}
+
+/// A runtime on a fresh home of its own.
+pub fn isolated_runtime(registries: Vec<RegistryConfig>) -> (Runtime, tempfile::TempDir) {
+    let dir = tempfile::Builder::new().prefix("bxi").tempdir_in("/tmp").expect("tempdir");
+    let rt = Runtime::new(RuntimeOptions { home: Some(dir.path().to_path_buf()), registries, accel: None, assets_dir: None }).expect("runtime");
+    (rt, dir)
+}

@@ -1,0 +1,143 @@
+//! End-to-end tests: real VMs booted from images served by the local test registry.
+
+mod common;
+
+use boxlite::{BoxOptions, BoxStatus, ExecCommand, LiteBox, Output};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+async fn sh(b: &LiteBox, script: &str) -> Output {
+    b.exec(ExecCommand::new("sh", ["-c", script])).await.expect("exec").output().await.expect("output")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// One busybox box serves every case that does not need a box of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn busybox_box_runs_commands() {
+    let rt = common::runtime();
+    let b = rt.create(BoxOptions { name: Some("shared-busybox".into()), ..BoxOptions::new("busybox:latest") }).await.unwrap();
+
+    // echo
+    let out = b.exec(ExecCommand::new("echo", ["hello", "world"])).await.unwrap().output().await.unwrap();
+    assert_eq!(text(&out.stdout), "hello world\n");
+    assert!(out.status.success());
+
+    // exit codes and stderr are results, not errors
+    let out = sh(&b, "echo oops >&2; exit 42").await;
+    assert_eq!(out.status.code, Some(42));
+    assert_eq!(text(&out.stderr), "oops\n");
+    assert!(out.stdout.is_empty());
+
+    // env and working dir come from the image config; box and exec env layer over it
+    let out = sh(&b, "echo $GREETING; pwd").await;
+    assert_eq!(text(&out.stdout), "hello-from-image\n/home\n");
+    let cmd = ExecCommand {
+        env: vec![("GREETING".into(), "from-exec".into())],
+        cwd: Some("/tmp".into()),
+        ..ExecCommand::new("sh", ["-c", "echo $GREETING; pwd"])
+    };
+    assert_eq!(text(&b.exec(cmd).await.unwrap().output().await.unwrap().stdout), "from-exec\n/tmp\n");
+
+    // 20 MB of stdout arrives byte-exact
+    let out = sh(&b, "dd if=/dev/urandom of=/tmp/big bs=1M count=20 2>/dev/null && sha256sum /tmp/big >&2 && cat /tmp/big").await;
+    assert_eq!(out.stdout.len(), 20 * 1024 * 1024);
+    let expected = text(&out.stderr).split_whitespace().next().unwrap_or_default().to_string();
+    assert_eq!(hex::encode(Sha256::digest(&out.stdout)), expected);
+
+    // stdin reaches the command; closing it ends `cat`
+    let mut ex = b.exec(ExecCommand::new("cat", Vec::<String>::new())).await.unwrap();
+    let stdin = ex.stdin.take().unwrap();
+    stdin.write(b"piped input").await.unwrap();
+    stdin.close().await.unwrap();
+    let out = ex.output().await.unwrap();
+    assert_eq!(text(&out.stdout), "piped input");
+
+    // several execs at once
+    let started = Instant::now();
+    let runs = (0..4).map(|i| {
+        let b = b.clone();
+        async move { sh(&b, &format!("sleep 1; echo {i}")).await }
+    });
+    let outs = futures::future::join_all(runs).await;
+    for (i, out) in outs.iter().enumerate() {
+        assert_eq!(text(&out.stdout), format!("{i}\n"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "execs ran one after another: {:?}", started.elapsed());
+
+    // a timeout is enforced in the guest and reported
+    let cmd = ExecCommand { timeout: Some(Duration::from_millis(300)), ..ExecCommand::new("sleep", ["30"]) };
+    let status = b.exec(cmd).await.unwrap().wait().await.unwrap();
+    assert!(status.timed_out && status.signal == Some(9), "{status:?}");
+
+    // kill ends a running command with its signal
+    let ex = b.exec(ExecCommand::new("sleep", ["30"])).await.unwrap();
+    ex.signal(15).await.unwrap();
+    assert_eq!(ex.wait().await.unwrap().signal, Some(15));
+
+    // user from /etc/passwd of the box
+    let cmd = ExecCommand { user: Some("nobody".into()), ..ExecCommand::new("id", ["-u"]) };
+    assert_eq!(text(&b.exec(cmd).await.unwrap().output().await.unwrap().stdout), "65534\n");
+
+    // a TTY exec sees a terminal
+    let cmd = ExecCommand { tty: true, ..ExecCommand::new("sh", ["-c", "test -t 0 && test -t 1 && echo tty"]) };
+    assert_eq!(text(&b.exec(cmd).await.unwrap().output().await.unwrap().stdout).trim(), "tty");
+
+    // a missing command is an error naming it
+    let err = b.exec(ExecCommand::new("no-such-command", Vec::<String>::new())).await.err().expect("must fail");
+    assert!(err.to_string().contains("no-such-command"), "{err}");
+
+    // a file written in the box survives stop and start
+    sh(&b, "echo kept > /root/persist.txt && sync").await;
+    b.stop().await.unwrap();
+    assert_eq!(b.info().unwrap().status, BoxStatus::Stopped);
+    b.start().await.unwrap();
+    assert_eq!(text(&sh(&b, "cat /root/persist.txt").await.stdout), "kept\n");
+
+    // exec after remove: a clear error, and nothing left on disk
+    rt.remove(b.id(), true).await.unwrap();
+    let err = b.exec(ExecCommand::new("true", Vec::<String>::new())).await.err().expect("must fail");
+    assert_eq!(err.code(), "NOT_FOUND", "{err}");
+    assert!(err.to_string().contains("removed"), "{err}");
+    assert!(!rt.home().join("boxes").join(b.id()).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_image_runs_python() {
+    let rt = common::runtime();
+    let b = rt.create(BoxOptions::new("python:slim")).await.unwrap();
+    let out = b.exec(ExecCommand::new("python3", ["-c", "import sys; print(sum(range(10)), sys.version_info.major)"])).await.unwrap();
+    let out = out.output().await.unwrap();
+    assert_eq!(text(&out.stdout), "45 3\n", "stderr: {}", text(&out.stderr));
+    rt.remove(b.id(), true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whiteouts_delete_and_replace_lower_layer_files() {
+    let rt = common::runtime();
+    let b = rt.create(BoxOptions::new("whiteout:latest")).await.unwrap();
+    let out = sh(&b, "ls /etc/gone.txt 2>&1; cat /etc/keep.txt /etc/replaced.txt; ls /opaque").await;
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("No such file"), "{stdout}");
+    assert!(stdout.contains("keep\nnew\n"), "{stdout}");
+    assert!(stdout.ends_with("c\n") && !stdout.contains("\na\n"), "{stdout}");
+    rt.remove(b.id(), true).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boxes_from_one_image_do_not_see_each_others_writes() {
+    let rt = common::runtime();
+    let (a, b) = tokio::join!(rt.create(BoxOptions::new("busybox:latest")), rt.create(BoxOptions::new("busybox:latest")));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (wa, wb) = tokio::join!(sh(&a, "echo a > /root/mine; ls /root"), sh(&b, "echo b > /root/mine; ls /root"));
+    assert_eq!((text(&wa.stdout), text(&wb.stdout)), ("mine\n".into(), "mine\n".into()));
+    let (ra, rb) = tokio::join!(sh(&a, "cat /root/mine"), sh(&b, "cat /root/mine"));
+    assert_eq!((text(&ra.stdout), text(&rb.stdout)), ("a\n".into(), "b\n".into()));
+    // the overlay is small: creating a box copied nothing big
+    let overlay = std::fs::metadata(rt.home().join("boxes").join(a.id()).join("disk.qcow2")).unwrap().len();
+    assert!(overlay < 16 * 1024 * 1024, "overlay is {overlay} bytes");
+    rt.remove(a.id(), true).await.unwrap();
+    rt.remove(b.id(), true).await.unwrap();
+}
