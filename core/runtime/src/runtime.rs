@@ -500,3 +500,15 @@ mod tests {
         assert_eq!(start.cwd, "/srv");
     }
 }
+
+/// Bindings spawn these futures on multi-threaded executors, so they must stay `Send`.
+#[allow(dead_code)]
+fn futures_are_send(rt: &Runtime, b: &LiteBox) {
+    fn send<T: Send>(_: T) {}
+    send(rt.pull("x", None));
+    send(rt.create(BoxOptions::new("x")));
+    send(rt.remove("x", false));
+    send(b.start());
+    send(b.stop());
+    send(b.exec(ExecCommand::default()));
+}

@@ -1,0 +1,128 @@
+//! `boxlite-bench`: the runtime's speed and memory figures, against the local test registry.
+//! Usage: boxlite-bench REGISTRY OUT.json [BASELINE.json]
+//! BASELINE.json is `scripts/boot-baseline.sh`'s output: the same kernel booting a trivial init on
+//! the same engine, so boot overhead is a ratio.
+
+use boxlite::{BoxOptions, ExecCommand, PullProgress, RegistryConfig, Runtime, RuntimeOptions};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn stats(mut samples: Vec<f64>) -> Value {
+    samples.sort_by(f64::total_cmp);
+    json!({ "p50": percentile(&samples, 0.5), "p95": percentile(&samples, 0.95), "min": samples[0], "max": samples[samples.len() - 1], "runs": samples.len() })
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (registry, out_path) = match (args.get(1), args.get(2)) {
+        (Some(r), Some(o)) => (r.clone(), o.clone()),
+        _ => return Err("usage: boxlite-bench REGISTRY OUT.json [BASELINE.json]".into()),
+    };
+    let baseline: Option<Value> = args.get(3).map(|p| std::fs::read_to_string(p)).transpose()?.map(|t| serde_json::from_str(&t)).transpose()?;
+    let home = tempfile::Builder::new().prefix("bxb").tempdir_in("/tmp")?;
+    let registries = vec![RegistryConfig { host: registry, insecure: true, ..Default::default() }];
+    let rt = Runtime::new(RuntimeOptions { home: Some(home.path().into()), registries, ..Default::default() })?;
+    let mut results = serde_json::Map::new();
+
+    // Cold pull of the python image, timing each progress event: the base-disk build is the
+    // time from the last layer landing to the disk being built.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    let (mut last_layer, mut disk_built) = (Duration::ZERO, Duration::ZERO);
+    let watch = async {
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                PullProgress::LayerDone { .. } => last_layer = started.elapsed(),
+                PullProgress::DiskBuilt { .. } => disk_built = started.elapsed(),
+                _ => {}
+            }
+        }
+    };
+    let (pulled, ()) = tokio::join!(rt.pull("python:slim", Some(tx)), watch);
+    pulled?;
+    results.insert("image_pull_cold_ms".into(), json!(ms(started.elapsed())));
+    results.insert("base_disk_build_ms".into(), json!(ms(disk_built.saturating_sub(last_layer))));
+
+    // Box create with the image cached (host side only: no boot).
+    let mut creates = Vec::new();
+    let mut boxes = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        boxes.push(rt.create(BoxOptions::new("python:slim")).await?);
+        creates.push(ms(t.elapsed()));
+    }
+    results.insert("box_create_ms".into(), stats(creates));
+    let overlay = std::fs::metadata(home.path().join("boxes").join(boxes[0].id()).join("disk.qcow2"))?.len();
+    results.insert("box_create_overlay_bytes".into(), json!(overlay));
+
+    // Boot-to-ready and first exec, on busybox (the image the baseline compares with in size).
+    let mut boots = Vec::new();
+    let mut first_execs = Vec::new();
+    for _ in 0..5 {
+        let b = rt.create(BoxOptions::new("busybox:latest")).await?;
+        let t = Instant::now();
+        b.start().await?;
+        boots.push(ms(t.elapsed()));
+        let t = Instant::now();
+        b.exec(ExecCommand::new("true", Vec::<String>::new())).await?.wait().await?;
+        first_execs.push(ms(t.elapsed()));
+        rt.remove(b.id(), true).await?;
+    }
+    let boot = stats(boots);
+    results.insert("boot_to_ready_ms".into(), boot.clone());
+    results.insert("first_exec_ms".into(), stats(first_execs));
+    if let Some(base) = baseline.as_ref().and_then(|b| b.get("baseline_boot_ms")) {
+        results.insert("baseline_boot_ms".into(), base.clone());
+        if let (Some(a), Some(b)) = (boot["p50"].as_f64(), base["p50"].as_f64()) {
+            results.insert("boot_overhead_ratio_p50".into(), json!((a / b * 100.0).round() / 100.0));
+        }
+    }
+
+    // Warm exec round trip and throughput on one running box.
+    let b = rt.create(BoxOptions::new("busybox:latest")).await?;
+    b.start().await?;
+    let mut rtts = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        b.exec(ExecCommand::new("true", Vec::<String>::new())).await?.wait().await?;
+        rtts.push(ms(t.elapsed()));
+    }
+    results.insert("warm_exec_rtt_ms".into(), stats(rtts));
+    b.exec(ExecCommand::new("dd", ["if=/dev/urandom", "of=/tmp/big", "bs=1M", "count=20"])).await?.wait().await?;
+    let t = Instant::now();
+    let out = b.exec(ExecCommand::new("cat", ["/tmp/big"])).await?.output().await?;
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(out.stdout.len(), 20 << 20);
+    results.insert("stdout_20mb_ms".into(), json!(ms(t.elapsed())));
+    results.insert("stdout_mb_per_s".into(), json!(((20.0 / secs) * 10.0).round() / 10.0));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = b.info()?.pid.ok_or("running box has no pid")?;
+    results.insert("idle_box_rss_mib".into(), json!(rss_kib(pid) / 1024));
+    rt.remove(b.id(), true).await?;
+    for b in boxes {
+        rt.remove(b.id(), true).await?;
+    }
+
+    let report = Value::Object(results);
+    std::fs::write(&out_path, serde_json::to_string_pretty(&report)?)?;
+    println!("{:<28} {}", "metric", "value");
+    for (k, v) in report.as_object().expect("object") {
+        println!("{k:<28} {v}");
+    }
+    println!("wrote {out_path}");
+    Ok(())
+}

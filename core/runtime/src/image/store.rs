@@ -1,0 +1,432 @@
+//! The image store: pulls images into verified blobs, builds each image's base disk once, and
+//! keeps a reference index that works offline.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::atomic::{self, unique_path, TempPath};
+use super::blobs::{sha256_digest, BlobStore};
+use super::layers::{open_layer, HashingReader, Rootfs};
+use super::layout;
+use super::manifest::{parse_config, Manifest};
+use super::reference::{self, validate_digest, Source};
+use super::registry::Registries;
+use super::{ext4, Image, PullProgress, RegistryConfig};
+use crate::error::{Error, Result};
+
+/// Images kept under one root directory (`<BOXLITE_HOME>/images`).
+#[derive(Clone, Debug)]
+pub struct ImageStore {
+    root: PathBuf,
+    blobs: BlobStore,
+}
+
+/// What a pull resolved to, before the disk is built.
+struct Fetched {
+    reference: String,
+    manifest_digest: String,
+    manifest: Manifest,
+}
+
+impl ImageStore {
+    /// Opens (creating if needed) the store at `root`, and clears temp files of dead processes.
+    pub fn new(root: PathBuf) -> Result<Self> {
+        for sub in ["blobs/sha256", "disks", "refs", "locks", "tmp"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::storage("cannot create", &dir, e))?;
+        }
+        // Absolute, so that disk paths handed to the VM engine do not depend on the cwd.
+        let root =
+            std::fs::canonicalize(&root).map_err(|e| Error::storage("cannot resolve", &root, e))?;
+        atomic::remove_stale(&root.join("tmp"));
+        let blobs = BlobStore::new(root.join("blobs/sha256"), root.join("tmp"));
+        Ok(ImageStore { root, blobs })
+    }
+
+    /// Returns the cached image for `reference` without any network access, if it was pulled before.
+    /// Names without a registry host match the first configured registry (then Docker Hub) they
+    /// were pulled from, in the order a pull would try them.
+    pub fn get(&self, reference: &str, registries: &[RegistryConfig]) -> Result<Option<Image>> {
+        let source = reference::parse(reference)?;
+        for name in normalized_names(&source, registries) {
+            if let Some(image) = self.read_ref(&name)? {
+                if image.base_disk.is_file() {
+                    return Ok(Some(image));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pulls (or loads a local layout), stores blobs by digest (verified), builds the base ext4
+    /// disk once per image (cached by config digest), records the reference. Idempotent: blobs and
+    /// disks already present are reused, so a second pull only re-reads the manifest.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        registries: &[RegistryConfig],
+        progress: Option<UnboundedSender<PullProgress>>,
+    ) -> Result<Image> {
+        let send = |event: PullProgress| {
+            if let Some(tx) = &progress {
+                // A dropped receiver only means nobody is watching.
+                let _ = tx.send(event);
+            }
+        };
+        let source = reference::parse(reference)?;
+        let fetched = match &source {
+            Source::Registry(r) => {
+                let registries = Registries::new(registries);
+                let resolved = registries.resolve(r, &self.blobs).await?;
+                let reference = resolved.candidate.normalized();
+                let manifest = resolved.manifest;
+                send(PullProgress::Resolved {
+                    reference: reference.clone(),
+                    layers: manifest.layers.len(),
+                });
+                // The config first: it tells a wrong platform before any layer is downloaded.
+                let config = [(manifest.config.digest.clone(), manifest.config.size)];
+                registries
+                    .fetch_blobs(&resolved.candidate, &self.blobs, &config, |_, _| {})
+                    .await?;
+                parse_config(&self.blobs.read(&manifest.config.digest)?, &reference)?;
+                let layers: Vec<(String, u64)> = manifest
+                    .layers
+                    .iter()
+                    .map(|l| (l.digest.clone(), l.size))
+                    .collect();
+                registries
+                    .fetch_blobs(
+                        &resolved.candidate,
+                        &self.blobs,
+                        &layers,
+                        |digest, bytes| {
+                            send(PullProgress::LayerDone {
+                                digest: digest.to_string(),
+                                bytes,
+                            })
+                        },
+                    )
+                    .await?;
+                Fetched {
+                    reference,
+                    manifest_digest: resolved.manifest_digest,
+                    manifest,
+                }
+            }
+            Source::Layout { .. } | Source::Archive { .. } => {
+                let fetched = self.load_local(source.clone()).await?;
+                send(PullProgress::Resolved {
+                    reference: fetched.reference.clone(),
+                    layers: fetched.manifest.layers.len(),
+                });
+                for layer in &fetched.manifest.layers {
+                    send(PullProgress::LayerDone {
+                        digest: layer.digest.clone(),
+                        bytes: layer.size,
+                    });
+                }
+                fetched
+            }
+        };
+
+        let parsed = parse_config(
+            &self.blobs.read(&fetched.manifest.config.digest)?,
+            &fetched.reference,
+        )?;
+        let store = self.clone();
+        let config_digest = fetched.manifest.config.digest.clone();
+        let layers: Vec<String> = fetched
+            .manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect();
+        let diff_ids = parsed.diff_ids.clone();
+        let base_disk =
+            blocking(move || store.ensure_disk(&config_digest, &layers, &diff_ids)).await?;
+        send(PullProgress::DiskBuilt {
+            path: base_disk.clone(),
+        });
+
+        let image = Image {
+            reference: fetched.reference,
+            manifest_digest: fetched.manifest_digest,
+            config_digest: fetched.manifest.config.digest.clone(),
+            config: parsed.config,
+            layer_count: fetched.manifest.layers.len(),
+            base_disk,
+            size_bytes: fetched.manifest.layers.iter().map(|l| l.size).sum(),
+            pulled_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let store = self.clone();
+        let record = image.clone();
+        blocking(move || store.write_ref(&record)).await?;
+        Ok(image)
+    }
+
+    /// Every image recorded, sorted by reference. Unreadable records are skipped with a warning.
+    pub fn list(&self) -> Result<Vec<Image>> {
+        let dir = self.root.join("refs");
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| Error::storage("cannot list", &dir, e))?;
+        let mut images = Vec::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|e| Error::storage("cannot list", &dir, e))?
+                .path();
+            if path.extension().is_some_and(|e| e == "json") {
+                match read_image(&path) {
+                    Ok(Some(image)) => images.push(image),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "skipping unreadable image record")
+                    }
+                }
+            }
+        }
+        images.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(images)
+    }
+
+    async fn load_local(&self, source: Source) -> Result<Fetched> {
+        let blobs = self.blobs.clone();
+        blocking(move || {
+            let reference = source.local_normalized().expect("local source");
+            let image = match &source {
+                Source::Layout { path, tag } => {
+                    layout::load_dir(path, tag.as_deref(), &blobs, &reference)?
+                }
+                Source::Archive { path, tag } => {
+                    layout::load_archive(path, tag.as_deref(), &blobs, &reference)?
+                }
+                Source::Registry(_) => unreachable!("registry sources are pulled over the network"),
+            };
+            Ok(Fetched {
+                reference,
+                manifest_digest: image.manifest_digest,
+                manifest: image.manifest,
+            })
+        })
+        .await
+    }
+
+    /// Returns the base disk of the image with `config_digest`, building it if this is the first
+    /// pull. Holds a per-image lock so concurrent pulls build it once.
+    fn ensure_disk(
+        &self,
+        config_digest: &str,
+        layers: &[String],
+        diff_ids: &[String],
+    ) -> Result<PathBuf> {
+        let hex = validate_digest(config_digest)?;
+        let disk = self.root.join("disks").join(format!("{hex}.ext4"));
+        let _lock = atomic::lock(&self.root.join("locks").join(format!("disk-{hex}.lock")))?;
+        if disk.is_file() {
+            return Ok(disk);
+        }
+        let started = Instant::now();
+        let tmp = self.root.join("tmp");
+        let staging = TempPath::new(unique_path(&tmp, "rootfs"));
+        std::fs::create_dir(staging.path())
+            .map_err(|e| Error::storage("cannot create", staging.path(), e))?;
+        let mut rootfs = Rootfs::new(staging.path())?;
+        for (i, digest) in layers.iter().enumerate() {
+            let mut reader = HashingReader::new(open_layer(&self.blobs.path(digest)?)?);
+            rootfs.apply_layer(&mut reader, digest)?;
+            let diff_id = reader
+                .finish()
+                .map_err(|e| Error::Image(format!("layer {digest} cannot be decompressed: {e}")))?;
+            // Configs without diff_ids exist (hand-made images); when present they must match.
+            if diff_ids.len() == layers.len() && diff_ids[i] != diff_id {
+                return Err(Error::Image(format!(
+                    "layer {digest} unpacks to {diff_id}, but the image config expects {}; the image is corrupt",
+                    diff_ids[i]
+                )));
+            }
+        }
+        let (stats, fixups) = rootfs.finish()?;
+        let unpacked = started.elapsed();
+        let size = ext4::disk_size(&stats);
+        let disk_tmp = TempPath::new(unique_path(&tmp, "disk.ext4"));
+        ext4::build(staging.path(), disk_tmp.path(), size, &fixups)?;
+        disk_tmp.persist(&disk)?;
+        tracing::info!(
+            disk = %disk.display(),
+            layers = layers.len(),
+            content_bytes = stats.content_bytes,
+            inodes = stats.inodes,
+            disk_bytes = size,
+            fixups = fixups.len(),
+            unpack_ms = unpacked.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "built base disk"
+        );
+        Ok(disk)
+    }
+
+    fn ref_path(&self, normalized: &str) -> PathBuf {
+        let key = sha256_digest(normalized.as_bytes());
+        self.root
+            .join("refs")
+            .join(format!("{}.json", &key["sha256:".len()..]))
+    }
+
+    fn read_ref(&self, normalized: &str) -> Result<Option<Image>> {
+        let image = read_image(&self.ref_path(normalized))?;
+        // A hash collision is not a practical concern, but a record for another name would be a bug.
+        Ok(image.filter(|i| i.reference == normalized))
+    }
+
+    fn write_ref(&self, image: &Image) -> Result<()> {
+        let path = self.ref_path(&image.reference);
+        let lock_name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _lock = atomic::lock(
+            &self
+                .root
+                .join("locks")
+                .join(format!("ref-{lock_name}.lock")),
+        )?;
+        let json = serde_json::to_vec_pretty(image)
+            .map_err(|e| Error::Internal(format!("cannot serialize image record: {e}")))?;
+        atomic::write_file(&self.root.join("tmp"), &path, &json)
+    }
+}
+
+fn read_image(path: &Path) -> Result<Option<Image>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::storage(
+                "corrupt image record",
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::storage("cannot read", path, e)),
+    }
+}
+
+/// The normalized names a reference may have been recorded under, in pull order.
+fn normalized_names(source: &Source, registries: &[RegistryConfig]) -> Vec<String> {
+    match source {
+        Source::Registry(r) => {
+            let hosts: Vec<&str> = registries.iter().map(|c| c.host.as_str()).collect();
+            r.candidates(&hosts)
+                .iter()
+                .map(|c| c.normalized())
+                .collect()
+        }
+        local => local.local_normalized().into_iter().collect(),
+    }
+}
+
+/// Runs blocking work (file trees, mke2fs, flock) off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("image task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::layout::tests::write_layout;
+
+    #[tokio::test]
+    async fn pulls_a_local_layout_once_and_finds_it_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        let (manifest_digest, layer) = write_layout(&layout, "latest");
+        let store = ImageStore::new(dir.path().join("images")).unwrap();
+        let reference = format!("oci:{}:latest", layout.display());
+        assert!(store.get(&reference, &[]).unwrap().is_none());
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let image = store.pull(&reference, &[], Some(tx)).await.unwrap();
+        assert_eq!(image.manifest_digest, manifest_digest);
+        assert_eq!(image.layer_count, 1);
+        assert_eq!(image.config.cmd, ["/bin/sh"]);
+        assert!(image.base_disk.starts_with(dir.path().join("images/disks")));
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        assert!(matches!(
+            &events[0],
+            PullProgress::Resolved { layers: 1, .. }
+        ));
+        assert!(matches!(&events[1], PullProgress::LayerDone { digest, .. } if *digest == layer));
+        assert!(matches!(&events[2], PullProgress::DiskBuilt { path } if *path == image.base_disk));
+
+        let cached = store.get(&reference, &[]).unwrap().unwrap();
+        assert_eq!(cached.base_disk, image.base_disk);
+        let again = store.pull(&reference, &[], None).await.unwrap();
+        assert_eq!(again.base_disk, image.base_disk);
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("images/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", "cat /hello"])
+            .arg(&image.base_disk)
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"hi\n");
+    }
+
+    /// Bindings spawn pulls on multi-threaded executors.
+    #[allow(dead_code)]
+    fn pull_is_send(store: &ImageStore) {
+        fn send<T: Send>(_: T) {}
+        send(store.pull("x", &[], None));
+    }
+
+    #[test]
+    fn get_tries_names_in_pull_order() {
+        let source = reference::parse("busybox").unwrap();
+        let regs = [RegistryConfig {
+            host: "127.0.0.1:5000".into(),
+            insecure: true,
+            ..Default::default()
+        }];
+        assert_eq!(
+            normalized_names(&source, &regs),
+            [
+                "127.0.0.1:5000/busybox:latest",
+                "127.0.0.1:5000/library/busybox:latest",
+                "docker.io/library/busybox:latest"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_pulls_share_one_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        write_layout(&layout, "latest");
+        let reference = format!("oci:{}", layout.display());
+        let a = ImageStore::new(dir.path().join("images")).unwrap();
+        let b = ImageStore::new(dir.path().join("images")).unwrap();
+        let (x, y) = tokio::join!(a.pull(&reference, &[], None), b.pull(&reference, &[], None));
+        assert_eq!(x.unwrap().base_disk, y.unwrap().base_disk);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("images/disks"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+}
