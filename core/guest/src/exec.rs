@@ -215,7 +215,8 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
 /// Spawns with a new PTY as stdin/stdout/stderr and returns the master side as a stream.
 fn pty_spawn(cmd: &mut tokio::process::Command) -> std::io::Result<(tokio::process::Child, Option<FdStream>)> {
     let size = nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
-    let pty = nix::pty::openpty(Some(&size), None).map_err(std::io::Error::from)?;
+    let pty = nix::pty::openpty(Some(&size), None)
+        .map_err(|e| std::io::Error::other(format!("cannot allocate a terminal: {e}")))?;
     let slave: OwnedFd = pty.slave;
     cmd.stdin(Stdio::from(slave.try_clone()?)).stdout(Stdio::from(slave.try_clone()?)).stderr(Stdio::from(slave));
     let child = cmd.spawn()?;

@@ -28,7 +28,10 @@ pub fn setup() -> Result<(), String> {
     mount_at("proc", &sub("/proc"), "proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, none)?;
     mount_at("sysfs", &sub("/sys"), "sysfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, none)?;
     mount_at("devtmpfs", &sub("/dev"), "devtmpfs", MsFlags::MS_NOSUID, none)?;
-    mount_at("devpts", &sub("/dev/pts"), "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+    // One devpts instance, mounted in the agent's root (where it opens PTYs, so ptsname paths
+    // resolve) and bound into the box (where commands use them).
+    mount_at("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("ptmxmode=0666,mode=0620"))?;
+    mount_at("/dev/pts", &sub("/dev/pts"), "", MsFlags::MS_BIND, none)?;
     mount_at("shm", &sub("/dev/shm"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
     // /dev/ptmx must point at this devpts instance for openpty inside the chroot.
     let ptmx = sub("/dev/ptmx");
