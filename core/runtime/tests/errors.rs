@@ -33,8 +33,8 @@ async fn unreachable_registry_fails_within_seconds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_range_options_and_taken_names_are_rejected_cleanly() {
-    let rt = common::runtime();
-    let before = leftover_boxes(&rt);
+    let registries = vec![RegistryConfig { host: common::registry(), insecure: true, ..Default::default() }];
+    let (rt, _home) = common::isolated_runtime(registries);
     for (opts, needle) in [
         (BoxOptions { memory_mib: 64, ..BoxOptions::new("busybox:latest") }, "memory_mib 64"),
         (BoxOptions { cpus: 0, ..BoxOptions::new("busybox:latest") }, "cpus 0"),
@@ -47,7 +47,7 @@ async fn out_of_range_options_and_taken_names_are_rejected_cleanly() {
     let err = rt.create(BoxOptions { name: Some("taken-name".into()), ..BoxOptions::new("busybox:latest") }).await.err().expect("must fail");
     assert_eq!(err.code(), "ALREADY_EXISTS", "{err}");
     rt.remove(named.id(), false).await.unwrap();
-    assert_eq!(leftover_boxes(&rt), before);
+    assert_eq!(leftover_boxes(&rt), 0);
 }
 
 /// A kernel that is not a kernel: qemu exits at once and the error says so with its stderr.
