@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Benchmarks: prints a table and writes bench-results.json (override with $1). Runs the bare-kernel
+# baseline first so boot overhead is reported as a ratio on the same engine, kernel and machine.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$root/bench-results.json}
+cache=${BOXLITE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxlite}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+"$root/scripts/setup.sh" >/dev/null
+eval "$("$root/scripts/test-images.sh")"
+assets=${BOXLITE_ASSETS_DIR:-$cache/assets}
+baseline=$(mktemp)
+"$root/scripts/boot-baseline.sh" "$assets/vmlinux" 10 | tail -1 >"$baseline"
+cargo build --quiet --release -p boxlite-bench --manifest-path "$root/Cargo.toml"
+"$CARGO_TARGET_DIR/release/boxlite-bench" "$REGISTRY" "$out" "$baseline"
+rm -f "$baseline"
