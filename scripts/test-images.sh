@@ -41,13 +41,13 @@ cd "$cache"
 exec 9>.lock
 flock 9
 
-# Images are rebuilt when their recipe (this script) changes; debootstrap is slow, so only FORCE=1
-# redoes it.
+# Images are rebuilt when their recipe (this script) changes or with FORCE=1; debootstrap is slow,
+# so only FORCE=1 redoes it.
 recipe=$(sha256sum <"$script" | cut -c1-16)
 if [ "${FORCE:-0}" = 1 ]; then
   rm -rf rootfs-python
 fi
-if [ "$(cat recipe 2>/dev/null)" != "$recipe" ]; then
+if [ "${FORCE:-0}" = 1 ] || [ "$(cat recipe 2>/dev/null)" != "$recipe" ]; then
   rm -rf rootfs-busybox ./*-oci ./*-oci.tar
   echo "$recipe" >recipe
 fi
@@ -55,7 +55,7 @@ fi
 # ---------------------------------------------------------------- rootfs trees
 # Each tree is built in NAME.tmp and renamed when complete, so a killed run leaves no half tree.
 
-build_busybox_rootfs() { # DIR ARCH-TEXT
+build_busybox_rootfs() { # DIR
   local r=$1
   mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,proc,sys,dev,run,var/tmp,home}
   chmod 1777 "$r/tmp" "$r/var/tmp"
@@ -116,27 +116,30 @@ new_image() { # LAYOUT TAG ARCH: an empty image in LAYOUT (created if needed)
 }
 
 busybox_layout() {
-  local l=$1
+  local l=$1 root
+  root=$(rootfs busybox build_busybox_rootfs)
   new_image "$l" latest amd64
-  add_layer "$l:latest" "$(rootfs busybox build_busybox_rootfs)"
+  add_layer "$l:latest" "$root"
   umoci config --image "$l:latest" --config.env="$path_env" --config.env=GREETING=hello-from-image \
     --config.workingdir=/home --config.cmd=/bin/sh
 }
 
 python_layout() {
-  local l=$1
+  local l=$1 root
+  root=$(rootfs python build_python_rootfs)
   new_image "$l" slim amd64
-  add_layer "$l:slim" "$(rootfs python build_python_rootfs)"
+  add_layer "$l:slim" "$root"
   umoci config --image "$l:slim" --config.env="$path_env" --config.env=LANG=C.UTF-8 \
     --config.workingdir=/ --config.cmd=python3
 }
 
 whiteout_layout() {
-  local l=$1 stage="$1.stage"
+  local l=$1 stage="$1.stage" root
+  root=$(rootfs busybox build_busybox_rootfs)
   new_image "$l" latest amd64
   # Layer 1: busybox plus the files layer 2 deletes, replaces and hides.
   rm -rf "$stage" && mkdir -p "$stage"
-  cp -a "$(rootfs busybox build_busybox_rootfs)/." "$stage/1"
+  cp -a "$root/." "$stage/1"
   mkdir -p "$stage/1/opaque"
   echo gone >"$stage/1/etc/gone.txt"
   echo keep >"$stage/1/etc/keep.txt"
@@ -154,11 +157,16 @@ whiteout_layout() {
   rm -rf "$stage"
   umoci config --image "$l:latest" --config.env="$path_env" --config.cmd=/bin/sh
   # The runtime's whiteout handling is only tested if the pushed layer really holds the markers.
-  local top
-  top=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][-1]["digest"].split(":")[1])' \
-    <"$l/blobs/sha256/$(umoci_manifest "$l" latest)")
-  tar tzf "$l/blobs/sha256/$top" | grep -qx 'etc/.wh.gone.txt' &&
-    tar tzf "$l/blobs/sha256/$top" | grep -qx 'opaque/.wh..wh..opq' ||
+  local top entries
+  top=$(python3 - "$l" <<'PY'
+import json, sys
+blobs = sys.argv[1] + "/blobs/sha256/"
+manifest = json.load(open(blobs + json.load(open(sys.argv[1] + "/index.json"))["manifests"][0]["digest"][7:]))
+print(blobs + manifest["layers"][-1]["digest"][7:])
+PY
+)
+  entries=$(tar tzf "$top")
+  grep -qx 'etc/.wh.gone.txt' <<<"$entries" && grep -qx 'opaque/.wh..wh..opq' <<<"$entries" ||
     { log "whiteout layer lacks its markers"; exit 1; }
 }
 
@@ -176,7 +184,6 @@ multiarch_layout() {
   add_layer "$l:arm64" "$arm"
   rm -rf "$arm"
   skopeo copy -q --insecure-policy --preserve-digests "oci:busybox-oci:latest" "oci:$l:amd64" >&2
-  umoci gc --layout "$l"
   # An image index listing arm64 first, so a runtime that takes the first entry gets it wrong.
   python3 - "$l" <<'PY'
 import hashlib, json, os, sys
@@ -203,22 +210,14 @@ json.dump(top, open(index_path, "w"))
 PY
 }
 
-umoci_manifest() { # LAYOUT TAG: hex digest of the tag's manifest
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-for m in json.load(open(sys.argv[1] + "/index.json"))["manifests"]:
-    if m["annotations"]["org.opencontainers.image.ref.name"] == sys.argv[2]:
-        print(m["digest"].split(":")[1])
-PY
-}
-
 layout() { # NAME BUILDER: builds NAME-oci (in NAME-oci.tmp, renamed when complete) unless cached
   local dir="$1-oci"
   [ -d "$dir" ] && return 0
   log "building $dir"
   rm -rf "$dir.tmp"
   "$2" "$dir.tmp" >&2
-  [ -f "$dir.tmp/index.json" ] && umoci gc --layout "$dir.tmp"
+  # Drops the blobs that umoci config replaced along the way.
+  umoci gc --layout "$dir.tmp"
   mv "$dir.tmp" "$dir"
 }
 

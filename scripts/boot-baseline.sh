@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Bare-kernel boot baseline for the benchmark: boots the guest kernel RUNS times (default 5) with
+# the engine's QEMU flags and an initramfs whose /init (a static busybox script) only writes one
+# line to the virtio-serial port named boxlite.agent and reboots. Prints each boot's wall time from
+# spawning qemu to the host reading that line, then, as the last stdout line, JSON:
+#   {"baseline_boot_ms":{"p50":..,"min":..,"max":..,"runs":N}}
+# Usage: boot-baseline.sh [VMLINUX] [RUNS]   (VMLINUX defaults to the output of build-kernel.sh)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+script="$here/$(basename "${BASH_SOURCE[0]}")"
+cache="${BOXLITE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxlite}/boot-baseline"
+
+"$here/install-deps.sh"
+vmlinux=${1:-$("$here/build-kernel.sh" | tail -n1)}
+runs=${2:-5}
+[ -f "$vmlinux" ] || { echo "boot-baseline: no kernel at $vmlinux" >&2; exit 1; }
+
+# The initramfs depends only on this script and the busybox binary.
+initrd="$cache/initrd-$(cat "$script" /bin/busybox | sha256sum | cut -c1-12).cpio"
+if [ ! -f "$initrd" ]; then
+  mkdir -p "$cache"
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/dev" "$root/proc" "$root/sys"
+  cp /bin/busybox "$root/bin/"
+  for applet in sh mount cat cut reboot; do ln -s busybox "$root/bin/$applet"; done
+  cat >"$root/init" <<'INIT'
+#!/bin/sh
+mount -t devtmpfs dev /dev
+mount -t sysfs sys /sys
+mount -t proc proc /proc
+for port in /sys/class/virtio-ports/*; do
+  [ "$(cat "$port/name")" = boxlite.agent ] &&
+    echo "boxlite-baseline uptime=$(cut -d' ' -f1 /proc/uptime)" >"/dev/${port##*/}"
+done
+# Triple-fault reboot (reboot=t); with -no-reboot that ends qemu.
+reboot -f
+INIT
+  chmod 0755 "$root/init"
+  # Uncompressed, as the engine ships its initramfs: decompressing costs time under TCG.
+  (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$initrd.tmp"
+  mv "$initrd.tmp" "$initrd"
+  rm -rf "$root"
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+qemu-img create -q -f qcow2 "$work/disk.qcow2" 64M
+
+python3 - "$vmlinux" "$initrd" "$work" "$runs" <<'PY'
+import json, os, socket, statistics, subprocess, sys, time
+
+vmlinux, initrd, work, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sock_path = os.path.join(work, "agent.sock")
+TIMEOUT_S = 120
+
+def qemu_cmd(log):
+    return [
+        "qemu-system-x86_64",
+        "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off",
+        "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "256", "-smp", "1",
+        "-nographic", "-no-reboot", "-nodefaults", "-serial", f"file:{log}",
+        "-kernel", vmlinux, "-initrd", initrd,
+        "-append", "console=ttyS0 quiet reboot=t panic=-1",
+        "-device", "virtio-serial-device",
+        "-chardev", f"socket,path={sock_path},server=on,wait=off,id=c0",
+        "-device", "virtserialport,chardev=c0,name=boxlite.agent",
+        "-drive", f"file={os.path.join(work, 'disk.qcow2')},if=none,id=d0,format=qcow2",
+        "-device", "virtio-blk-device,drive=d0",
+    ]
+
+def fail(msg, proc, log):
+    proc.kill()
+    proc.wait()
+    tail = open(log, errors="replace").read()[-2000:] if os.path.exists(log) else ""
+    sys.exit(f"boot-baseline: {msg}\nqemu stderr:\n{proc.stderr.read()}\nconsole:\n{tail}")
+
+def boot(i):
+    log = os.path.join(work, f"console-{i}.log")
+    if os.path.exists(sock_path):
+        os.unlink(sock_path)
+    start = time.monotonic()
+    proc = subprocess.Popen(qemu_cmd(log), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    # qemu creates the socket a few ms after spawn; the guest needs far longer to write to it.
+    conn = socket.socket(socket.AF_UNIX)
+    while True:
+        try:
+            conn.connect(sock_path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            if proc.poll() is not None or time.monotonic() - start > TIMEOUT_S:
+                fail("qemu did not open the agent socket", proc, log)
+            time.sleep(0.002)
+    conn.settimeout(TIMEOUT_S)
+    buf = b""
+    while b"\n" not in buf:
+        chunk = conn.recv(256)
+        if not chunk:
+            fail("guest closed the port before writing a line", proc, log)
+        buf += chunk
+    ready_ms = (time.monotonic() - start) * 1000
+    try:
+        proc.wait(TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        fail("guest did not reboot (qemu still running)", proc, log)
+    exit_ms = (time.monotonic() - start) * 1000
+    if proc.returncode != 0:
+        fail(f"qemu exited with {proc.returncode}", proc, log)
+    line = buf.split(b"\n")[0].decode()
+    print(f"boot {i + 1}: {ready_ms:.0f} ms to line ({line}), qemu exited at {exit_ms:.0f} ms",
+          flush=True)
+    return ready_ms
+
+times = [boot(i) for i in range(runs)]
+print(json.dumps({"baseline_boot_ms": {"p50": round(statistics.median(times)), "min": round(min(times)),
+                                       "max": round(max(times)), "runs": runs}}))
+PY
