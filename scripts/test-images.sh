@@ -80,8 +80,8 @@ build_python_rootfs() { # DIR
   debootstrap --variant=minbase --include=python3-minimal bookworm "$r" "$mirror" >debootstrap.log 2>&1 ||
     { tail -20 debootstrap.log >&2; log "debootstrap failed, see $cache/debootstrap.log"; exit 1; }
   # Images carry no package caches, docs or device nodes (the guest mounts its own /dev).
-  rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/* "$r"/usr/share/doc/* \
-    "$r"/usr/share/man/* "$r"/usr/share/locale/* "$r"/dev/*
+  (cd "$r" && rm -rf var/cache/apt/archives/*.deb var/lib/apt/lists/* usr/share/doc/* usr/share/man/* \
+    usr/share/locale/* dev/*)
   : >"$r/etc/resolv.conf"
 }
 
@@ -166,8 +166,10 @@ print(blobs + manifest["layers"][-1]["digest"][7:])
 PY
 )
   entries=$(tar tzf "$top")
-  grep -qx 'etc/.wh.gone.txt' <<<"$entries" && grep -qx 'opaque/.wh..wh..opq' <<<"$entries" ||
-    { log "whiteout layer lacks its markers"; exit 1; }
+  if ! grep -qx 'etc/.wh.gone.txt' <<<"$entries" || ! grep -qx 'opaque/.wh..wh..opq' <<<"$entries"; then
+    log "whiteout layer lacks its markers"
+    exit 1
+  fi
 }
 
 busybox_zstd_layout() {
