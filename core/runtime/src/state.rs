@@ -64,6 +64,9 @@ pub struct BoxRecord {
     pub created_at: u64,
 }
 
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The state database.
 pub struct State {
     conn: Connection,
@@ -73,7 +76,23 @@ impl State {
     /// Opens (and creates or migrates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Switching to WAL and creating the schema can report BUSY at once (the busy handler does
+        // not cover a journal-mode change) while another connection does the same: retry.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match Self::init_schema(&conn) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other.map(|_| State { conn }).map_err(Error::from),
+            }
+        }
+    }
+
+    fn init_schema(conn: &Connection) -> rusqlite::Result<()> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(
@@ -86,8 +105,7 @@ impl State {
                 pid INTEGER,
                 created_at INTEGER NOT NULL
             );",
-        )?;
-        Ok(State { conn })
+        )
     }
 
     /// Records a new box. A taken name is `AlreadyExists`.
