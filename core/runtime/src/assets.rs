@@ -1,10 +1,13 @@
-//! The guest kernel and initramfs every VM boots. Built by the project's setup, never downloaded.
+//! The guest kernel and initramfs every VM boots. Built by the project's setup (or shipped beside
+//! the library in a package), never downloaded.
 
 use crate::error::{Error, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Environment variable naming the directory that holds `vmlinux` and `initramfs.cpio`.
 pub const ASSETS_ENV: &str = "BOXLITE_ASSETS_DIR";
+/// Name of the assets directory a package ships next to the library (`libboxlite.so`, the Node addon).
+pub const BESIDE_LIBRARY_DIR: &str = "boxlite-guest";
 
 /// Paths of the guest boot assets.
 #[derive(Clone, Debug)]
@@ -15,8 +18,8 @@ pub struct GuestAssets {
     pub initrd: PathBuf,
 }
 
-/// The assets directory: `$BOXLITE_ASSETS_DIR`, else `$XDG_CACHE_HOME/boxlite/assets`, else
-/// `~/.cache/boxlite/assets` (where `scripts/setup.sh` puts them).
+/// The cache assets directory: `$XDG_CACHE_HOME/boxlite/assets`, else `~/.cache/boxlite/assets`
+/// (where `scripts/setup.sh` puts them). `$BOXLITE_ASSETS_DIR` overrides it.
 pub fn assets_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os(ASSETS_ENV).filter(|d| !d.is_empty()) {
         return dir.into();
@@ -32,19 +35,63 @@ pub(crate) fn home_dir() -> PathBuf {
     std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).unwrap_or_else(|| "/".into())
 }
 
+/// `boxlite-guest/` beside the shared object (or executable) this code was loaded from, so a
+/// packaged library finds the assets it ships without any configuration.
+fn beside_library() -> Option<PathBuf> {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the address and fills `info`; any address is allowed.
+    let found = unsafe { libc::dladdr(beside_library as *const libc::c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: on success dli_fname is a NUL-terminated path owned by the dynamic loader.
+    let file = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let file = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(file.to_bytes()));
+    let file = std::fs::canonicalize(file).ok()?;
+    Some(file.parent()?.join(BESIDE_LIBRARY_DIR))
+}
+
 impl GuestAssets {
-    /// Finds both files in `dir` (default [`assets_dir`]) or says how to build them.
-    pub fn find(dir: Option<&std::path::Path>) -> Result<Self> {
-        let dir = dir.map(PathBuf::from).unwrap_or_else(assets_dir);
-        let assets = GuestAssets { kernel: dir.join("vmlinux"), initrd: dir.join("initramfs.cpio") };
-        for path in [&assets.kernel, &assets.initrd] {
-            if !path.is_file() {
-                return Err(Error::Engine(format!(
-                    "guest asset {} is missing: run scripts/setup.sh to build the guest kernel and agent, or set {ASSETS_ENV}",
-                    path.display()
-                )));
+    /// Finds both files: in `dir` when given, else in `$BOXLITE_ASSETS_DIR`, else in
+    /// `boxlite-guest/` beside the library, else in the cache dir; or says how to get them.
+    pub fn find(dir: Option<&Path>) -> Result<Self> {
+        let candidates: Vec<PathBuf> = match dir {
+            Some(dir) => vec![dir.to_path_buf()],
+            None if std::env::var_os(ASSETS_ENV).is_some_and(|d| !d.is_empty()) => vec![assets_dir()],
+            None => beside_library().into_iter().chain([assets_dir()]).collect(),
+        };
+        for dir in &candidates {
+            let assets = GuestAssets { kernel: dir.join("vmlinux"), initrd: dir.join("initramfs.cpio") };
+            if assets.kernel.is_file() && assets.initrd.is_file() {
+                return Ok(assets);
             }
         }
-        Ok(assets)
+        let searched: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+        Err(Error::Engine(format!(
+            "the guest kernel and initramfs (vmlinux, initramfs.cpio) are missing from {}: run scripts/setup.sh to build them, or set {ASSETS_ENV}",
+            searched.join(" and ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_assets_name_every_place_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = GuestAssets::find(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(err.contains("scripts/setup.sh"), "{err}");
+    }
+
+    #[test]
+    fn the_library_location_is_known() {
+        // In a test binary the "library" is the executable itself.
+        let dir = beside_library().expect("dladdr finds this code");
+        assert_eq!(dir.file_name().unwrap(), BESIDE_LIBRARY_DIR);
+        let exe = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(dir.parent(), exe.parent());
     }
 }

@@ -91,7 +91,7 @@ impl Guest {
             stdout: Some(OutputStream { rx: stdout_rx }),
             stderr: Some(OutputStream { rx: stderr_rx }),
             stdin: Some(Stdin { tx: input_tx.clone() }),
-            control: input_tx,
+            control: ExecControl { tx: input_tx },
             exit: exit_rx,
         })
     }
@@ -218,7 +218,7 @@ pub struct Execution {
     pub stderr: Option<OutputStream>,
     /// Its stdin.
     pub stdin: Option<Stdin>,
-    control: mpsc::Sender<ExecInput>,
+    control: ExecControl,
     exit: oneshot::Receiver<Result<ExitStatus>>,
 }
 
@@ -233,13 +233,19 @@ pub struct Output {
     pub stderr: Vec<u8>,
 }
 
-impl Execution {
+/// Signals a running command; usable from other tasks while one waits for the command.
+#[derive(Clone)]
+pub struct ExecControl {
+    tx: mpsc::Sender<ExecInput>,
+}
+
+impl ExecControl {
     /// Sends a signal to the command (and its process group).
     pub async fn signal(&self, signal: i32) -> Result<()> {
         if !(1..=64).contains(&signal) {
             return Err(Error::InvalidArgument(format!("signal {signal} is not a valid signal number (1 to 64)")));
         }
-        self.control
+        self.tx
             .send(ExecInput { kind: Some(exec_input::Kind::Signal(Signal { signal })) })
             .await
             .map_err(|_| Error::InvalidState("the command has already ended".into()))
@@ -248,6 +254,23 @@ impl Execution {
     /// Kills the command with SIGKILL.
     pub async fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL).await
+    }
+}
+
+impl Execution {
+    /// A handle that signals this command while another task waits for it.
+    pub fn control(&self) -> ExecControl {
+        self.control.clone()
+    }
+
+    /// Sends a signal to the command (and its process group).
+    pub async fn signal(&self, signal: i32) -> Result<()> {
+        self.control.signal(signal).await
+    }
+
+    /// Kills the command with SIGKILL.
+    pub async fn kill(&self) -> Result<()> {
+        self.control.kill().await
     }
 
     /// Waits for the command to end. Output not taken is discarded.

@@ -23,7 +23,7 @@ pub mod runtime;
 pub mod state;
 
 pub use error::{Error, Result};
-pub use guest::{ExitStatus, Execution, Output, OutputStream, Stdin};
+pub use guest::{ExecControl, ExitStatus, Execution, Output, OutputStream, Stdin};
 pub use image::{Image, ImageConfig, PullProgress, RegistryConfig};
 pub use options::{Accel, BoxOptions, RuntimeOptions};
 pub use runtime::{ExecCommand, LiteBox, Runtime};
