@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { RegistryOptions } from '@boxlite/core'
 import { afterAll } from 'vitest'
 
 // The e2e tests pull from the local test registry; without it they must fail, not skip.
@@ -12,7 +11,7 @@ if (!registry) {
 
 /** The local test registry (plain http), e.g. 127.0.0.1:5000. */
 export const REGISTRY: string = registry
-export const registries: RegistryOptions[] = [{ host: REGISTRY, insecure: true }]
+export const registries = [{ host: REGISTRY, insecure: true }]
 
 /** A fresh BoxLite home for the calling test file, deleted after its tests. */
 export async function tempHome(): Promise<string> {
