@@ -1,0 +1,204 @@
+//! `boxlite_box`: a handle to one box (its VM, disk and record).
+
+use crate::args::{handle, options, out_param, string};
+use crate::error::{boundary, boxlite_result, pointer_boundary, Failure};
+use crate::runtime::{boxlite_runtime, context, Context};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ffi::{c_char, CString};
+use std::sync::Arc;
+
+/// A handle to one box. Made by `boxlite_box_create` (a new box) or `boxlite_box_get` (an existing
+/// one), freed by `boxlite_box_free`, which frees the handle only: the box lives on until removed.
+/// Usable from several threads at once.
+pub struct boxlite_box {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) lite: boxlite::LiteBox,
+    id: CString,
+}
+
+impl boxlite_box {
+    fn new(ctx: Arc<Context>, lite: boxlite::LiteBox) -> Result<Self, Failure> {
+        let id = CString::new(lite.id()).map_err(|_| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, "box id contains NUL"))?;
+        Ok(boxlite_box { ctx, lite, id })
+    }
+}
+
+/// `options_json` of `boxlite_box_create`.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct BoxConfig {
+    name: Option<String>,
+    cpus: Option<u32>,
+    memory_mib: Option<u32>,
+    env: BTreeMap<String, String>,
+    working_dir: Option<String>,
+    user: Option<String>,
+    ready_timeout_ms: Option<u64>,
+}
+
+impl BoxConfig {
+    fn into_options(self, image: &str) -> boxlite::BoxOptions {
+        let defaults = boxlite::BoxOptions::new(image);
+        boxlite::BoxOptions {
+            name: self.name,
+            cpus: self.cpus.unwrap_or(defaults.cpus),
+            memory_mib: self.memory_mib.unwrap_or(defaults.memory_mib),
+            env: self.env.into_iter().collect(),
+            working_dir: self.working_dir,
+            user: self.user,
+            ready_timeout_ms: self.ready_timeout_ms.unwrap_or(defaults.ready_timeout_ms),
+            ..defaults
+        }
+    }
+}
+
+/// Creates a box from an image, pulling the image first if this home does not have it. The box
+/// boots on `boxlite_box_start` or its first exec.
+///
+/// `rt`: the runtime. `image`: a reference such as `"busybox:latest"`,
+/// `"127.0.0.1:5000/python:slim"` or `"oci:/path/to/layout:tag"`.
+/// `options_json`: NULL for every default, or a JSON object with any of `"name"` (unique, 1-64 of
+/// `[A-Za-z0-9_.-]`), `"cpus"` (1-64, default 1), `"memory_mib"` (128-65536, default 512),
+/// `"env"` (`{"KEY": "value"}` over the image's Env), `"working_dir"` (absolute path, over the
+/// image's WorkingDir), `"user"` (over the image's User), `"ready_timeout_ms"` (how long the guest
+/// may take to answer after its VM starts, default 30000). Unknown keys are rejected.
+/// `out`: receives the new box handle on success (untouched on failure); free it with
+/// `boxlite_box_free`.
+///
+/// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (bad option), `BOXLITE_ERR_ALREADY_EXISTS` (name
+/// taken), `BOXLITE_ERR_IMAGE` / `BOXLITE_ERR_REGISTRY` (pull failed), `BOXLITE_ERR_STORAGE`. A
+/// failed create leaves no box behind. Blocks while the image is pulled. Any thread.
+///
+/// # Safety
+/// `rt` is NULL or a live runtime; strings are NULL or NUL-terminated; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_create(
+    rt: *mut boxlite_runtime,
+    image: *const c_char,
+    options_json: *const c_char,
+    out: *mut *mut boxlite_box,
+) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (all four): forwarded from this function's contract.
+        let ctx = unsafe { context(rt)? };
+        let image = unsafe { string(image, "image")? };
+        let config: BoxConfig = unsafe { options(options_json, "options_json")? };
+        let out = unsafe { out_param(out, "out")? };
+        let runtime = ctx.runtime.clone();
+        let options = config.into_options(image);
+        let lite = ctx.run(async move { runtime.create(options).await })?;
+        *out = Box::into_raw(Box::new(boxlite_box::new(ctx, lite)?));
+        Ok(())
+    })
+}
+
+/// Finds an existing box by id or name.
+///
+/// `rt`: the runtime. `id_or_name`: the box's id or name. `out`: receives a new handle on success
+/// (untouched on failure); free it with `boxlite_box_free`. Several handles may refer to the
+/// same box. Errors: `BOXLITE_ERR_NOT_FOUND`. Any thread.
+///
+/// # Safety
+/// `rt` is NULL or a live runtime; `id_or_name` is NULL or NUL-terminated; `out` is NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_get(
+    rt: *const boxlite_runtime,
+    id_or_name: *const c_char,
+    out: *mut *mut boxlite_box,
+) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (all three): forwarded from this function's contract.
+        let ctx = unsafe { context(rt)? };
+        let id_or_name = unsafe { string(id_or_name, "id_or_name")? };
+        let out = unsafe { out_param(out, "out")? };
+        let lite = ctx.runtime.get(id_or_name)?;
+        *out = Box::into_raw(Box::new(boxlite_box::new(ctx, lite)?));
+        Ok(())
+    })
+}
+
+/// The box's id: 13 lowercase letters and digits, sortable by creation time.
+///
+/// Returns a NUL-terminated string owned by `b`, valid until `boxlite_box_free(b)`; NULL if `b`
+/// is NULL. Any thread.
+///
+/// # Safety
+/// `b` is NULL or a live box handle.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_id(b: *const boxlite_box) -> *const c_char {
+    // SAFETY: forwarded from this function's contract.
+    pointer_boundary(|| unsafe { b.as_ref() }.map_or(std::ptr::null(), |b| b.id.as_ptr()))
+}
+
+/// Boots the box's VM and waits until its guest answers. A no-op if this process already runs it.
+///
+/// Errors: `BOXLITE_ERR_NOT_FOUND` (removed), `BOXLITE_ERR_ENGINE` (no QEMU, guest assets
+/// missing), `BOXLITE_ERR_GUEST_BOOT` (the VM died or `ready_timeout_ms` passed; the message
+/// quotes the console log), `BOXLITE_ERR_INVALID_STATE` (another process runs it). Blocks for
+/// the boot (about a second under TCG). Any thread.
+///
+/// # Safety
+/// `b` is NULL or a live box handle.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_start(b: *mut boxlite_box) -> boxlite_result {
+    boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let b = unsafe { handle(b, "box")? };
+        let lite = b.lite.clone();
+        b.ctx.run(async move { lite.start().await })
+    })
+}
+
+/// Stops the box's VM: the guest syncs and unmounts its disk, which is kept for the next start.
+/// A no-op for a box that is not running. Running commands end; their execs report an error or
+/// a signal. Blocks up to about 20 s for a VM that does not stop. Any thread.
+///
+/// # Safety
+/// `b` is NULL or a live box handle.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_stop(b: *mut boxlite_box) -> boxlite_result {
+    boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let b = unsafe { handle(b, "box")? };
+        let lite = b.lite.clone();
+        b.ctx.run(async move { lite.stop().await })
+    })
+}
+
+/// Removes the box: its record and its directory (disk, logs) are deleted.
+///
+/// `force`: stop a running box first; without it a running box is `BOXLITE_ERR_INVALID_STATE`.
+/// The handle stays valid for `boxlite_box_id` and `boxlite_box_free`; anything else on it then
+/// fails with `BOXLITE_ERR_NOT_FOUND`. Any thread.
+///
+/// # Safety
+/// `b` is NULL or a live box handle.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_remove(b: *mut boxlite_box, force: bool) -> boxlite_result {
+    boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let b = unsafe { handle(b, "box")? };
+        let runtime = b.ctx.runtime.clone();
+        let id = b.lite.id().to_string();
+        b.ctx.run(async move { runtime.remove(&id, force).await })
+    })
+}
+
+/// Frees a box handle; the box itself is untouched (use `boxlite_box_remove` to delete it).
+/// NULL is a no-op. Execs made from the handle stay usable. Do not use `b` again, nor free it
+/// while another thread uses it.
+///
+/// # Safety
+/// `b` is NULL or a box handle not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_free(b: *mut boxlite_box) {
+    boundary(|| {
+        if !b.is_null() {
+            // SAFETY: made by Box::into_raw in this module, freed once per the contract.
+            drop(unsafe { Box::from_raw(b) });
+        }
+        Ok(())
+    });
+}

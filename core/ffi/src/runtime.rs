@@ -1,0 +1,208 @@
+//! `boxlite_runtime`: a BoxLite runtime over one home directory, with the tokio runtime that runs
+//! its work.
+
+use crate::args::{handle, options, out_param};
+use crate::error::{boundary, boxlite_result, panic_failure, Failure};
+use serde::Deserialize;
+use std::ffi::c_char;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// A BoxLite runtime: one home directory (state, images, boxes) and the threads that run its VMs.
+/// Made by `boxlite_runtime_new`, freed by `boxlite_runtime_free`. Usable from several threads at
+/// once.
+pub struct boxlite_runtime {
+    pub(crate) ctx: Arc<Context>,
+}
+
+/// What every handle made from one runtime shares. The last handle freed drops it.
+pub(crate) struct Context {
+    /// Declared first, so it is dropped before `tokio`.
+    pub runtime: boxlite::Runtime,
+    /// Dropping it ends every task: VM watchers (so VMs still running are killed) and output pumps.
+    tokio: tokio::runtime::Runtime,
+}
+
+impl Context {
+    /// Runs `work` on a worker thread and blocks the calling thread until it is done.
+    /// Anything that may boot a VM goes through here: the VM process is tied to the thread that
+    /// spawns it (PR_SET_PDEATHSIG), and the caller's thread may exit long before the box stops,
+    /// while worker threads live as long as the runtime.
+    pub fn run<T: Send + 'static>(&self, work: impl Future<Output = boxlite::Result<T>> + Send + 'static) -> Result<T, Failure> {
+        match self.tokio.block_on(self.tokio.spawn(work)) {
+            Ok(result) => result.map_err(Failure::from),
+            Err(join) => Err(match join.try_into_panic() {
+                Ok(payload) => panic_failure(payload.as_ref()),
+                Err(join) => Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, format!("background task failed: {join}")),
+            }),
+        }
+    }
+
+    /// Blocks the calling thread on `work` (which starts no VM) for at most `timeout` (None: no
+    /// limit); a timeout is `BOXLITE_ERR_TIMEOUT` naming `what`.
+    pub fn wait_for<T>(&self, timeout: Option<Duration>, what: &str, work: impl Future<Output = T>) -> Result<T, Failure> {
+        match timeout {
+            None => Ok(self.tokio.block_on(work)),
+            Some(limit) => self.tokio.block_on(tokio::time::timeout(limit, work)).map_err(|_| {
+                Failure::new(boxlite_result::BOXLITE_ERR_TIMEOUT, format!("{what} timed out after {} ms", limit.as_millis()))
+            }),
+        }
+    }
+}
+
+/// `options_json` of `boxlite_runtime_new`.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RuntimeConfig {
+    home: Option<PathBuf>,
+    registries: Vec<RegistryConfig>,
+    accel: Option<boxlite::Accel>,
+    assets_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryConfig {
+    host: String,
+    #[serde(default)]
+    insecure: bool,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl From<RuntimeConfig> for boxlite::RuntimeOptions {
+    fn from(c: RuntimeConfig) -> Self {
+        let registries = c
+            .registries
+            .into_iter()
+            .map(|r| boxlite::RegistryConfig { host: r.host, insecure: r.insecure, username: r.username, password: r.password })
+            .collect();
+        boxlite::RuntimeOptions { home: c.home, registries, accel: c.accel, assets_dir: c.assets_dir }
+    }
+}
+
+/// Library warnings (such as the one-time "KVM unusable, using TCG") go to stderr, filtered by
+/// `BOXLITE_LOG` (tracing's env-filter syntax, default "warn"). Skipped if the process already
+/// installed a tracing subscriber.
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("BOXLITE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .without_time()
+            .try_init();
+    });
+}
+
+/// Opens a runtime: creates the home directory if needed and reconciles boxes whose VM died.
+///
+/// `options_json`: NULL for every default, or a JSON object with any of:
+/// - `"home"`: state directory (default `$BOXLITE_HOME`, else `~/.boxlite`);
+/// - `"registries"`: `[{"host": "127.0.0.1:5000", "insecure": true, "username": "u",
+///   "password": "p"}]`, searched in order for unqualified image names (before docker.io);
+///   `insecure` means plain http; credentials are optional;
+/// - `"accel"`: `"auto"` (default: KVM when it can run a guest, else TCG with one warning),
+///   `"kvm"` or `"tcg"`;
+/// - `"assets_dir"`: directory with the guest `vmlinux` and `initramfs.cpio` (default: see
+///   docs/c-abi.md).
+///
+/// Unknown keys are rejected (`BOXLITE_ERR_INVALID_ARGUMENT`), so typos never pass silently.
+/// `out`: receives the new runtime on success (untouched on failure); free it with
+/// `boxlite_runtime_free`. Any thread.
+///
+/// # Safety
+/// `options_json` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_runtime_new(options_json: *const c_char, out: *mut *mut boxlite_runtime) -> boxlite_result {
+    boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let out = unsafe { out_param(out, "out")? };
+        // SAFETY: as above.
+        let config: RuntimeConfig = unsafe { options(options_json, "options_json")? };
+        init_logging();
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("boxlite")
+            .build()
+            .map_err(|e| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, format!("cannot start the async runtime: {e}")))?;
+        let runtime = boxlite::Runtime::new(config.into())?;
+        *out = Box::into_raw(Box::new(boxlite_runtime { ctx: Arc::new(Context { runtime, tokio }) }));
+        Ok(())
+    })
+}
+
+/// Frees a runtime handle. NULL is a no-op.
+///
+/// Boxes and execs made from it stay usable until they are freed too; the runtime's threads and
+/// VMs end when the last of these handles is freed. A box still running then is killed (its VM
+/// ends at once): stop it first to keep what it wrote. Do not use `rt` again, nor free it while
+/// another thread uses it.
+///
+/// # Safety
+/// `rt` is NULL or a runtime from `boxlite_runtime_new` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_runtime_free(rt: *mut boxlite_runtime) {
+    boundary(|| {
+        if !rt.is_null() {
+            // SAFETY: made by Box::into_raw in boxlite_runtime_new, freed once per the contract.
+            drop(unsafe { Box::from_raw(rt) });
+        }
+        Ok(())
+    });
+}
+
+/// The runtime behind `rt`.
+///
+/// # Safety
+/// As [`handle`].
+pub(crate) unsafe fn context(rt: *const boxlite_runtime) -> Result<Arc<Context>, Failure> {
+    // SAFETY: forwarded contract.
+    Ok(unsafe { handle(rt, "rt")? }.ctx.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ptr;
+
+    #[test]
+    fn options_json_rejects_unknown_keys_and_bad_values() {
+        for (json, needle) in [
+            (r#"{"hom": "/tmp/x"}"#, "unknown field `hom`"),
+            (r#"{"accel": "hvf"}"#, "unknown variant `hvf`"),
+            (r#"{"registries": [{"insecure": true}]}"#, "missing field `host`"),
+            ("not json", "expected"),
+        ] {
+            let json = std::ffi::CString::new(json).unwrap();
+            let mut rt = ptr::null_mut();
+            // SAFETY: valid string and out-pointer.
+            let code = unsafe { boxlite_runtime_new(json.as_ptr(), &mut rt) };
+            assert_eq!(code, boxlite_result::BOXLITE_ERR_INVALID_ARGUMENT);
+            assert!(rt.is_null(), "out is written only on success");
+            // SAFETY: this thread's message.
+            let msg = unsafe { std::ffi::CStr::from_ptr(crate::boxlite_errmsg()) }.to_string_lossy().into_owned();
+            assert!(msg.contains("options_json") && msg.contains(needle), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_runtime_opens_on_a_fresh_home_and_frees() {
+        let home = std::env::temp_dir().join(format!("boxlite-ffi-unit-{}", std::process::id()));
+        let json = std::ffi::CString::new(serde_json::json!({ "home": home, "accel": "tcg" }).to_string()).unwrap();
+        let mut rt = ptr::null_mut();
+        // SAFETY: valid string and out-pointer; rt freed once.
+        unsafe {
+            assert_eq!(boxlite_runtime_new(json.as_ptr(), &mut rt), boxlite_result::BOXLITE_OK);
+            assert!(home.join("db").is_dir());
+            boxlite_runtime_free(rt);
+            boxlite_runtime_free(ptr::null_mut());
+        }
+        std::fs::remove_dir_all(home).unwrap();
+    }
+}
