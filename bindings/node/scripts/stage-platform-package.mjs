@@ -1,0 +1,24 @@
+// Puts the built addon and the guest assets (vmlinux, initramfs.cpio) into the platform package,
+// where the runtime finds the assets beside the addon (boxlite-guest/) once installed from npm.
+import { copyFileSync, mkdirSync, existsSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const here = join(dirname(fileURLToPath(import.meta.url)), '..')
+const addon = 'boxlite.linux-x64-gnu.node'
+const platformDir = join(here, 'npm', 'linux-x64-gnu')
+const cache = process.env.XDG_CACHE_HOME || join(homedir(), '.cache')
+const assets = process.env.BOXLITE_ASSETS_DIR || join(cache, 'boxlite', 'assets')
+
+for (const file of ['vmlinux', 'initramfs.cpio']) {
+  if (!existsSync(join(assets, file))) {
+    console.error(`stage-platform-package: ${join(assets, file)} is missing: run scripts/setup.sh first`)
+    process.exit(1)
+  }
+}
+copyFileSync(join(here, addon), join(platformDir, addon))
+mkdirSync(join(platformDir, 'boxlite-guest'), { recursive: true })
+for (const file of ['vmlinux', 'initramfs.cpio']) {
+  copyFileSync(join(assets, file), join(platformDir, 'boxlite-guest', file))
+}

@@ -1,0 +1,513 @@
+//! Node.js addon: thin napi-rs wrappers over the `boxlite` crate. `@boxlite/core` is the typed API
+//! users import; this layer only converts types, runs every long call as a Promise on napi's tokio
+//! runtime, and turns runtime errors into JS errors whose `code` is our code name.
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OnceCell};
+use tokio_util::sync::CancellationToken;
+
+/// A runtime error on its way to JS: our code name and message.
+struct Failure {
+    code: &'static str,
+    message: String,
+}
+
+impl From<boxlite::Error> for Failure {
+    fn from(e: boxlite::Error) -> Self {
+        Failure { code: e.code(), message: e.to_string() }
+    }
+}
+
+impl Failure {
+    fn aborted(what: &str) -> Self {
+        Failure { code: "ABORTED", message: format!("{what} was aborted") }
+    }
+
+    /// A JS `Error` with `code` set, thrown or used to reject as it is.
+    fn into_js(self, env: &Env) -> Error {
+        let made = env.create_error(Error::new(Status::GenericFailure, self.message.clone())).and_then(|mut obj| {
+            obj.set_named_property("code", self.code)?;
+            Ok(Error::from(obj.into_unknown(env)?))
+        });
+        made.unwrap_or_else(|e| e)
+    }
+}
+
+type Outcome<T> = std::result::Result<T, Failure>;
+
+/// Runs `fut` on napi's tokio runtime and returns a Promise; a `Failure` rejects with a coded error.
+fn promise<T, F>(env: &Env, fut: F) -> Result<PromiseRaw<'_, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = Outcome<T>> + Send + 'static,
+{
+    env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, outcome| outcome.map_err(|f| f.into_js(env)))
+}
+
+/// Runs `fut` unless `token` is cancelled first; cancelling drops the future (its work stops there).
+async fn cancellable<T>(token: Option<CancellationToken>, what: &str, fut: impl Future<Output = Outcome<T>>) -> Outcome<T> {
+    match token {
+        None => fut.await,
+        Some(token) => tokio::select! {
+            biased;
+            _ = token.cancelled() => Err(Failure::aborted(what)),
+            out = fut => out,
+        },
+    }
+}
+
+/// Lets JS cancel a long call (the TS layer wires an `AbortSignal` to it).
+#[napi]
+pub struct CancelToken {
+    token: CancellationToken,
+}
+
+#[napi]
+impl CancelToken {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        CancelToken { token: CancellationToken::new() }
+    }
+
+    /// Cancels every call this token was passed to.
+    #[napi]
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+}
+
+fn token_of(token: Option<&CancelToken>) -> Option<CancellationToken> {
+    token.map(|t| t.token.clone())
+}
+
+#[napi(object)]
+pub struct RegistryOptions {
+    pub host: String,
+    pub insecure: Option<bool>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[napi(object)]
+pub struct RuntimeOptions {
+    pub home: Option<String>,
+    pub registries: Option<Vec<RegistryOptions>>,
+    /// `auto`, `kvm` or `tcg`.
+    pub accel: Option<String>,
+    /// Directory with the guest `vmlinux` and `initramfs.cpio`.
+    pub assets_dir: Option<String>,
+}
+
+#[napi(object)]
+pub struct BoxOptions {
+    pub image: String,
+    pub name: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub ready_timeout_ms: Option<u32>,
+}
+
+#[napi(object)]
+pub struct BoxInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub image: String,
+    /// `created`, `running` or `stopped`.
+    pub status: String,
+    pub pid: Option<u32>,
+    pub created_at_ms: f64,
+    pub cpus: u32,
+    pub memory_mib: u32,
+}
+
+#[napi(object)]
+pub struct ImageInfo {
+    pub reference: String,
+    pub digest: String,
+    pub config_digest: String,
+    pub layers: u32,
+    pub size_bytes: f64,
+    pub pulled_at_ms: f64,
+}
+
+/// One pull progress event: `resolved` (reference, layers), `layer` (digest, bytes) or `disk`.
+#[napi(object)]
+pub struct PullEvent {
+    pub kind: String,
+    pub reference: Option<String>,
+    pub layers: Option<u32>,
+    pub digest: Option<String>,
+    pub bytes: Option<f64>,
+}
+
+#[napi(object)]
+pub struct ExecOptions {
+    pub env: Option<BTreeMap<String, String>>,
+    pub cwd: Option<String>,
+    pub user: Option<String>,
+    pub timeout_ms: Option<u32>,
+    pub tty: Option<bool>,
+}
+
+#[napi(object)]
+pub struct ExitResult {
+    /// The exit code, or 128 + signal when a signal ended the command.
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+}
+
+fn box_info(rec: boxlite::BoxRecord) -> BoxInfo {
+    BoxInfo {
+        id: rec.id,
+        name: rec.name,
+        image: rec.options.image,
+        status: rec.status.to_string(),
+        pid: rec.pid,
+        created_at_ms: rec.created_at as f64,
+        cpus: rec.options.cpus,
+        memory_mib: rec.options.memory_mib,
+    }
+}
+
+fn image_info(image: boxlite::Image) -> ImageInfo {
+    ImageInfo {
+        reference: image.reference,
+        digest: image.manifest_digest,
+        config_digest: image.config_digest,
+        layers: image.layer_count as u32,
+        size_bytes: image.size_bytes as f64,
+        pulled_at_ms: image.pulled_at as f64 * 1000.0,
+    }
+}
+
+fn pull_event(p: boxlite::PullProgress) -> PullEvent {
+    let empty = PullEvent { kind: String::new(), reference: None, layers: None, digest: None, bytes: None };
+    match p {
+        boxlite::PullProgress::Resolved { reference, layers } => {
+            PullEvent { kind: "resolved".into(), reference: Some(reference), layers: Some(layers as u32), ..empty }
+        }
+        boxlite::PullProgress::LayerDone { digest, bytes } => {
+            PullEvent { kind: "layer".into(), digest: Some(digest), bytes: Some(bytes as f64), ..empty }
+        }
+        boxlite::PullProgress::DiskBuilt { .. } => PullEvent { kind: "disk".into(), ..empty },
+    }
+}
+
+fn runtime_options(options: RuntimeOptions) -> Outcome<boxlite::RuntimeOptions> {
+    let accel = options.accel.map(|a| a.parse::<boxlite::Accel>()).transpose()?;
+    let registries = options
+        .registries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| boxlite::RegistryConfig {
+            host: r.host,
+            insecure: r.insecure.unwrap_or(false),
+            username: r.username,
+            password: r.password,
+        })
+        .collect();
+    Ok(boxlite::RuntimeOptions {
+        home: options.home.map(Into::into),
+        registries,
+        accel,
+        assets_dir: options.assets_dir.map(Into::into),
+    })
+}
+
+fn box_options(options: BoxOptions) -> boxlite::BoxOptions {
+    let mut opts = boxlite::BoxOptions::new(options.image);
+    opts.name = options.name;
+    opts.cpus = options.cpus.unwrap_or(opts.cpus);
+    opts.memory_mib = options.memory_mib.unwrap_or(opts.memory_mib);
+    opts.env = options.env.unwrap_or_default().into_iter().collect();
+    opts.working_dir = options.working_dir;
+    opts.user = options.user;
+    opts.ready_timeout_ms = options.ready_timeout_ms.map(u64::from).unwrap_or(opts.ready_timeout_ms);
+    opts
+}
+
+/// A BoxLite runtime over one home directory.
+#[napi]
+pub struct Runtime {
+    inner: boxlite::Runtime,
+}
+
+#[napi]
+impl Runtime {
+    /// Opens (or creates) the home and reconciles boxes whose VM died. Cheap: no VM is started.
+    #[napi(constructor)]
+    pub fn new(env: Env, options: Option<RuntimeOptions>) -> Result<Self> {
+        let opened = runtime_options(options.unwrap_or(RuntimeOptions {
+            home: None,
+            registries: None,
+            accel: None,
+            assets_dir: None,
+        }))
+        .and_then(|o| Ok(boxlite::Runtime::new(o)?));
+        match opened {
+            Ok(inner) => Ok(Runtime { inner }),
+            Err(f) => Err(f.into_js(&env)),
+        }
+    }
+
+    #[napi(getter)]
+    pub fn home(&self) -> String {
+        self.inner.home().display().to_string()
+    }
+
+    /// Creates a box, pulling its image if needed. It boots on `start` or its first exec.
+    #[napi(ts_return_type = "Promise<Box>")]
+    pub fn create<'env>(&self, env: &'env Env, options: BoxOptions, cancel: Option<&CancelToken>) -> Result<PromiseRaw<'env, JsBox>> {
+        let rt = self.inner.clone();
+        let token = token_of(cancel);
+        promise(env, cancellable(token, "box creation", async move {
+            Ok(JsBox { inner: rt.create(box_options(options)).await? })
+        }))
+    }
+
+    /// The box with this id or name, or null.
+    #[napi(ts_return_type = "Promise<Box | null>")]
+    pub fn get<'env>(&self, env: &'env Env, id_or_name: String) -> Result<PromiseRaw<'env, Option<JsBox>>> {
+        let rt = self.inner.clone();
+        promise(env, async move {
+            match rt.get(&id_or_name) {
+                Ok(inner) => Ok(Some(JsBox { inner })),
+                Err(boxlite::Error::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Every box, oldest first.
+    #[napi(ts_return_type = "Promise<BoxInfo[]>")]
+    pub fn list<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<BoxInfo>>> {
+        let rt = self.inner.clone();
+        promise(env, async move { Ok(rt.list()?.into_iter().map(box_info).collect()) })
+    }
+
+    /// Removes a box and its disk; a running box needs `force`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn remove<'env>(&self, env: &'env Env, id_or_name: String, force: bool) -> Result<PromiseRaw<'env, ()>> {
+        let rt = self.inner.clone();
+        promise(env, async move { Ok(rt.remove(&id_or_name, force).await?) })
+    }
+
+    /// Pulls an image (and builds its base disk); `onProgress` gets events on the JS thread.
+    #[napi(ts_return_type = "Promise<ImageInfo>")]
+    pub fn pull<'env>(
+        &self,
+        env: &'env Env,
+        reference: String,
+        on_progress: Option<ThreadsafeFunction<PullEvent, (), PullEvent, Status, false>>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<PromiseRaw<'env, ImageInfo>> {
+        let rt = self.inner.clone();
+        let token = token_of(cancel);
+        promise(env, cancellable(token, "the pull", async move {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let forward = async {
+                while let Some(event) = rx.recv().await {
+                    if let Some(callback) = &on_progress {
+                        callback.call(pull_event(event), ThreadsafeFunctionCallMode::NonBlocking);
+                    }
+                }
+            };
+            let (image, ()) = tokio::join!(rt.pull(&reference, Some(tx)), forward);
+            Ok(image_info(image?))
+        }))
+    }
+
+    /// Images pulled into this home.
+    #[napi(ts_return_type = "Promise<ImageInfo[]>")]
+    pub fn images<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<ImageInfo>>> {
+        let rt = self.inner.clone();
+        promise(env, async move { Ok(rt.images()?.into_iter().map(image_info).collect()) })
+    }
+}
+
+/// A handle to one box.
+#[napi(js_name = "Box")]
+pub struct JsBox {
+    inner: boxlite::LiteBox,
+}
+
+#[napi]
+impl JsBox {
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.inner.id().to_string()
+    }
+
+    #[napi(ts_return_type = "Promise<BoxInfo>")]
+    pub fn info<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, BoxInfo>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(box_info(b.info()?)) })
+    }
+
+    /// Boots the VM and waits for the guest agent.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn start<'env>(&self, env: &'env Env, cancel: Option<&CancelToken>) -> Result<PromiseRaw<'env, ()>> {
+        let b = self.inner.clone();
+        promise(env, cancellable(token_of(cancel), "the box start", async move { Ok(b.start().await?) }))
+    }
+
+    /// Stops the VM; the disk is kept.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(b.stop().await?) })
+    }
+
+    /// Starts `argv` in the box (booting it first if needed).
+    #[napi(ts_return_type = "Promise<Execution>")]
+    pub fn exec<'env>(
+        &self,
+        env: &'env Env,
+        argv: Vec<String>,
+        options: Option<ExecOptions>,
+        cancel: Option<&CancelToken>,
+    ) -> Result<PromiseRaw<'env, Execution>> {
+        let b = self.inner.clone();
+        let options = options.unwrap_or(ExecOptions { env: None, cwd: None, user: None, timeout_ms: None, tty: None });
+        let cmd = boxlite::ExecCommand {
+            argv,
+            env: options.env.unwrap_or_default().into_iter().collect(),
+            cwd: options.cwd,
+            user: options.user,
+            timeout: options.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
+            tty: options.tty.unwrap_or(false),
+        };
+        promise(env, cancellable(token_of(cancel), "the exec", async move {
+            let mut exec = b.exec(cmd).await?;
+            Ok(Execution {
+                stdout: Arc::new(Mutex::new(exec.stdout.take())),
+                stderr: Arc::new(Mutex::new(exec.stderr.take())),
+                stdin: Arc::new(Mutex::new(exec.stdin.take())),
+                control: exec.control(),
+                waiter: Arc::new(Mutex::new(Some(exec))),
+                exit: Arc::new(OnceCell::new()),
+            })
+        }))
+    }
+}
+
+type SharedStream = Arc<Mutex<Option<boxlite::OutputStream>>>;
+
+/// A running command. Output is pulled chunk by chunk, so a reader that stops stalls the command
+/// (backpressure) instead of buffering without bound.
+#[napi]
+pub struct Execution {
+    stdout: SharedStream,
+    stderr: SharedStream,
+    stdin: Arc<Mutex<Option<boxlite::Stdin>>>,
+    control: boxlite::ExecControl,
+    waiter: Arc<Mutex<Option<boxlite::Execution>>>,
+    exit: Arc<OnceCell<std::result::Result<boxlite::ExitStatus, (&'static str, String)>>>,
+}
+
+fn read_chunk<'env>(env: &'env Env, stream: &SharedStream) -> Result<PromiseRaw<'env, Option<Buffer>>> {
+    let stream = stream.clone();
+    promise(env, async move {
+        let mut guard = stream.lock().await;
+        match guard.as_mut() {
+            Some(s) => Ok(s.next().await.map(Buffer::from)),
+            None => Ok(None),
+        }
+    })
+}
+
+#[napi]
+impl Execution {
+    /// The next stdout chunk, or null at the end.
+    #[napi(ts_return_type = "Promise<Buffer | null>")]
+    pub fn read_stdout<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Option<Buffer>>> {
+        read_chunk(env, &self.stdout)
+    }
+
+    /// The next stderr chunk, or null at the end.
+    #[napi(ts_return_type = "Promise<Buffer | null>")]
+    pub fn read_stderr<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Option<Buffer>>> {
+        read_chunk(env, &self.stderr)
+    }
+
+    /// Drops stdout (`"stdout"`) or stderr (`"stderr"`): its output is discarded from now on, so
+    /// an unread stream never stalls the command.
+    #[napi]
+    pub fn discard(&self, stream: String) -> Result<()> {
+        let target = match stream.as_str() {
+            "stdout" => &self.stdout,
+            "stderr" => &self.stderr,
+            other => return Err(Error::new(Status::InvalidArg, format!("no stream named '{other}'"))),
+        };
+        let target = target.clone();
+        // A reader in progress holds the lock; it then ends the stream itself when done.
+        napi::bindgen_prelude::spawn(async move {
+            target.lock().await.take();
+        });
+        Ok(())
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write_stdin<'env>(&self, env: &'env Env, data: Buffer) -> Result<PromiseRaw<'env, ()>> {
+        let stdin = self.stdin.clone();
+        let data = data.to_vec();
+        promise(env, async move {
+            let guard = stdin.lock().await;
+            match guard.as_ref() {
+                Some(s) => Ok(s.write(&data).await?),
+                None => Err(Failure { code: "INVALID_STATE", message: "stdin is closed".into() }),
+            }
+        })
+    }
+
+    /// Closes stdin: the command reads end-of-file. Closing twice is a no-op.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close_stdin<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let stdin = self.stdin.clone();
+        promise(env, async move {
+            match stdin.lock().await.take() {
+                Some(s) => Ok(s.close().await?),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Sends a signal (default SIGKILL) to the command's process group.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn signal<'env>(&self, env: &'env Env, signal: i32) -> Result<PromiseRaw<'env, ()>> {
+        let control = self.control.clone();
+        promise(env, async move { Ok(control.signal(signal).await?) })
+    }
+
+    /// Waits for the command to end; may be called any number of times.
+    #[napi(ts_return_type = "Promise<ExitResult>")]
+    pub fn wait<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ExitResult>> {
+        let waiter = self.waiter.clone();
+        let exit = self.exit.clone();
+        promise(env, async move {
+            let status = exit
+                .get_or_init(|| async move {
+                    match waiter.lock().await.take() {
+                        Some(exec) => exec.wait().await.map_err(|e| (e.code(), e.to_string())),
+                        None => Err(("INTERNAL", "the exit status was already taken".into())),
+                    }
+                })
+                .await;
+            match status {
+                Ok(s) => Ok(ExitResult { exit_code: s.exit_code(), signal: s.signal, timed_out: s.timed_out }),
+                Err((code, message)) => Err(Failure { code, message: message.clone() }),
+            }
+        })
+    }
+}

@@ -1,0 +1,15 @@
+export { BoxliteError, ERROR_CODES, type ErrorCode } from './errors'
+export { Box, Execution, Images, Runtime } from './runtime'
+export { InputStream, OutputStream } from './streams'
+export type {
+  BoxInfo,
+  BoxOptions,
+  BoxStatus,
+  ExecOptions,
+  ExitResult,
+  ImageInfo,
+  PullOptions,
+  PullProgress,
+  RegistryOptions,
+  RuntimeOptions,
+} from './types'

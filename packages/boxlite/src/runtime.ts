@@ -1,0 +1,230 @@
+import { cancellable } from './cancel'
+import { BoxliteError, coded } from './errors'
+import { native, type NativeBox, type NativeExecution, type NativeRuntime } from './native'
+import { InputStream, OutputStream } from './streams'
+import type {
+  BoxInfo,
+  BoxOptions,
+  BoxStatus,
+  ExecOptions,
+  ExitResult,
+  ImageInfo,
+  PullOptions,
+  PullProgress,
+  RuntimeOptions,
+} from './types'
+import { optionalCount, stringRecord } from './validate'
+
+type NativeBoxInfo = Awaited<ReturnType<NativeBox['info']>>
+type NativeImageInfo = Awaited<ReturnType<NativeRuntime['pull']>>
+type NativePullEvent = Parameters<NonNullable<Parameters<NativeRuntime['pull']>[1]>>[0]
+
+function boxInfo(info: NativeBoxInfo): BoxInfo {
+  return {
+    id: info.id,
+    name: info.name ?? null,
+    image: info.image,
+    status: info.status as BoxStatus,
+    pid: info.pid ?? null,
+    createdAt: new Date(info.createdAtMs),
+    cpus: info.cpus,
+    memoryMib: info.memoryMib,
+  }
+}
+
+function imageInfo(image: NativeImageInfo): ImageInfo {
+  return {
+    reference: image.reference,
+    digest: image.digest,
+    configDigest: image.configDigest,
+    layers: image.layers,
+    sizeBytes: image.sizeBytes,
+    pulledAt: new Date(image.pulledAtMs),
+  }
+}
+
+function pullProgress(event: NativePullEvent): PullProgress {
+  switch (event.kind) {
+    case 'resolved':
+      return { type: 'resolved', reference: event.reference ?? '', layers: event.layers ?? 0 }
+    case 'layer':
+      return { type: 'layer', digest: event.digest ?? '', bytes: event.bytes ?? 0 }
+    default:
+      return { type: 'disk' }
+  }
+}
+
+/** A BoxLite runtime over one home directory. Opening one is cheap: no VM starts until a box does. */
+export class Runtime {
+  readonly #native: NativeRuntime
+  /** Images in this home: `pull` and `list`. */
+  readonly images: Images
+
+  constructor(options: RuntimeOptions = {}) {
+    try {
+      this.#native = new native.Runtime({
+        home: options.home,
+        registries: options.registries,
+        accel: options.accel,
+        assetsDir: options.assetsDir,
+      })
+    } catch (error) {
+      throw BoxliteError.from(error)
+    }
+    this.images = new Images(this.#native)
+  }
+
+  /** The state directory. */
+  get home(): string {
+    return this.#native.home
+  }
+
+  /** Creates a box, pulling its image if needed. The VM boots on `start()` or the first `exec()`. */
+  async create(options: BoxOptions): Promise<Box> {
+    const nativeOptions = {
+      image: options.image,
+      name: options.name,
+      cpus: optionalCount('cpus', options.cpus),
+      memoryMib: optionalCount('memoryMib', options.memoryMib),
+      env: stringRecord('env', options.env),
+      workingDir: options.workingDir,
+      user: options.user,
+      readyTimeoutMs: optionalCount('readyTimeoutMs', options.readyTimeoutMs),
+    }
+    const created = await cancellable(options.signal, 'box creation', (token) => this.#native.create(nativeOptions, token))
+    return new Box(created, this)
+  }
+
+  /** The box with this id or name, or `null`. */
+  async get(idOrName: string): Promise<Box | null> {
+    const found = await coded(() => this.#native.get(idOrName))
+    return found ? new Box(found, this) : null
+  }
+
+  /** Every box in this home, oldest first. */
+  async list(): Promise<BoxInfo[]> {
+    return (await coded(() => this.#native.list())).map(boxInfo)
+  }
+
+  /** Removes a box and its disk. A running box needs `force: true` (it is stopped first). */
+  async remove(idOrName: string, options: { force?: boolean } = {}): Promise<void> {
+    await coded(() => this.#native.remove(idOrName, options.force ?? false))
+  }
+}
+
+/** The images of one runtime home. */
+export class Images {
+  readonly #native: NativeRuntime
+
+  /** @internal */
+  constructor(runtime: NativeRuntime) {
+    this.#native = runtime
+  }
+
+  /** Pulls an image and prepares its disk. Aborting stops it and keeps nothing partial. */
+  async pull(reference: string, options: PullOptions = {}): Promise<ImageInfo> {
+    const { onProgress } = options
+    const forward = onProgress ? (event: NativePullEvent) => onProgress(pullProgress(event)) : undefined
+    return imageInfo(await cancellable(options.signal, 'the pull', (token) => this.#native.pull(reference, forward, token)))
+  }
+
+  /** Images pulled into this home. */
+  async list(): Promise<ImageInfo[]> {
+    return (await coded(() => this.#native.images())).map(imageInfo)
+  }
+}
+
+/** One box: a micro-VM with its own disk, made from an image. */
+export class Box {
+  readonly #native: NativeBox
+  readonly #runtime: Runtime
+
+  /** @internal */
+  constructor(box: NativeBox, runtime: Runtime) {
+    this.#native = box
+    this.#runtime = runtime
+  }
+
+  /** The box id (13 characters, unique, sortable by creation). */
+  get id(): string {
+    return this.#native.id
+  }
+
+  /** The box's settings and current status. */
+  async info(): Promise<BoxInfo> {
+    return boxInfo(await coded(() => this.#native.info()))
+  }
+
+  /** Boots the VM and waits for the guest; does nothing if this process already runs it. */
+  async start(options: { signal?: AbortSignal } = {}): Promise<void> {
+    await cancellable(options.signal, 'the box start', (token) => this.#native.start(token))
+  }
+
+  /** Stops the VM. The disk (and everything written to it) is kept for the next start. */
+  async stop(): Promise<void> {
+    await coded(() => this.#native.stop())
+  }
+
+  /** Removes the box and its disk; see `Runtime.remove`. */
+  async remove(options: { force?: boolean } = {}): Promise<void> {
+    await this.#runtime.remove(this.id, options)
+  }
+
+  /**
+   * Starts `cmd` with `args` in the box, booting it first if needed. Resolves once the command
+   * runs; a command that exits non-zero is a result (`wait()`), not an error.
+   */
+  async exec(cmd: string, args: readonly string[] = [], options: ExecOptions = {}): Promise<Execution> {
+    const nativeOptions = {
+      env: stringRecord('env', options.env),
+      cwd: options.cwd,
+      user: options.user,
+      timeoutMs: optionalCount('timeoutMs', options.timeoutMs),
+      tty: options.tty,
+    }
+    const started = await cancellable(options.signal, 'the exec', (token) => this.#native.exec([cmd, ...args], nativeOptions, token))
+    return new Execution(started, options.signal)
+  }
+}
+
+/** A running command: its output streams, its stdin, and its end. */
+export class Execution {
+  readonly stdout: OutputStream
+  readonly stderr: OutputStream
+  readonly stdin: InputStream
+  readonly #native: NativeExecution
+  readonly #signal: AbortSignal | undefined
+  readonly #onAbort = () => {
+    this.#native.signal(9).catch(() => {}) // it may have ended already
+  }
+
+  /** @internal */
+  constructor(execution: NativeExecution, signal: AbortSignal | undefined) {
+    this.#native = execution
+    this.#signal = signal
+    this.stdout = new OutputStream('stdout', () => execution.readStdout(), () => execution.discard('stdout'))
+    this.stderr = new OutputStream('stderr', () => execution.readStderr(), () => execution.discard('stderr'))
+    this.stdin = new InputStream((data) => execution.writeStdin(data), () => execution.closeStdin())
+    signal?.addEventListener('abort', this.#onAbort, { once: true })
+  }
+
+  /** Waits for the command to end. Streams not yet being read are discarded first. */
+  async wait(): Promise<ExitResult> {
+    this.stdout.discardIfUnread()
+    this.stderr.discardIfUnread()
+    try {
+      const exit = await coded(() => this.#native.wait())
+      if (this.#signal?.aborted) {
+        throw new BoxliteError('ABORTED', 'the command was aborted (killed)', { cause: this.#signal.reason })
+      }
+      return { exitCode: exit.exitCode, signal: exit.signal ?? null, timedOut: exit.timedOut }
+    } finally {
+      this.#signal?.removeEventListener('abort', this.#onAbort)
+    }
+  }
+
+  /** Sends a signal (default 9, SIGKILL) to the command and its process group. */
+  async kill(signal = 9): Promise<void> {
+    await coded(() => this.#native.signal(signal))
+  }
+}

@@ -1,0 +1,97 @@
+/** A registry BoxLite may pull from; `insecure` allows plain http. */
+export interface RegistryOptions {
+  host: string
+  insecure?: boolean
+  username?: string
+  password?: string
+}
+
+export interface RuntimeOptions {
+  /** State directory (boxes, images). Default `$BOXLITE_HOME`, else `~/.boxlite`. */
+  home?: string
+  /** Registries to pull from, with their credentials; unqualified names go to the first one. */
+  registries?: RegistryOptions[]
+  /** `auto` (default: KVM when usable, else software emulation), `kvm` or `tcg`. */
+  accel?: 'auto' | 'kvm' | 'tcg'
+  /** Directory holding the guest `vmlinux` and `initramfs.cpio`; found automatically when unset. */
+  assetsDir?: string
+}
+
+export interface BoxOptions {
+  /** Registry reference (`python:slim`, `127.0.0.1:5000/busybox:latest`), `oci:DIR[:tag]` or `oci-archive:FILE[:tag]`. */
+  image: string
+  /** Unique name; optional. */
+  name?: string
+  /** vCPUs (default 1). */
+  cpus?: number
+  /** Guest memory in MiB, 128 to 65536 (default 512). */
+  memoryMib?: number
+  /** Environment over the image's, for every command. */
+  env?: Record<string, string>
+  /** Working directory over the image's. */
+  workingDir?: string
+  /** User over the image's: `name`, `uid`, `uid:gid` or `name:group`. */
+  user?: string
+  /** How long the guest may take to come up (default 30000). */
+  readyTimeoutMs?: number
+  /** Cancels the creation (image pull included). */
+  signal?: AbortSignal
+}
+
+export type BoxStatus = 'created' | 'running' | 'stopped'
+
+export interface BoxInfo {
+  id: string
+  name: string | null
+  image: string
+  status: BoxStatus
+  /** The VM process while running. */
+  pid: number | null
+  createdAt: Date
+  cpus: number
+  memoryMib: number
+}
+
+export interface ImageInfo {
+  /** Normalized reference, e.g. `docker.io/library/python:slim`. */
+  reference: string
+  /** Manifest digest. */
+  digest: string
+  configDigest: string
+  layers: number
+  /** Bytes of the layers as stored (compressed). */
+  sizeBytes: number
+  pulledAt: Date
+}
+
+export type PullProgress =
+  | { type: 'resolved'; reference: string; layers: number }
+  | { type: 'layer'; digest: string; bytes: number }
+  | { type: 'disk' }
+
+export interface PullOptions {
+  onProgress?: (event: PullProgress) => void
+  signal?: AbortSignal
+}
+
+export interface ExecOptions {
+  /** Environment over the box's. */
+  env?: Record<string, string>
+  cwd?: string
+  user?: string
+  /** The guest kills the command (SIGKILL) after this long; `wait()` then says `timedOut`. */
+  timeoutMs?: number
+  /** Run on a pseudo-terminal (stderr merges into stdout). */
+  tty?: boolean
+  /** Aborting kills the command; `wait()` then rejects with code `ABORTED`. */
+  signal?: AbortSignal
+}
+
+export interface ExitResult {
+  /** The exit code, or 128 + N when signal N ended the command. */
+  exitCode: number
+  /** The signal that ended the command, if one did. */
+  signal: number | null
+  /** The command was killed because `timeoutMs` passed. */
+  timedOut: boolean
+}
