@@ -1,0 +1,214 @@
+// @boxlite/core against real boxes booted from the local test registry. One box serves every case
+// that does not change its life cycle (boots are slow under software emulation).
+import { existsSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Box, BoxliteError, Runtime } from '@boxlite/core'
+import { REGISTRY, registries, tempHome } from '../../../test/fixtures'
+
+const busybox = `${REGISTRY}/busybox:latest`
+let runtime: Runtime
+let box: Box
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function failure(promise: Promise<unknown>): Promise<BoxliteError> {
+  try {
+    await promise
+  } catch (error) {
+    expect(error).toBeInstanceOf(BoxliteError)
+    return error as BoxliteError
+  }
+  throw new Error('expected a BoxliteError, but the call succeeded')
+}
+
+beforeAll(async () => {
+  runtime = new Runtime({ home: await tempHome(), registries })
+  box = await runtime.create({ image: busybox, name: 'shared', env: { FROM_BOX: 'box-env' } })
+  await box.start()
+})
+
+afterAll(async () => {
+  await box?.remove({ force: true })
+})
+
+describe('exec on one box', () => {
+  it('streams stdout as Buffers and reports the exit code', async () => {
+    const ex = await box.exec('echo', ['hi'])
+    const chunks: Buffer[] = []
+    for await (const chunk of ex.stdout) chunks.push(chunk)
+    expect(chunks.every((c) => Buffer.isBuffer(c))).toBe(true)
+    expect(Buffer.concat(chunks).toString()).toBe('hi\n')
+    expect(await ex.wait()).toEqual({ exitCode: 0, signal: null, timedOut: false })
+  })
+
+  it('keeps stderr apart and passes non-zero exits through as results', async () => {
+    const ex = await box.exec('sh', ['-c', 'echo out; echo err >&2; exit 3'])
+    const [out, err] = await Promise.all([ex.stdout.text(), ex.stderr.text()])
+    expect({ out, err }).toEqual({ out: 'out\n', err: 'err\n' })
+    expect((await ex.wait()).exitCode).toBe(3)
+  })
+
+  it('merges image, box and exec settings', async () => {
+    const ex = await box.exec('sh', ['-c', 'echo $GREETING $FROM_BOX $FROM_EXEC; pwd; id -u'], {
+      env: { FROM_EXEC: 'exec-env' },
+      cwd: '/tmp',
+      user: '1000',
+    })
+    expect(await ex.stdout.text()).toBe('hello-from-image box-env exec-env\n/tmp\n1000\n')
+    expect((await ex.wait()).exitCode).toBe(0)
+  })
+
+  it('feeds stdin and ends it on close', async () => {
+    const ex = await box.exec('cat')
+    await ex.stdin.write('first line\n')
+    await ex.stdin.write(new Uint8Array([0x62, 0x79, 0x74, 0x65, 0x73, 0x0a]))
+    await ex.stdin.close()
+    expect(await ex.stdout.text()).toBe('first line\nbytes\n')
+    expect((await ex.wait()).exitCode).toBe(0)
+  })
+
+  it('delivers output while the command still runs', async () => {
+    const ex = await box.exec('sh', ['-c', 'echo early; sleep 2; echo late'])
+    const started = Date.now()
+    const seen: { text: string; at: number }[] = []
+    for await (const chunk of ex.stdout) seen.push({ text: chunk.toString(), at: Date.now() - started })
+    expect(seen.map((s) => s.text).join('')).toBe('early\nlate\n')
+    expect(seen[0]?.text).toBe('early\n')
+    expect(seen.at(-1)!.at - seen[0]!.at).toBeGreaterThan(1500)
+    await ex.wait()
+  })
+
+  it('reads 20 MB of output in full with backpressure', async () => {
+    const ex = await box.exec('head', ['-c', '20000000', '/dev/zero'])
+    let bytes = 0
+    let largest = 0
+    for await (const chunk of ex.stdout) {
+      bytes += chunk.length
+      largest = Math.max(largest, chunk.length)
+    }
+    expect(bytes).toBe(20_000_000)
+    expect(largest).toBeLessThanOrEqual(1 << 20)
+    expect((await ex.wait()).exitCode).toBe(0)
+  })
+
+  it('discards unread output on wait so a chatty command cannot stall', async () => {
+    const ex = await box.exec('head', ['-c', '5000000', '/dev/zero'])
+    expect((await ex.wait()).exitCode).toBe(0)
+    const err = await failure(ex.stdout.text())
+    expect(err.code).toBe('INVALID_STATE')
+    expect(err.message).toMatch(/discarded because wait\(\) was called before reading it/)
+  })
+
+  it('kills on timeoutMs, kill() and an aborted signal', async () => {
+    const timed = await box.exec('sleep', ['30'], { timeoutMs: 300 })
+    expect(await timed.wait()).toEqual({ exitCode: 137, signal: 9, timedOut: true })
+
+    const killed = await box.exec('sleep', ['30'])
+    await killed.kill()
+    expect(await killed.wait()).toMatchObject({ exitCode: 137, signal: 9, timedOut: false })
+
+    const controller = new AbortController()
+    const aborted = await box.exec('sleep', ['30'], { signal: controller.signal })
+    controller.abort()
+    expect((await failure(aborted.wait())).code).toBe('ABORTED')
+
+    expect((await failure(box.exec('true', [], { signal: AbortSignal.abort() }))).code).toBe('ABORTED')
+  })
+
+  it('rejects a command that cannot start with a clear error', async () => {
+    const err = await failure(box.exec('no-such-program'))
+    expect(err.code).toBe('INVALID_ARGUMENT')
+    expect(err.message).toMatch(/no-such-program/)
+  })
+})
+
+describe('runtime and box life cycle', () => {
+  it('lists, gets and reports status', async () => {
+    const info = await box.info()
+    expect(info).toMatchObject({ id: box.id, name: 'shared', image: busybox, status: 'running', cpus: 1, memoryMib: 512 })
+    expect(info.pid).toBeGreaterThan(0)
+    expect(info.createdAt).toBeInstanceOf(Date)
+    expect((await runtime.list()).map((b) => b.id)).toContain(box.id)
+    expect((await runtime.get('shared'))?.id).toBe(box.id)
+    expect(await runtime.get('nobody')).toBeNull()
+    const images = await runtime.images.list()
+    expect(images.map((i) => i.reference)).toContain(busybox)
+  })
+
+  it('keeps the disk across stop and start; removal ends the VM and deletes the disk', async () => {
+    const b = await runtime.create({ image: busybox })
+    expect((await b.info()).status).toBe('created')
+    await (await b.exec('sh', ['-c', 'echo kept > /root/note'])).wait()
+    const { pid } = await b.info()
+    await b.stop()
+    expect((await b.info()).status).toBe('stopped')
+    expect(pidAlive(pid!)).toBe(false)
+    const again = await b.exec('cat', ['/root/note'])
+    expect(await again.stdout.text()).toBe('kept\n')
+    await again.wait()
+
+    expect((await failure(b.remove())).code).toBe('INVALID_STATE')
+    const running = (await b.info()).pid!
+    await b.remove({ force: true })
+    expect(pidAlive(running)).toBe(false)
+    expect(existsSync(join(runtime.home, 'boxes', b.id))).toBe(false)
+    expect(await runtime.get(b.id)).toBeNull()
+    expect((await failure(b.exec('true'))).code).toBe('NOT_FOUND')
+  })
+})
+
+describe('bad input', () => {
+  it('names a missing image and leaves no box behind', async () => {
+    const err = await failure(runtime.create({ image: `${REGISTRY}/no-such-image:v1` }))
+    expect(err.code).toBe('IMAGE')
+    expect(err.message).toContain('no-such-image')
+    expect((await runtime.list()).map((b) => b.id)).toEqual([box.id])
+  })
+
+  it('rejects out-of-range options before doing anything', async () => {
+    const err = await failure(runtime.create({ image: busybox, memoryMib: 64 }))
+    expect(err.code).toBe('INVALID_ARGUMENT')
+    expect(err.message).toMatch(/64.*128 to 65536/)
+    expect((await failure(runtime.create({ image: busybox, cpus: 1.5 }))).code).toBe('INVALID_ARGUMENT')
+    expect((await failure(runtime.create({ image: busybox, name: 'shared' }))).code).toBe('ALREADY_EXISTS')
+    expect(() => new Runtime({ accel: 'warp' as 'auto' })).toThrow(BoxliteError)
+  })
+
+  it('aborts a pull, keeping no partial image', async () => {
+    const home = await tempHome()
+    const fresh = new Runtime({ home, registries })
+    const controller = new AbortController()
+    const events: string[] = []
+    const pull = fresh.images.pull(`${REGISTRY}/python:slim`, {
+      signal: controller.signal,
+      onProgress: (event) => {
+        events.push(event.type)
+        if (event.type === 'resolved') controller.abort()
+      },
+    })
+    const err = await failure(pull)
+    expect(err.code).toBe('ABORTED')
+    expect(events[0]).toBe('resolved')
+    expect(await fresh.images.list()).toEqual([])
+    expect(readdirSync(join(home, 'images', 'tmp'))).toEqual([])
+    expect(readdirSync(join(home, 'images', 'disks'))).toEqual([])
+  })
+
+  it('reports pull progress in order', async () => {
+    const events: string[] = []
+    const image = await runtime.images.pull(busybox, { onProgress: (e) => events.push(e.type) })
+    expect(events[0]).toBe('resolved')
+    expect(events.at(-1)).toBe('disk')
+    expect(events).toContain('layer')
+    expect(image).toMatchObject({ reference: busybox, layers: 1 })
+    expect(image.digest).toMatch(/^sha256:[0-9a-f]{64}$/)
+  })
+})
