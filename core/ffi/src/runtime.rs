@@ -45,7 +45,8 @@ impl Context {
     pub fn wait_for<T>(&self, timeout: Option<Duration>, what: &str, work: impl Future<Output = T>) -> Result<T, Failure> {
         match timeout {
             None => Ok(self.tokio.block_on(work)),
-            Some(limit) => self.tokio.block_on(tokio::time::timeout(limit, work)).map_err(|_| {
+            // The timer is made inside block_on: it needs the runtime's context.
+            Some(limit) => self.tokio.block_on(async { tokio::time::timeout(limit, work).await }).map_err(|_| {
                 Failure::new(boxlite_result::BOXLITE_ERR_TIMEOUT, format!("{what} timed out after {} ms", limit.as_millis()))
             }),
         }
@@ -96,6 +97,7 @@ fn init_logging() {
             .with_writer(std::io::stderr)
             .with_target(false)
             .without_time()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init();
     });
 }
@@ -200,6 +202,10 @@ mod tests {
         unsafe {
             assert_eq!(boxlite_runtime_new(json.as_ptr(), &mut rt), boxlite_result::BOXLITE_OK);
             assert!(home.join("db").is_dir());
+            let timed_out = (*rt).ctx.wait_for(Some(Duration::from_millis(10)), "waiting", std::future::pending::<()>());
+            let failure = timed_out.unwrap_err();
+            assert_eq!(failure.code, boxlite_result::BOXLITE_ERR_TIMEOUT);
+            assert_eq!(failure.message, "waiting timed out after 10 ms");
             boxlite_runtime_free(rt);
             boxlite_runtime_free(ptr::null_mut());
         }

@@ -1,0 +1,465 @@
+/* C ABI tests against real VMs booted from the local test registry. One box serves every case
+ * that does not need its own. Needs REGISTRY (scripts/test-images.sh) and BOXLITE_TEST_HOME (an
+ * empty directory). */
+#define _POSIX_C_SOURCE 200809L
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MIB (1024 * 1024)
+
+static const char *home;
+static const char *registry;
+static boxlite_runtime *rt;
+static boxlite_box *box; /* shared by the cases below */
+
+/* ------------------------------------------------------------------ helpers */
+
+typedef struct {
+  uint8_t *data;
+  size_t len;
+} bytes;
+
+static void append(bytes *b, const uint8_t *data, size_t n) {
+  b->data = realloc(b->data, b->len + n + 1);
+  if (!b->data) abort();
+  memcpy(b->data + b->len, data, n);
+  b->len += n;
+  b->data[b->len] = 0; /* so text output can be compared as a string */
+}
+
+static const char *text(const bytes *b) { return b->data ? (const char *)b->data : ""; }
+
+/* One output stream read to its end, on a thread of its own. */
+typedef struct {
+  boxlite_exec *exec;
+  boxlite_stream stream;
+  bytes output;
+  boxlite_result result;
+} stream_reader;
+
+static void *read_to_end(void *arg) {
+  stream_reader *r = arg;
+  uint8_t buf[64 * 1024];
+  for (;;) {
+    size_t n = 0;
+    r->result = boxlite_exec_read(r->exec, r->stream, buf, sizeof buf, -1, &n);
+    if (r->result != BOXLITE_OK) {
+      fprintf(stderr, "read of stream %d failed: %s\n", r->stream, boxlite_errmsg());
+      break;
+    }
+    if (n == 0) break;
+    append(&r->output, buf, n);
+  }
+  return NULL;
+}
+
+typedef struct {
+  bytes out, err;
+  int exit_code, signal;
+  bool timed_out;
+} completed;
+
+/* Runs argv in `b`, reads stdout and stderr at the same time, waits; false (with the failure
+ * reported) if any call fails. */
+static bool run(boxlite_box *b, const char *options_json, size_t argc, const char *const *argv,
+                completed *done) {
+  boxlite_exec *exec = NULL;
+  memset(done, 0, sizeof *done);
+  CHECK_OK(boxlite_box_exec(b, argv, argc, options_json, &exec));
+  if (!exec) return false;
+  stream_reader out = {exec, BOXLITE_STDOUT, {0}, BOXLITE_OK};
+  stream_reader err = {exec, BOXLITE_STDERR, {0}, BOXLITE_OK};
+  pthread_t out_thread, err_thread;
+  CHECK(pthread_create(&out_thread, NULL, read_to_end, &out) == 0);
+  CHECK(pthread_create(&err_thread, NULL, read_to_end, &err) == 0);
+  pthread_join(out_thread, NULL);
+  pthread_join(err_thread, NULL);
+  CHECK_OK(out.result);
+  CHECK_OK(err.result);
+  boxlite_result waited = boxlite_exec_wait(exec, -1, &done->exit_code, &done->signal, &done->timed_out);
+  CHECK_OK(waited);
+  boxlite_exec_free(exec);
+  done->out = out.output;
+  done->err = err.output;
+  return out.result == BOXLITE_OK && err.result == BOXLITE_OK && waited == BOXLITE_OK;
+}
+
+static bool sh(boxlite_box *b, const char *script, completed *done) {
+  const char *argv[] = {"sh", "-c", script};
+  return run(b, NULL, 3, argv, done);
+}
+
+static void release(completed *done) {
+  free(done->out.data);
+  free(done->err.data);
+}
+
+/* VM processes this process started that are still alive (or not yet reaped). */
+static int qemu_children(void) {
+  int count = 0;
+  DIR *proc = opendir("/proc");
+  if (!proc) return -1;
+  struct dirent *entry;
+  while ((entry = readdir(proc))) {
+    char path[300], stat_line[1024];
+    snprintf(path, sizeof path, "/proc/%s/stat", entry->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t n = fread(stat_line, 1, sizeof stat_line - 1, f);
+    fclose(f);
+    stat_line[n] = 0;
+    /* "pid (comm) state ppid ...": comm may hold spaces, so parse around the last ')'. */
+    char *comm = strchr(stat_line, '('), *end = strrchr(stat_line, ')');
+    int ppid = 0;
+    if (comm && end && sscanf(end + 1, " %*c %d", &ppid) == 1 && ppid == getpid() &&
+        strncmp(comm + 1, "qemu", 4) == 0)
+      count++;
+  }
+  closedir(proc);
+  return count;
+}
+
+static bool box_dir_exists(const char *id) {
+  char path[4096];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/boxes/%s", home, id);
+  return stat(path, &st) == 0 || errno != ENOENT;
+}
+
+static size_t box_dirs(void) {
+  char path[4096];
+  size_t count = 0;
+  snprintf(path, sizeof path, "%s/boxes", home);
+  DIR *dir = opendir(path);
+  if (!dir) return 0;
+  struct dirent *entry;
+  while ((entry = readdir(dir)))
+    if (entry->d_name[0] != '.') count++;
+  closedir(dir);
+  return count;
+}
+
+static bool all_bytes_are(const bytes *b, uint8_t value) {
+  for (size_t i = 0; i < b->len; i++)
+    if (b->data[i] != value) return false;
+  return true;
+}
+
+/* ------------------------------------------------------------------ cases */
+
+static void a_missing_image_is_an_image_error(void) {
+  char image[512];
+  boxlite_box *missing = NULL;
+  size_t before = box_dirs();
+  snprintf(image, sizeof image, "%s/no-such-image:v1", registry);
+  CHECK_RESULT(boxlite_box_create(rt, image, NULL, &missing), BOXLITE_ERR_IMAGE);
+  CHECK_ERRMSG("no-such-image");
+  CHECK_ERRMSG(registry);
+  CHECK(missing == NULL);
+  CHECK(box_dirs() == before);
+}
+
+static void a_box_is_created_and_found_by_name_and_id(void) {
+  CHECK_OK(boxlite_box_create(rt, "busybox:latest",
+                              "{\"name\": \"c-tests\", \"env\": {\"BOX_VAR\": \"from-box\"}}", &box));
+  if (!box) {
+    fprintf(stderr, "cannot go on without the shared box\n");
+    exit(finish() | 1);
+  }
+  const char *id = boxlite_box_id(box);
+  CHECK(id && strlen(id) == 13);
+  boxlite_box *by_name = NULL, *by_id = NULL;
+  CHECK_OK(boxlite_box_get(rt, "c-tests", &by_name));
+  CHECK_OK(boxlite_box_get(rt, id, &by_id));
+  CHECK(by_name && strcmp(boxlite_box_id(by_name), id) == 0);
+  CHECK(by_id && strcmp(boxlite_box_id(by_id), id) == 0);
+  boxlite_box_free(by_name);
+  boxlite_box_free(by_id);
+  boxlite_box *taken = NULL;
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest", "{\"name\": \"c-tests\"}", &taken),
+               BOXLITE_ERR_ALREADY_EXISTS);
+  CHECK(box_dir_exists(id));
+}
+
+static void echo_prints_hi(void) {
+  const char *argv[] = {"echo", "hi"};
+  completed done;
+  CHECK_OK(boxlite_box_start(box)); /* boots here; exec would boot it too */
+  if (run(box, NULL, 2, argv, &done)) {
+    CHECK(strcmp(text(&done.out), "hi\n") == 0);
+    CHECK(done.err.len == 0);
+    CHECK(done.exit_code == 0 && done.signal == 0 && !done.timed_out);
+  }
+  release(&done);
+}
+
+static void exit_codes_are_results(void) {
+  completed done;
+  if (sh(box, "exit 3", &done)) {
+    CHECK(done.exit_code == 3);
+    CHECK(done.signal == 0);
+  }
+  release(&done);
+}
+
+static void stdout_and_stderr_are_separate(void) {
+  completed done;
+  if (sh(box, "echo out; echo err >&2; echo more", &done)) {
+    CHECK(strcmp(text(&done.out), "out\nmore\n") == 0);
+    CHECK(strcmp(text(&done.err), "err\n") == 0);
+  }
+  release(&done);
+}
+
+static void env_and_working_dir_layer_image_box_and_exec(void) {
+  completed done;
+  if (sh(box, "echo $GREETING $BOX_VAR; pwd", &done)) {
+    CHECK(strcmp(text(&done.out), "hello-from-image from-box\n/home\n") == 0);
+  }
+  release(&done);
+  const char *argv[] = {"sh", "-c", "echo $GREETING $BOX_VAR; pwd"};
+  if (run(box, "{\"env\": {\"GREETING\": \"from-exec\"}, \"cwd\": \"/tmp\"}", 3, argv, &done)) {
+    CHECK(strcmp(text(&done.out), "from-exec from-box\n/tmp\n") == 0);
+  }
+  release(&done);
+}
+
+static void large_output_is_read_in_full_from_both_streams_at_once(void) {
+  completed done;
+  /* Both streams exceed the 8 MiB per-stream buffer, so neither can be left unread. */
+  if (sh(box, "head -c 20971520 /dev/zero & head -c 10485760 /dev/zero >&2; wait", &done)) {
+    CHECK(done.out.len == 20 * MIB);
+    CHECK(done.err.len == 10 * MIB);
+    CHECK(all_bytes_are(&done.out, 0) && all_bytes_are(&done.err, 0));
+    CHECK(done.exit_code == 0);
+  }
+  release(&done);
+}
+
+/* One thread, no polling: stdout to its end first, then stderr, which collected meanwhile. */
+static void stdout_can_be_read_to_the_end_while_stderr_collects(void) {
+  const char *argv[] = {"sh", "-c", "head -c 4194304 /dev/zero | tr '\\0' e >&2; echo done"};
+  boxlite_exec *exec = NULL;
+  CHECK_OK(boxlite_box_exec(box, argv, 3, NULL, &exec));
+  if (!exec) return;
+  stream_reader out = {exec, BOXLITE_STDOUT, {0}, BOXLITE_OK};
+  stream_reader err = {exec, BOXLITE_STDERR, {0}, BOXLITE_OK};
+  read_to_end(&out);
+  read_to_end(&err);
+  CHECK(strcmp(text(&out.output), "done\n") == 0);
+  CHECK(err.output.len == 4 * MIB && all_bytes_are(&err.output, 'e'));
+  int code = -1, sig = -1;
+  bool timed_out = true;
+  CHECK_OK(boxlite_exec_wait(exec, -1, &code, &sig, &timed_out));
+  CHECK(code == 0 && sig == 0 && !timed_out);
+  boxlite_exec_free(exec);
+  free(out.output.data);
+  free(err.output.data);
+}
+
+static void stdin_reaches_the_command(void) {
+  const char *argv[] = {"cat"};
+  boxlite_exec *exec = NULL;
+  CHECK_OK(boxlite_box_exec(box, argv, 1, NULL, &exec));
+  if (!exec) return;
+  const char input[] = "piped input";
+  CHECK_OK(boxlite_exec_write_stdin(exec, (const uint8_t *)input, strlen(input)));
+  CHECK_OK(boxlite_exec_close_stdin(exec));
+  CHECK_OK(boxlite_exec_close_stdin(exec)); /* closing again is a no-op */
+  CHECK_RESULT(boxlite_exec_write_stdin(exec, (const uint8_t *)input, 1), BOXLITE_ERR_INVALID_STATE);
+  stream_reader out = {exec, BOXLITE_STDOUT, {0}, BOXLITE_OK};
+  read_to_end(&out);
+  CHECK(strcmp(text(&out.output), input) == 0);
+  int code = -1, sig = -1;
+  bool timed_out = true;
+  CHECK_OK(boxlite_exec_wait(exec, -1, &code, &sig, &timed_out));
+  CHECK(code == 0);
+  boxlite_exec_free(exec);
+  free(out.output.data);
+}
+
+static void reads_and_waits_time_out_and_kill_ends_the_command(void) {
+  const char *argv[] = {"sleep", "30"};
+  boxlite_exec *exec = NULL;
+  uint8_t buf[64];
+  size_t n = 12345;
+  int code = -1, sig = -1;
+  bool timed_out = true;
+  CHECK_OK(boxlite_box_exec(box, argv, 2, NULL, &exec));
+  if (!exec) return;
+  CHECK_RESULT(boxlite_exec_read(exec, BOXLITE_STDOUT, buf, sizeof buf, 200, &n), BOXLITE_ERR_TIMEOUT);
+  CHECK_ERRMSG("reading stdout timed out after 200 ms");
+  CHECK_RESULT(boxlite_exec_read(exec, BOXLITE_STDERR, buf, sizeof buf, 0, &n), BOXLITE_ERR_TIMEOUT);
+  CHECK_RESULT(boxlite_exec_wait(exec, 100, &code, &sig, &timed_out), BOXLITE_ERR_TIMEOUT);
+  CHECK(n == 12345 && code == -1); /* out-parameters untouched on failure */
+  CHECK_OK(boxlite_exec_kill(exec));
+  CHECK_OK(boxlite_exec_wait(exec, -1, &code, &sig, &timed_out));
+  CHECK(sig == 9 && code == 128 + 9 && !timed_out);
+  CHECK_OK(boxlite_exec_wait(exec, 0, &code, &sig, &timed_out)); /* the same status again */
+  CHECK(sig == 9);
+  CHECK_OK(boxlite_exec_read(exec, BOXLITE_STDOUT, buf, sizeof buf, -1, &n));
+  CHECK(n == 0);
+  boxlite_exec_free(exec);
+}
+
+static void a_signal_of_choice_ends_the_command(void) {
+  const char *argv[] = {"sleep", "30"};
+  boxlite_exec *exec = NULL;
+  int code = -1, sig = -1;
+  bool timed_out = true;
+  CHECK_OK(boxlite_box_exec(box, argv, 2, NULL, &exec));
+  if (!exec) return;
+  CHECK_RESULT(boxlite_exec_signal(exec, 0), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_RESULT(boxlite_exec_signal(exec, 65), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_OK(boxlite_exec_signal(exec, 15));
+  CHECK_OK(boxlite_exec_wait(exec, -1, &code, &sig, &timed_out));
+  CHECK(sig == 15 && code == 128 + 15);
+  boxlite_exec_free(exec);
+}
+
+static void the_exec_timeout_is_enforced_in_the_guest(void) {
+  const char *argv[] = {"sleep", "30"};
+  completed done;
+  if (run(box, "{\"timeout_ms\": 300}", 2, argv, &done)) {
+    CHECK(done.timed_out && done.signal == 9);
+  }
+  release(&done);
+}
+
+static void a_tty_exec_sees_a_terminal(void) {
+  const char *argv[] = {"sh", "-c", "test -t 0 && test -t 1 && echo tty"};
+  completed done;
+  if (run(box, "{\"tty\": true}", 3, argv, &done)) {
+    CHECK(strstr(text(&done.out), "tty") != NULL);
+    CHECK(done.exit_code == 0);
+  }
+  release(&done);
+}
+
+static void bad_execs_fail_clearly(void) {
+  boxlite_exec *exec = NULL;
+  const char *missing[] = {"no-such-command"};
+  const char *with_null[] = {"echo", NULL};
+  const char *ok[] = {"true"};
+  CHECK_RESULT(boxlite_box_exec(box, missing, 1, NULL, &exec), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("no-such-command");
+  CHECK_RESULT(boxlite_box_exec(box, ok, 0, NULL, &exec), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("argc is 0");
+  CHECK_RESULT(boxlite_box_exec(box, NULL, 1, NULL, &exec), BOXLITE_ERR_NULL_POINTER);
+  CHECK_ERRMSG("`argv`");
+  CHECK_RESULT(boxlite_box_exec(box, with_null, 2, NULL, &exec), BOXLITE_ERR_NULL_POINTER);
+  CHECK_ERRMSG("`argv[1]`");
+  CHECK_RESULT(boxlite_box_exec(box, ok, 1, "{\"timeout\": 5}", &exec), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("unknown field `timeout`");
+  CHECK_RESULT(boxlite_box_exec(box, ok, 1, NULL, NULL), BOXLITE_ERR_NULL_POINTER);
+  CHECK(exec == NULL);
+
+  CHECK_OK(boxlite_box_exec(box, ok, 1, NULL, &exec));
+  if (!exec) return;
+  uint8_t buf[8];
+  size_t n = 0;
+  int code, sig;
+  bool timed_out;
+  CHECK_RESULT(boxlite_exec_read(exec, 3, buf, sizeof buf, 0, &n), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_RESULT(boxlite_exec_read(exec, BOXLITE_STDOUT, buf, 0, 0, &n), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_RESULT(boxlite_exec_read(exec, BOXLITE_STDOUT, NULL, 8, 0, &n), BOXLITE_ERR_NULL_POINTER);
+  CHECK_RESULT(boxlite_exec_read(exec, BOXLITE_STDOUT, buf, 8, 0, NULL), BOXLITE_ERR_NULL_POINTER);
+  CHECK_RESULT(boxlite_exec_write_stdin(exec, NULL, 1), BOXLITE_ERR_NULL_POINTER);
+  CHECK_RESULT(boxlite_exec_wait(exec, -1, NULL, &sig, &timed_out), BOXLITE_ERR_NULL_POINTER);
+  CHECK_RESULT(boxlite_exec_wait(exec, -1, &code, NULL, &timed_out), BOXLITE_ERR_NULL_POINTER);
+  CHECK_RESULT(boxlite_exec_wait(exec, -1, &code, &sig, NULL), BOXLITE_ERR_NULL_POINTER);
+  CHECK_OK(boxlite_exec_wait(exec, -1, &code, &sig, &timed_out));
+  CHECK(code == 0);
+  boxlite_exec_free(exec);
+}
+
+static void remove_cleans_up_and_later_calls_fail(void) {
+  const char *argv[] = {"true"};
+  char id[64];
+  snprintf(id, sizeof id, "%s", boxlite_box_id(box));
+  CHECK(qemu_children() == 1);
+  CHECK_RESULT(boxlite_box_remove(box, false), BOXLITE_ERR_INVALID_STATE);
+  CHECK_ERRMSG("running");
+  CHECK_OK(boxlite_box_remove(box, true));
+  CHECK(qemu_children() == 0);
+  CHECK(!box_dir_exists(id));
+  CHECK(strcmp(boxlite_box_id(box), id) == 0); /* the handle itself stays valid */
+  boxlite_exec *exec = NULL;
+  CHECK_RESULT(boxlite_box_exec(box, argv, 1, NULL, &exec), BOXLITE_ERR_NOT_FOUND);
+  CHECK_ERRMSG("removed");
+  CHECK_RESULT(boxlite_box_start(box), BOXLITE_ERR_NOT_FOUND);
+  CHECK_RESULT(boxlite_box_remove(box, true), BOXLITE_ERR_NOT_FOUND);
+  boxlite_box *gone = NULL;
+  CHECK_RESULT(boxlite_box_get(rt, "c-tests", &gone), BOXLITE_ERR_NOT_FOUND);
+  CHECK(exec == NULL && gone == NULL);
+}
+
+/* Handles may be freed in any order: a box and exec keep working after their runtime is freed. */
+static void handles_outlive_their_runtime(void) {
+  boxlite_runtime *own = NULL;
+  boxlite_box *b = NULL;
+  boxlite_exec *exec = NULL;
+  char options[4096];
+  snprintf(options, sizeof options, "{\"home\": \"%s\", \"registries\": [{\"host\": \"%s\", \"insecure\": true}]}",
+           home, registry);
+  CHECK_OK(boxlite_runtime_new(options, &own));
+  if (!own) return;
+  CHECK_OK(boxlite_box_create(own, "busybox:latest", "{\"memory_mib\": 128}", &b));
+  if (!b) {
+    boxlite_runtime_free(own);
+    return;
+  }
+  char id[64];
+  snprintf(id, sizeof id, "%s", boxlite_box_id(b));
+  const char *argv[] = {"echo", "still here"};
+  CHECK_OK(boxlite_box_exec(b, argv, 2, NULL, &exec));
+  boxlite_runtime_free(own);
+  if (exec) {
+    stream_reader out = {exec, BOXLITE_STDOUT, {0}, BOXLITE_OK};
+    read_to_end(&out);
+    CHECK(strcmp(text(&out.output), "still here\n") == 0);
+    free(out.output.data);
+  }
+  boxlite_exec_free(exec);
+  CHECK_OK(boxlite_box_stop(b));
+  CHECK(qemu_children() == 0);
+  CHECK_OK(boxlite_box_remove(b, false));
+  CHECK(!box_dir_exists(id));
+  boxlite_box_free(b);
+}
+
+int main(void) {
+  home = fixture("BOXLITE_TEST_HOME");
+  registry = fixture("REGISTRY");
+  char options[4096];
+  snprintf(options, sizeof options, "{\"home\": \"%s\", \"registries\": [{\"host\": \"%s\", \"insecure\": true}]}",
+           home, registry);
+  if (boxlite_runtime_new(options, &rt) != BOXLITE_OK) {
+    fprintf(stderr, "boxlite_runtime_new: %s\n", boxlite_errmsg());
+    return 1;
+  }
+  RUN(a_missing_image_is_an_image_error);
+  RUN(a_box_is_created_and_found_by_name_and_id);
+  RUN(echo_prints_hi);
+  RUN(exit_codes_are_results);
+  RUN(stdout_and_stderr_are_separate);
+  RUN(env_and_working_dir_layer_image_box_and_exec);
+  RUN(large_output_is_read_in_full_from_both_streams_at_once);
+  RUN(stdout_can_be_read_to_the_end_while_stderr_collects);
+  RUN(stdin_reaches_the_command);
+  RUN(reads_and_waits_time_out_and_kill_ends_the_command);
+  RUN(a_signal_of_choice_ends_the_command);
+  RUN(the_exec_timeout_is_enforced_in_the_guest);
+  RUN(a_tty_exec_sees_a_terminal);
+  RUN(bad_execs_fail_clearly);
+  RUN(remove_cleans_up_and_later_calls_fail);
+  RUN(handles_outlive_their_runtime);
+  boxlite_box_free(box);
+  boxlite_runtime_free(rt);
+  return finish();
+}
