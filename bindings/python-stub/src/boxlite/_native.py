@@ -1,0 +1,92 @@
+"""Loads libboxlite.so and declares the C functions this package calls (see bindings/c/include/boxlite.h)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from ctypes import POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_void_p
+from pathlib import Path
+
+from .errors import error_for
+
+LIBRARY_ENV = "BOXLITE_LIBRARY"
+LIBRARY_NAME = "libboxlite.so"
+
+BOXLITE_STDOUT = 1
+BOXLITE_STDERR = 2
+
+# name: (restype, argtypes); every handle is an opaque pointer.
+_PROTOTYPES = {
+    "boxlite_version": (c_char_p, []),
+    "boxlite_errmsg": (c_char_p, []),
+    "boxlite_runtime_new": (c_int, [c_char_p, POINTER(c_void_p)]),
+    "boxlite_runtime_free": (None, [c_void_p]),
+    "boxlite_box_create": (c_int, [c_void_p, c_char_p, c_char_p, POINTER(c_void_p)]),
+    "boxlite_box_get": (c_int, [c_void_p, c_char_p, POINTER(c_void_p)]),
+    "boxlite_box_id": (c_char_p, [c_void_p]),
+    "boxlite_box_start": (c_int, [c_void_p]),
+    "boxlite_box_stop": (c_int, [c_void_p]),
+    "boxlite_box_remove": (c_int, [c_void_p, c_bool]),
+    "boxlite_box_free": (None, [c_void_p]),
+    "boxlite_box_exec": (c_int, [c_void_p, POINTER(c_char_p), c_size_t, c_char_p, POINTER(c_void_p)]),
+    "boxlite_exec_read": (c_int, [c_void_p, c_int, POINTER(c_uint8), c_size_t, c_int, POINTER(c_size_t)]),
+    "boxlite_exec_write_stdin": (c_int, [c_void_p, POINTER(c_uint8), c_size_t]),
+    "boxlite_exec_close_stdin": (c_int, [c_void_p]),
+    "boxlite_exec_wait": (c_int, [c_void_p, c_int, POINTER(c_int), POINTER(c_int), POINTER(c_bool)]),
+    "boxlite_exec_free": (None, [c_void_p]),
+}
+
+
+def _candidates() -> list[Path]:
+    """Where the library may be, in order: beside this package, then the cargo target dir (the
+    newest build first)."""
+    beside = [Path(__file__).resolve().parent / LIBRARY_NAME]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "boxlite"
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or cache / "target")
+    builds = [target / profile / LIBRARY_NAME for profile in ("debug", "release")]
+    builds.sort(key=lambda p: p.stat().st_mtime if p.is_file() else 0, reverse=True)
+    return beside + builds
+
+
+def _find_library() -> Path:
+    explicit = os.environ.get(LIBRARY_ENV)
+    if explicit:
+        if not Path(explicit).is_file():
+            raise FileNotFoundError(f"{LIBRARY_ENV}={explicit} does not name a file: point it at libboxlite.so")
+        return Path(explicit)
+    candidates = _candidates()
+    for path in candidates:
+        if path.is_file():
+            return path
+    searched = ", ".join(str(p) for p in candidates)
+    raise FileNotFoundError(
+        f"{LIBRARY_NAME} was not found (searched {searched}): build it with `cargo build -p boxlite-ffi` "
+        f"or set {LIBRARY_ENV} to its path"
+    )
+
+
+_lib = None
+_lock = threading.Lock()
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded library, loaded on first use (importing boxlite never fails for lack of it)."""
+    global _lib
+    with _lock:
+        if _lib is None:
+            loaded = ctypes.CDLL(str(_find_library()))
+            for name, (restype, argtypes) in _PROTOTYPES.items():
+                fn = getattr(loaded, name)
+                fn.restype = restype
+                fn.argtypes = argtypes
+            _lib = loaded
+        return _lib
+
+
+def check(result: int) -> None:
+    """Raises the exception for a failed call. Must run on the thread that made the call: the
+    library's error message is per thread."""
+    if result != 0:
+        message = lib().boxlite_errmsg().decode("utf-8", "replace")
+        raise error_for(result, message)

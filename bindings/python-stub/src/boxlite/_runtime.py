@@ -1,0 +1,238 @@
+"""Runtime, Box and ExecResult over the C handles."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import threading
+from ctypes import byref, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_void_p
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from . import _native
+from ._native import BOXLITE_STDERR, BOXLITE_STDOUT, check
+from .errors import InvalidStateError, NotFoundError
+
+_READ_CHUNK = 64 * 1024
+
+
+def _options(**values: Any) -> bytes:
+    """An options JSON object with the values that were given."""
+    return json.dumps({k: v for k, v in values.items() if v is not None}).encode()
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a command ended and everything it printed. A non-zero exit is a result, not an error."""
+
+    exit_code: int
+    """The exit code, or 128 + the signal number when a signal ended the command."""
+    stdout: bytes
+    stderr: bytes
+    signal: int = 0
+    """The signal that ended the command, or 0."""
+    timed_out: bool = False
+    """The command was killed because its `timeout` passed."""
+
+    @property
+    def text(self) -> str:
+        """stdout decoded as UTF-8 (undecodable bytes replaced)."""
+        return self.stdout.decode("utf-8", "replace")
+
+
+class Runtime:
+    """A BoxLite runtime over one home directory. Use it as a context manager, or call close().
+
+    `home`: state directory (default $BOXLITE_HOME, else ~/.boxlite). `registries`: dicts with
+    `host` and optionally `insecure` (plain http), `username`, `password`, searched in order for
+    unqualified image names. `accel`: "auto" (default), "kvm" or "tcg".
+    """
+
+    def __init__(
+        self,
+        home: Optional[str] = None,
+        registries: Optional[Sequence[Mapping[str, Any]]] = None,
+        accel: Optional[str] = None,
+    ):
+        self._ptr = c_void_p()  # first, so close() works even if loading the library fails
+        self._lib = _native.lib()
+        options = _options(home=None if home is None else str(home), registries=registries, accel=accel)
+        check(self._lib.boxlite_runtime_new(options, byref(self._ptr)))
+
+    def create(
+        self,
+        image: str,
+        name: Optional[str] = None,
+        cpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        env: Optional[Mapping[str, str]] = None,
+        working_dir: Optional[str] = None,
+        user: Optional[str] = None,
+    ) -> "Box":
+        """Creates a box from `image` (pulled if needed). It boots on start() or its first exec.
+        Use it as a context manager to stop and remove it at the end."""
+        options = _options(name=name, cpus=cpus, memory_mib=memory_mib, env=env, working_dir=working_dir, user=user)
+        ptr = c_void_p()
+        check(self._lib.boxlite_box_create(self._handle(), image.encode(), options, byref(ptr)))
+        return Box(self._lib, ptr)
+
+    def get(self, id_or_name: str) -> "Box":
+        """An existing box by id or name; NotFoundError if there is none."""
+        ptr = c_void_p()
+        check(self._lib.boxlite_box_get(self._handle(), id_or_name.encode(), byref(ptr)))
+        return Box(self._lib, ptr)
+
+    def close(self) -> None:
+        """Frees the runtime. Boxes made from it stay usable until closed; VMs still running when
+        the last of them is closed are killed."""
+        if self._ptr:
+            self._lib.boxlite_runtime_free(self._ptr)
+            self._ptr = c_void_p()
+
+    def _handle(self) -> c_void_p:
+        if not self._ptr:
+            raise InvalidStateError("INVALID_STATE", "the runtime is closed")
+        return self._ptr
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Box:
+    """One box. As a context manager, it is stopped and removed on exit."""
+
+    def __init__(self, lib: ctypes.CDLL, ptr: c_void_p):
+        self._lib = lib
+        self._ptr = ptr
+        self.id: str = lib.boxlite_box_id(ptr).decode()
+
+    def start(self) -> None:
+        """Boots the VM and waits for the guest (a no-op if it runs)."""
+        check(self._lib.boxlite_box_start(self._handle()))
+
+    def stop(self) -> None:
+        """Stops the VM; the disk is kept."""
+        check(self._lib.boxlite_box_stop(self._handle()))
+
+    def remove(self, force: bool = False) -> None:
+        """Deletes the box and its disk. A running box needs `force` (it is stopped first)."""
+        check(self._lib.boxlite_box_remove(self._handle(), force))
+
+    def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        user: Optional[str] = None,
+        timeout: Optional[float] = None,
+        stdin: Union[bytes, str, None] = None,
+        tty: bool = False,
+    ) -> ExecResult:
+        """Runs `cmd` with `args` in the box (booting it if needed) and waits for it to end.
+
+        `stdin` is written to the command, then closed (no stdin: it reads end of file at once).
+        `timeout` in seconds is enforced in the guest: the command is killed and the result says
+        `timed_out`. A command that cannot start (not found, bad cwd or user) raises
+        InvalidArgumentError.
+        """
+        argv = [a.encode() for a in (cmd, *args)]
+        timeout_ms = None if timeout is None else max(1, int(timeout * 1000))
+        options = _options(env=env, cwd=cwd, user=user, timeout_ms=timeout_ms, tty=tty or None)
+        exec_ptr = c_void_p()
+        check(
+            self._lib.boxlite_box_exec(
+                self._handle(), (c_char_p * len(argv))(*argv), len(argv), options, byref(exec_ptr)
+            )
+        )
+        try:
+            return self._complete(exec_ptr, stdin.encode() if isinstance(stdin, str) else stdin)
+        finally:
+            self._lib.boxlite_exec_free(exec_ptr)
+
+    def _complete(self, exec_ptr: c_void_p, stdin: Optional[bytes]) -> ExecResult:
+        # One thread per output stream, so neither stream's buffer can fill while the other is read.
+        readers = [_StreamReader(self._lib, exec_ptr, stream) for stream in (BOXLITE_STDOUT, BOXLITE_STDERR)]
+        for reader in readers:
+            reader.start()
+        try:
+            self._feed(exec_ptr, stdin)
+        finally:
+            for reader in readers:
+                reader.join()
+        for reader in readers:
+            if reader.error:
+                raise reader.error
+        code, signal, timed_out = c_int(), c_int(), c_bool()
+        check(self._lib.boxlite_exec_wait(exec_ptr, -1, byref(code), byref(signal), byref(timed_out)))
+        stdout, stderr = (b"".join(reader.chunks) for reader in readers)
+        return ExecResult(code.value, stdout, stderr, signal.value, timed_out.value)
+
+    def _feed(self, exec_ptr: c_void_p, stdin: Optional[bytes]) -> None:
+        """Writes `stdin` to the command, then closes its stdin whatever happened."""
+        try:
+            if stdin:
+                data = (c_uint8 * len(stdin)).from_buffer_copy(stdin)
+                check(self._lib.boxlite_exec_write_stdin(exec_ptr, data, len(stdin)))
+        except InvalidStateError:
+            pass  # the command ended without reading all of it, as with a closed pipe
+        finally:
+            check(self._lib.boxlite_exec_close_stdin(exec_ptr))
+
+    def close(self) -> None:
+        """Frees this handle; the box itself is untouched."""
+        if self._ptr:
+            self._lib.boxlite_box_free(self._ptr)
+            self._ptr = c_void_p()
+
+    def _handle(self) -> c_void_p:
+        if not self._ptr:
+            raise InvalidStateError("INVALID_STATE", f"the handle of box {self.id} is closed")
+        return self._ptr
+
+    def __enter__(self) -> "Box":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.remove(force=True)
+        except NotFoundError:
+            pass  # already removed
+        finally:
+            self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Box(id={self.id!r})"
+
+
+class _StreamReader(threading.Thread):
+    """Reads one output stream of an exec to its end."""
+
+    def __init__(self, lib: ctypes.CDLL, exec_ptr: c_void_p, stream: int):
+        super().__init__(daemon=True)
+        self._lib = lib
+        self._exec = exec_ptr
+        self._stream = stream
+        self.chunks: list[bytes] = []
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        buf = (c_uint8 * _READ_CHUNK)()
+        n = c_size_t()
+        try:
+            while True:
+                check(self._lib.boxlite_exec_read(self._exec, self._stream, buf, _READ_CHUNK, -1, byref(n)))
+                if n.value == 0:
+                    return
+                self.chunks.append(ctypes.string_at(buf, n.value))
+        except BaseException as e:  # handed to the caller's thread
+            self.error = e

@@ -1,0 +1,55 @@
+"""Fixtures: the local test registry (scripts/test-images.sh), a fresh BoxLite home for the
+session, and one busybox box shared by every test that does not need its own. Missing fixtures
+fail the run; they are never skipped."""
+
+import os
+import shutil
+import tempfile
+import urllib.request
+
+import boxlite
+import pytest
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    host = os.environ.get("REGISTRY")
+    if not host:
+        pytest.fail('REGISTRY is not set: run `eval "$(bash scripts/test-images.sh)"` first (or bindings/python-stub/test.sh)')
+    try:
+        urllib.request.urlopen(f"http://{host}/v2/", timeout=3).close()
+    except OSError as e:
+        pytest.fail(f"the test registry at {host} does not answer ({e}): run `bash scripts/test-images.sh`")
+    return host
+
+
+@pytest.fixture(scope="session")
+def home():
+    path = tempfile.mkdtemp(prefix="boxlite-py.", dir="/tmp")
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture(scope="session")
+def runtime(home, registry):
+    with boxlite.Runtime(home=home, registries=[{"host": registry, "insecure": True}]) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="session")
+def box(runtime):
+    with runtime.create("busybox:latest", name="py-shared", env={"BOX_VAR": "from-box"}) as b:
+        yield b
+
+
+def vm_processes(home: str, box_id: str) -> int:
+    """Processes whose command line names the box's directory (its VM)."""
+    needle = os.path.join(home, "boxes", box_id).encode()
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                count += needle in f.read()
+        except OSError:
+            pass
+    return count
