@@ -24,7 +24,7 @@ export default defineConfig({
         resolve: { alias },
         test: {
           name: 'e2e',
-          include: ['packages/*/test/**/*.e2e.test.ts', 'examples/**/*.e2e.test.ts'],
+          include: ['packages/*/test/**/*.e2e.test.ts', 'examples/**/*.e2e.test.ts', 'test/**/*.e2e.test.ts'],
           fileParallelism: false,
           testTimeout: 180_000,
           hookTimeout: 300_000,

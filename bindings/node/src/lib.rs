@@ -416,14 +416,23 @@ pub struct Execution {
     exit: Arc<OnceCell<std::result::Result<boxlite::ExitStatus, (&'static str, String)>>>,
 }
 
+/// Bytes handed to JS per read at most: output queued behind the first chunk is joined to it up to
+/// this size, because each read is a Promise round trip and commands often write 4 KiB at a time.
+const READ_BATCH_BYTES: usize = 1 << 20;
+
 fn read_chunk<'env>(env: &'env Env, stream: &SharedStream) -> Result<PromiseRaw<'env, Option<Buffer>>> {
     let stream = stream.clone();
     promise(env, async move {
         let mut guard = stream.lock().await;
-        match guard.as_mut() {
-            Some(s) => Ok(s.next().await.map(Buffer::from)),
-            None => Ok(None),
+        let Some(s) = guard.as_mut() else { return Ok(None) };
+        let Some(mut batch) = s.next().await else { return Ok(None) };
+        while batch.len() < READ_BATCH_BYTES {
+            match s.try_next() {
+                Some(more) => batch.extend_from_slice(&more),
+                None => break,
+            }
         }
+        Ok(Some(Buffer::from(batch)))
     })
 }
 

@@ -65,9 +65,11 @@ impl Guest {
             Some(exec_output::Kind::SpawnError(msg)) => return Err(Error::InvalidArgument(truncate(msg))),
             other => return Err(Error::Guest(format!("guest sent {other:?} instead of `started`"))),
         }
-        // Small buffers: a consumer that stops reading stalls the command (backpressure).
-        let (stdout_tx, stdout_rx) = mpsc::channel(4);
-        let (stderr_tx, stderr_rx) = mpsc::channel(4);
+        // Bounded buffers (at most OUTPUT_QUEUE chunks of 64 KiB): a consumer that stops reading
+        // stalls the command (backpressure), while a consumer that reads in batches (`try_next`)
+        // finds enough queued to batch.
+        let (stdout_tx, stdout_rx) = mpsc::channel(OUTPUT_QUEUE);
+        let (stderr_tx, stderr_rx) = mpsc::channel(OUTPUT_QUEUE);
         let (exit_tx, exit_rx) = oneshot::channel();
         tokio::spawn(async move {
             let mut stdout_tx = Some(stdout_tx);
@@ -96,6 +98,9 @@ impl Guest {
         })
     }
 }
+
+/// Output chunks queued per stream before the guest is made to wait.
+const OUTPUT_QUEUE: usize = 32;
 
 /// Sends a chunk to its stream; a dropped stream means its output is discarded from then on.
 async fn forward(tx: &mut Option<mpsc::Sender<Vec<u8>>>, data: Vec<u8>) {
@@ -170,6 +175,11 @@ impl OutputStream {
     /// The next chunk, or `None` at end of stream.
     pub async fn next(&mut self) -> Option<Vec<u8>> {
         self.rx.recv().await
+    }
+
+    /// A chunk already received, without waiting; `None` when none is queued (or at the end).
+    pub fn try_next(&mut self) -> Option<Vec<u8>> {
+        self.rx.try_recv().ok()
     }
 
     /// Reads everything until end of stream.
