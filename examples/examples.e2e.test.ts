@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { tempHome } from '../packages/simple/test/fixtures'
+import { tempHome } from '../test/fixtures'
 
 const run = promisify(execFile)
 const home = await tempHome()

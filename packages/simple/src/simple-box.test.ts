@@ -1,7 +1,7 @@
 import type { Runtime } from '@boxlite/core'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
 import { SimpleBox } from './simple-box'
-import { Runtime as FakeRuntime } from './testing/fake-core'
+import { BoxliteError, Runtime as FakeRuntime } from './testing/fake-core'
 
 vi.mock('@boxlite/core', () => import('./testing/fake-core'))
 
@@ -48,6 +48,14 @@ describe('SimpleBox', () => {
         stdin: ['hello', '<closed>'],
       },
     ])
+  })
+
+  it('returns the result of a command that ended without reading its stdin', async () => {
+    const box = new SimpleBox({ image: 'busybox', runtime })
+    fake.output = { stdinError: new BoxliteError('INVALID_STATE', 'the command has already ended') }
+    await expect(box.exec('true', [], { stdin: 'unread' })).resolves.toMatchObject({ exitCode: 0 })
+    fake.output = { stdinError: new BoxliteError('GUEST', 'connection lost') }
+    await expect(box.exec('true', [], { stdin: 'unread' })).rejects.toMatchObject({ code: 'GUEST' })
   })
 
   it('reports a timeout', async () => {

@@ -60,7 +60,9 @@ export class SimpleBox implements AsyncDisposable {
   /**
    * Runs a command and collects its output: `exec('echo', 'hi')`, or with options
    * `exec('sh', ['-c', 'cat'], { stdin: 'hi', env, cwd, user, timeoutMs, signal })`.
-   * Resolves with the exit code even when it is non-zero.
+   * Resolves with the exit code even when it is non-zero; rejects with a {@link BoxliteError} when
+   * the command cannot start (`INVALID_ARGUMENT`: not found, no such cwd or user) or is aborted
+   * (`ABORTED`).
    */
   exec(cmd: string, ...args: string[]): Promise<ExecResult>
   exec(cmd: string, args: string[], options?: SimpleExecOptions): Promise<ExecResult>
@@ -127,6 +129,11 @@ export class SimpleBox implements AsyncDisposable {
 }
 
 async function feed(stdin: InputStream, text: string | undefined): Promise<void> {
-  if (text !== undefined && text !== '') await stdin.write(text)
-  await stdin.close()
+  try {
+    if (text !== undefined && text !== '') await stdin.write(text)
+    await stdin.close()
+  } catch (error) {
+    // The command ended without reading all of its input: its result still stands.
+    if (!(error instanceof BoxliteError && error.code === 'INVALID_STATE')) throw error
+  }
 }

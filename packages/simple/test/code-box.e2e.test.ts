@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { CodeBox } from '../src/index'
-import { REGISTRY, registries, tempHome } from './fixtures'
+import { REGISTRY, registries, tempHome } from '../../../test/fixtures'
 
 const home = await tempHome()
 

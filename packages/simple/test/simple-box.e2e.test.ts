@@ -1,7 +1,7 @@
 import { Runtime } from '@boxlite/core'
 import { afterAll, describe, expect, it } from 'vitest'
 import { run, SimpleBox } from '../src/index'
-import { REGISTRY, registries, tempHome } from './fixtures'
+import { REGISTRY, registries, tempHome } from '../../../test/fixtures'
 
 const image = `${REGISTRY}/busybox:latest`
 const home = await tempHome()
@@ -46,9 +46,25 @@ describe('SimpleBox', () => {
     expect(result).toMatchObject({ exitCode: 0, stdout: 'from-stdin\nfrom-options\n/tmp\n65534\n' })
   })
 
+  it('returns the result of a command that ignores its stdin', async () => {
+    const result = await box.exec('true', [], { stdin: 'x'.repeat(4 << 20) })
+    expect(result).toMatchObject({ exitCode: 0 })
+  })
+
+  it('rejects a command it cannot start', async () => {
+    await expect(box.exec('no-such-command')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
+  })
+
   it('kills a command that outlives its timeout', async () => {
     const result = await box.exec('sleep', ['30'], { timeoutMs: 500 })
     expect(result).toMatchObject({ exitCode: 137, timedOut: true })
+  })
+
+  it('kills an aborted command and rejects with ABORTED', async () => {
+    const started = Date.now()
+    const exec = box.exec('sleep', ['30'], { signal: AbortSignal.timeout(300) })
+    await expect(exec).rejects.toMatchObject({ name: 'BoxliteError', code: 'ABORTED' })
+    expect(Date.now() - started).toBeLessThan(10_000)
   })
 
   it('runs commands concurrently', async () => {

@@ -13,6 +13,8 @@ export class BoxliteError extends Error {
 export interface FakeOutput {
   /** Thrown by exec() instead of starting the command. */
   execError?: Error
+  /** Thrown by stdin.write(), as when the command has ended. */
+  stdinError?: Error
   stdout?: string
   stderr?: string
   exit?: Partial<ExitResult>
@@ -25,7 +27,7 @@ export class FakeBox {
   readonly execs: { cmd: string; args: string[]; options: ExecOptions | undefined; stdin: string[] }[] = []
   constructor(
     readonly options: BoxOptions,
-    readonly output: FakeOutput,
+    readonly runtime: Runtime,
   ) {}
 
   async start(): Promise<void> {
@@ -41,7 +43,7 @@ export class FakeBox {
   }
 
   async exec(cmd: string, args: string[] = [], options?: ExecOptions) {
-    const { execError, stdout = '', stderr = '', exit } = this.output
+    const { execError, stdinError, stdout = '', stderr = '', exit } = this.runtime.output
     if (execError) throw execError
     const stdin: string[] = []
     this.execs.push({ cmd, args, options, stdin })
@@ -49,7 +51,10 @@ export class FakeBox {
       stdout: { text: async () => stdout },
       stderr: { text: async () => stderr },
       stdin: {
-        write: async (data: string | Uint8Array) => void stdin.push(String(data)),
+        write: async (data: string | Uint8Array) => {
+          if (stdinError) throw stdinError
+          stdin.push(String(data))
+        },
         close: async () => void stdin.push('<closed>'),
       },
       wait: async (): Promise<ExitResult> => ({ exitCode: 0, signal: null, timedOut: false, ...exit }),
@@ -74,7 +79,7 @@ export class Runtime {
     await new Promise((resolve) => setTimeout(resolve, 10))
     const error = this.createErrors.shift()
     if (error) throw error
-    const box = new FakeBox(options, this.output)
+    const box = new FakeBox(options, this)
     this.boxes.push(box)
     return box
   }
