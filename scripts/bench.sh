@@ -14,3 +14,7 @@ baseline=$(mktemp)
 cargo build --quiet --release -p boxlite-bench --manifest-path "$root/Cargo.toml"
 "$CARGO_TARGET_DIR/release/boxlite-bench" "$REGISTRY" "$out" "$baseline"
 rm -f "$baseline"
+# The SDK's overhead on a warm exec (Node round trip minus Rust round trip), through the built packages.
+"$root/scripts/setup-js.sh"
+(cd "$root" && TURBO_TELEMETRY_DISABLED=1 pnpm build >/dev/null)
+node "$root/packages/boxlite/bench/sdk-overhead.mjs" "$REGISTRY" "$CARGO_TARGET_DIR/release/boxlite-bench" "${out%.json}-sdk.json"

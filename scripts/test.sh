@@ -1,11 +1,38 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up, test images and registries, then every test (unit and real VMs).
+# The whole test suite: set-up, test images and registries, then every suite, each booting real VMs:
+# Rust (unit + VM tests), the Node addon and TS packages (build, generated-file drift, publint,
+# vitest unit + e2e + packaging), the C ABI (header drift, C tests, example) and the Python stub.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-"$root/scripts/setup.sh" >/dev/null
-eval "$("$root/scripts/test-images.sh")"
-export REGISTRY AUTH_REGISTRY OCI_LAYOUT OCI_ARCHIVE
 cache=${BOXLITE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxlite}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+export TURBO_TELEMETRY_DISABLED=1
+step() { echo "== $* ($SECONDS s)" >&2; }
+
+step set-up
+"$root/scripts/setup.sh" >/dev/null
+"$root/scripts/setup-js.sh"
+eval "$("$root/scripts/test-images.sh")"
+export REGISTRY AUTH_REGISTRY OCI_LAYOUT OCI_ARCHIVE
 cd "$root"
+
+step "Rust: cargo test"
 cargo test --workspace --quiet
+
+step "JS: build (addon + packages), generated addon files, publint"
+pnpm build
+git diff --exit-code -- bindings/node/index.js bindings/node/index.d.ts ||
+  { echo "bindings/node/index.js or index.d.ts changed when regenerated: commit the regenerated files" >&2; exit 1; }
+pnpm lint
+pnpm typecheck
+
+step "JS: vitest (unit, e2e, packaging)"
+pnpm vitest run
+
+step "C: bindings/c/test.sh"
+bash bindings/c/test.sh
+
+step "Python: bindings/python-stub/test.sh"
+bash bindings/python-stub/test.sh
+
+step "all suites passed"

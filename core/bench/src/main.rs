@@ -1,5 +1,7 @@
 //! `boxlite-bench`: the runtime's speed and memory figures, against the local test registry.
 //! Usage: boxlite-bench REGISTRY OUT.json [BASELINE.json]
+//!        boxlite-bench warm-exec REGISTRY RUNS   (prints warm exec round-trip stats as JSON; the
+//!        SDK benchmark compares its own round trip with it)
 //! BASELINE.json is `scripts/boot-baseline.sh`'s output: the same kernel booting a trivial init on
 //! the same engine, so boot overhead is a ratio.
 
@@ -25,9 +27,40 @@ fn rss_kib(pid: u32) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
+/// Round trips of `true` (start, exit, wait) on one running box, after a warm-up.
+async fn warm_exec_rtts(b: &boxlite::LiteBox, runs: usize) -> boxlite::Result<Vec<f64>> {
+    let mut rtts = Vec::new();
+    for i in 0..runs + 10 {
+        let t = Instant::now();
+        b.exec(ExecCommand::new("true", Vec::<String>::new())).await?.wait().await?;
+        if i >= 10 {
+            rtts.push(ms(t.elapsed()));
+        }
+    }
+    Ok(rtts)
+}
+
+async fn warm_exec_only(registry: &str, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let home = tempfile::Builder::new().prefix("bxb").tempdir_in("/tmp")?;
+    let registries = vec![RegistryConfig { host: registry.into(), insecure: true, ..Default::default() }];
+    let rt = Runtime::new(RuntimeOptions { home: Some(home.path().into()), registries, ..Default::default() })?;
+    let b = rt.create(BoxOptions::new("busybox:latest")).await?;
+    b.start().await?;
+    let rtts = warm_exec_rtts(&b, runs).await?;
+    rt.remove(b.id(), true).await?;
+    println!("{}", stats(rtts));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("warm-exec") {
+        let (Some(registry), Some(runs)) = (args.get(2), args.get(3).and_then(|r| r.parse().ok())) else {
+            return Err("usage: boxlite-bench warm-exec REGISTRY RUNS".into());
+        };
+        return warm_exec_only(registry, runs).await;
+    }
     let (registry, out_path) = match (args.get(1), args.get(2)) {
         (Some(r), Some(o)) => (r.clone(), o.clone()),
         _ => return Err("usage: boxlite-bench REGISTRY OUT.json [BASELINE.json]".into()),
@@ -95,13 +128,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Warm exec round trip and throughput on one running box.
     let b = rt.create(BoxOptions::new("busybox:latest")).await?;
     b.start().await?;
-    let mut rtts = Vec::new();
-    for _ in 0..100 {
-        let t = Instant::now();
-        b.exec(ExecCommand::new("true", Vec::<String>::new())).await?.wait().await?;
-        rtts.push(ms(t.elapsed()));
-    }
-    results.insert("warm_exec_rtt_ms".into(), stats(rtts));
+    results.insert("warm_exec_rtt_ms".into(), stats(warm_exec_rtts(&b, 100).await?));
     b.exec(ExecCommand::new("dd", ["if=/dev/urandom", "of=/tmp/big", "bs=1M", "count=20"])).await?.wait().await?;
     let t = Instant::now();
     let out = b.exec(ExecCommand::new("cat", ["/tmp/big"])).await?.output().await?;
