@@ -335,10 +335,10 @@ boxlite_result boxlite_runtime_new(const char *options_json, boxlite_runtime **o
 
 // Frees a runtime handle. NULL is a no-op.
 //
-// Boxes and execs made from it stay usable until they are freed too; the runtime's threads and
-// VMs end when the last of these handles is freed. A box still running then is killed (its VM
-// ends at once): stop it first to keep what it wrote. Do not use `rt` again, nor free it while
-// another thread uses it.
+// Boxes and execs made from it stay usable until they are freed too. When the last of these
+// handles is freed, the boxes booted through this runtime that still run are stopped (as
+// `boxlite_box_stop`, so that call may block for their shutdown) and the runtime's threads end.
+// Do not use `rt` again, nor free it while another thread uses it.
 //
 // # Safety
 // `rt` is NULL or a runtime from `boxlite_runtime_new` not yet freed.

@@ -99,7 +99,7 @@ static void release(completed *done) {
   free(done->err.data);
 }
 
-/* VM processes this process started that are still alive (or not yet reaped). */
+/* VM processes this process started that still run (zombies, which have ended, do not count). */
 static int qemu_children(void) {
   int count = 0;
   DIR *proc = opendir("/proc");
@@ -115,9 +115,10 @@ static int qemu_children(void) {
     stat_line[n] = 0;
     /* "pid (comm) state ppid ...": comm may hold spaces, so parse around the last ')'. */
     char *comm = strchr(stat_line, '('), *end = strrchr(stat_line, ')');
+    char state = 0;
     int ppid = 0;
-    if (comm && end && sscanf(end + 1, " %*c %d", &ppid) == 1 && ppid == getpid() &&
-        strncmp(comm + 1, "qemu", 4) == 0)
+    if (comm && end && sscanf(end + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid() &&
+        state != 'Z' && strncmp(comm + 1, "qemu", 4) == 0)
       count++;
   }
   closedir(proc);
@@ -433,6 +434,28 @@ static void handles_outlive_their_runtime(void) {
   boxlite_box_free(b);
 }
 
+/* Freeing the last handle of a runtime stops the VMs it booted. */
+static void freeing_the_last_handle_stops_its_vms(void) {
+  boxlite_runtime *own = NULL;
+  boxlite_box *b = NULL;
+  char options[4096];
+  snprintf(options, sizeof options, "{\"home\": \"%s\", \"registries\": [{\"host\": \"%s\", \"insecure\": true}]}",
+           home, registry);
+  CHECK_OK(boxlite_runtime_new(options, &own));
+  if (!own) return;
+  CHECK_OK(boxlite_box_create(own, "busybox:latest", "{\"name\": \"c-abandoned\"}", &b));
+  CHECK_OK(boxlite_box_start(b));
+  CHECK(qemu_children() == 1);
+  boxlite_box_free(b);
+  boxlite_runtime_free(own);
+  CHECK(qemu_children() == 0);
+  /* The box itself remains, recorded as stopped (a running box could not be removed unforced). */
+  boxlite_box *again = NULL;
+  CHECK_OK(boxlite_box_get(rt, "c-abandoned", &again));
+  CHECK_OK(boxlite_box_remove(again, false));
+  boxlite_box_free(again);
+}
+
 int main(void) {
   home = fixture("BOXLITE_TEST_HOME");
   registry = fixture("REGISTRY");
@@ -459,6 +482,7 @@ int main(void) {
   RUN(bad_execs_fail_clearly);
   RUN(remove_cleans_up_and_later_calls_fail);
   RUN(handles_outlive_their_runtime);
+  RUN(freeing_the_last_handle_stops_its_vms);
   boxlite_box_free(box);
   boxlite_runtime_free(rt);
   return finish();

@@ -147,7 +147,9 @@ pub unsafe extern "C" fn boxlite_box_start(b: *mut boxlite_box) -> boxlite_resul
         // SAFETY: forwarded from this function's contract.
         let b = unsafe { handle(b, "box")? };
         let lite = b.lite.clone();
-        b.ctx.run(async move { lite.start().await })
+        b.ctx.run(async move { lite.start().await })?;
+        b.ctx.set_booted(b.lite.id(), true);
+        Ok(())
     })
 }
 
@@ -163,7 +165,9 @@ pub unsafe extern "C" fn boxlite_box_stop(b: *mut boxlite_box) -> boxlite_result
         // SAFETY: forwarded from this function's contract.
         let b = unsafe { handle(b, "box")? };
         let lite = b.lite.clone();
-        b.ctx.run(async move { lite.stop().await })
+        b.ctx.run(async move { lite.stop().await })?;
+        b.ctx.set_booted(b.lite.id(), false);
+        Ok(())
     })
 }
 
@@ -182,7 +186,9 @@ pub unsafe extern "C" fn boxlite_box_remove(b: *mut boxlite_box, force: bool) ->
         let b = unsafe { handle(b, "box")? };
         let runtime = b.ctx.runtime.clone();
         let id = b.lite.id().to_string();
-        b.ctx.run(async move { runtime.remove(&id, force).await })
+        b.ctx.run(async move { runtime.remove(&id, force).await })?;
+        b.ctx.set_booted(b.lite.id(), false);
+        Ok(())
     })
 }
 

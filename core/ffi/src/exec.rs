@@ -8,12 +8,12 @@
 use crate::args::{handle, options, out_param, string, timeout};
 use crate::boxes::boxlite_box;
 use crate::error::{boundary, boxlite_result, Failure};
-use crate::runtime::Context;
+use crate::runtime::{lock, Context};
 use boxlite::{ExecCommand, ExecControl, ExitStatus, OutputStream, Stdin};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -115,11 +115,6 @@ struct ExecConfig {
     tty: bool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock was already reported as BOXLITE_ERR_PANIC; the data stays usable.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Runs a command in the box, booting the box first if it is not running.
 ///
 /// `b`: the box. `argv`: `argc` NUL-terminated UTF-8 strings, program first (looked up in the
@@ -189,6 +184,7 @@ pub unsafe extern "C" fn boxlite_box_exec(
             });
             Ok((OutputBuffer::pump(stdout), OutputBuffer::pump(stderr), stdin, control, status))
         })?;
+        b.ctx.set_booted(b.lite.id(), true);
         let (stdout, stderr, stdin, control, status) = exec;
         *out = Box::into_raw(Box::new(boxlite_exec {
             ctx: b.ctx.clone(),

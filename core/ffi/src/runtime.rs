@@ -7,7 +7,8 @@ use serde::Deserialize;
 use std::ffi::c_char;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Once};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 /// A BoxLite runtime: one home directory (state, images, boxes) and the threads that run its VMs.
@@ -21,11 +22,43 @@ pub struct boxlite_runtime {
 pub(crate) struct Context {
     /// Declared first, so it is dropped before `tokio`.
     pub runtime: boxlite::Runtime,
+    /// Ids of the boxes booted through this runtime and not stopped through it since.
+    booted: Mutex<HashSet<String>>,
     /// Dropping it ends every task: VM watchers (so VMs still running are killed) and output pumps.
     tokio: tokio::runtime::Runtime,
 }
 
+impl Drop for Context {
+    /// Stops the VMs this runtime booted, as `boxlite_box_stop` would: their disks are synced
+    /// and their records say stopped. (Dropping the tokio runtime alone would kill them and
+    /// leave their records saying running.)
+    fn drop(&mut self) {
+        let ids = std::mem::take(&mut *lock(&self.booted));
+        let runtime = self.runtime.clone();
+        self.tokio.block_on(async move {
+            let mut stops = tokio::task::JoinSet::new();
+            for id in ids {
+                if let Ok(b) = runtime.get(&id) {
+                    stops.spawn(async move { b.stop().await });
+                }
+            }
+            while stops.join_next().await.is_some() {}
+        });
+    }
+}
+
 impl Context {
+    /// Records that `id` was booted through this runtime (start or exec succeeded), or that it
+    /// was stopped or removed through it.
+    pub fn set_booted(&self, id: &str, booted: bool) {
+        let mut set = lock(&self.booted);
+        if booted {
+            set.insert(id.to_string());
+        } else {
+            set.remove(id);
+        }
+    }
+
     /// Runs `work` on a worker thread and blocks the calling thread until it is done.
     /// Anything that may boot a VM goes through here: the VM process is tied to the thread that
     /// spawns it (PR_SET_PDEATHSIG), and the caller's thread may exit long before the box stops,
@@ -51,6 +84,11 @@ impl Context {
             }),
         }
     }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock was already reported as BOXLITE_ERR_PANIC; the data stays usable.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// `options_json` of `boxlite_runtime_new`.
@@ -134,17 +172,18 @@ pub unsafe extern "C" fn boxlite_runtime_new(options_json: *const c_char, out: *
             .build()
             .map_err(|e| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, format!("cannot start the async runtime: {e}")))?;
         let runtime = boxlite::Runtime::new(config.into())?;
-        *out = Box::into_raw(Box::new(boxlite_runtime { ctx: Arc::new(Context { runtime, tokio }) }));
+        let ctx = Context { runtime, booted: Mutex::default(), tokio };
+        *out = Box::into_raw(Box::new(boxlite_runtime { ctx: Arc::new(ctx) }));
         Ok(())
     })
 }
 
 /// Frees a runtime handle. NULL is a no-op.
 ///
-/// Boxes and execs made from it stay usable until they are freed too; the runtime's threads and
-/// VMs end when the last of these handles is freed. A box still running then is killed (its VM
-/// ends at once): stop it first to keep what it wrote. Do not use `rt` again, nor free it while
-/// another thread uses it.
+/// Boxes and execs made from it stay usable until they are freed too. When the last of these
+/// handles is freed, the boxes booted through this runtime that still run are stopped (as
+/// `boxlite_box_stop`, so that call may block for their shutdown) and the runtime's threads end.
+/// Do not use `rt` again, nor free it while another thread uses it.
 ///
 /// # Safety
 /// `rt` is NULL or a runtime from `boxlite_runtime_new` not yet freed.
