@@ -1,7 +1,5 @@
-import { describe, expect, it, vi } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { parseExecArgs } from './exec-args'
-
-vi.mock('@boxlite/core', () => import('./testing/fake-core'))
 
 describe('parseExecArgs', () => {
   it('takes string arguments as they are', () => {

@@ -1,3 +1,4 @@
+import { connect, createServer, type Socket } from 'node:net'
 import { Runtime } from '@boxlite/core'
 import { afterAll, describe, expect, it } from 'vitest'
 import { run, SimpleBox } from '../src/index'
@@ -6,21 +7,40 @@ import { REGISTRY, registries, tempHome } from '../../../test/fixtures'
 const image = `${REGISTRY}/busybox:latest`
 const home = await tempHome()
 const runtime = new Runtime({ home, registries })
+/** The ids of the boxes in `home`, oldest first. */
+const ids = async () => (await runtime.list()).map((b) => b.id)
 
 // One box for every case that leaves it usable: each boot costs ~1 s under emulation.
 describe('SimpleBox', () => {
-  const box = new SimpleBox({ image, runtime })
+  const box = new SimpleBox({ image, runtime, name: 'shared' })
   afterAll(() => box.remove())
 
-  it('runs a command and collects its output', async () => {
+  it('creates its box on first use, once, even for concurrent calls', async () => {
     expect(box.id).toBeUndefined()
+    const before = await ids()
+    await Promise.all([box.exec('true'), box.exec('true'), box.start()])
+    const boxes = await runtime.list()
+    expect(boxes).toHaveLength(before.length + 1)
+    expect(boxes.at(-1)).toMatchObject({ id: box.id, name: 'shared', image, status: 'running' })
+  })
+
+  it('runs a command and collects its output', async () => {
     await expect(box.exec('echo', 'hi')).resolves.toEqual({
       exitCode: 0,
       stdout: 'hi\n',
       stderr: '',
       timedOut: false,
     })
-    expect(box.id).toMatch(/.+/)
+  })
+
+  it('passes arguments as they are, and closes stdin when given none', async () => {
+    await expect(box.exec('printf', '[%s]', 'a b', '')).resolves.toMatchObject({ stdout: '[a b][]' })
+    // Were stdin left open, cat would wait for it until the timeout.
+    await expect(box.exec('cat', [], { timeoutMs: 10_000 })).resolves.toMatchObject({
+      exitCode: 0,
+      stdout: '',
+      timedOut: false,
+    })
   })
 
   it('returns a non-zero exit as a result', async () => {
@@ -82,25 +102,98 @@ describe('SimpleBox', () => {
   })
 })
 
-describe('removal', () => {
-  it('removes the box at the end of an `await using` block', async () => {
-    let id: string | undefined
-    {
-      await using box = new SimpleBox({ image, runtime })
-      await box.exec('true')
-      id = box.id
+describe('before first use', () => {
+  it('refuses a runtime together with home or registries', () => {
+    for (const extra of [{ home }, { registries }]) {
+      expect(() => new SimpleBox({ image, runtime, ...extra })).toThrow(
+        expect.objectContaining({ name: 'BoxliteError', code: 'INVALID_ARGUMENT' }),
+      )
     }
-    expect(id).toBeDefined()
-    await expect(runtime.get(id!)).resolves.toBeNull()
   })
 
-  it('leaves a removed box unusable, and removing twice is fine', async () => {
+  it('stops nothing and creates nothing', async () => {
+    const before = await ids()
     const box = new SimpleBox({ image, runtime })
-    await box.start()
+    await box.stop()
+    expect(box.id).toBeUndefined()
+    expect(await ids()).toEqual(before)
+  })
+
+  it('creates nothing when removed, and refuses use after', async () => {
+    const before = await ids()
+    const box = new SimpleBox({ image, runtime })
     await box.remove()
-    await box.remove()
-    await expect(runtime.get(box.id!)).resolves.toBeNull()
     await expect(box.exec('true')).rejects.toMatchObject({ code: 'INVALID_STATE' })
+    await expect(box.start()).rejects.toMatchObject({ code: 'INVALID_STATE' })
+    expect(box.id).toBeUndefined()
+    expect(await ids()).toEqual(before)
+  })
+})
+
+/** A registry in front of the test registry that drops every connection until it is opened. */
+async function lateRegistry() {
+  let open = false
+  const sockets = new Set<Socket>()
+  const [registryHost, registryPort] = REGISTRY.split(':') as [string, string]
+  const proxy = createServer((client) => {
+    if (!open) return void client.destroy()
+    const upstream = connect(Number(registryPort), registryHost)
+    for (const socket of [client, upstream]) {
+      sockets.add(socket)
+      socket.on('error', () => undefined).on('close', () => [client, upstream].forEach((s) => s.destroy()))
+    }
+    client.pipe(upstream).pipe(client)
+  })
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+  afterAll(() => {
+    proxy.close()
+    sockets.forEach((s) => s.destroy())
+  })
+  return {
+    host: `127.0.0.1:${(proxy.address() as { port: number }).port}`,
+    open: () => void (open = true),
+  }
+}
+
+describe('creation and removal', () => {
+  // One box (one boot) for three behaviours; it is made by the default runtime of `home` and the
+  // late registry, so it shows up in `runtime`.
+  it('tries again after a failed creation that left no box; `await using` removes the box at its end', async () => {
+    const registry = await lateRegistry()
+    const before = await ids()
+    let id: string | undefined
+    {
+      await using box = new SimpleBox({
+        image: `${registry.host}/busybox:latest`,
+        home,
+        registries: [{ host: registry.host, insecure: true }],
+      })
+      await expect(box.exec('true')).rejects.toMatchObject({ name: 'BoxliteError', code: 'REGISTRY' })
+      expect(box.id).toBeUndefined()
+      expect(await ids()).toEqual(before)
+
+      registry.open()
+      await expect(box.exec('echo', 'retried')).resolves.toMatchObject({ stdout: 'retried\n' })
+      id = box.id
+      expect(await ids()).toEqual([...before, id])
+    }
+    expect(id).toBeDefined()
+    expect(await ids()).toEqual(before)
+  })
+
+  it('removes a box whose creation is in flight, once however often asked, and is unusable after', async () => {
+    const before = await ids()
+    const box = new SimpleBox({ image, runtime })
+    // Whether the boot gets in before the removal is a race (if not, it fails): either way the box
+    // must be gone.
+    const start = box.start().catch(() => undefined)
+    await Promise.all([box.remove(), box.remove()])
+    await box.remove()
+    await start
+    expect(box.id).toBeDefined()
+    expect(await ids()).toEqual(before)
+    await expect(box.exec('true')).rejects.toMatchObject({ code: 'INVALID_STATE' })
+    expect(await ids()).toEqual(before)
   })
 })
 
@@ -121,5 +214,11 @@ describe('run', () => {
       code: expect.stringMatching(/^(IMAGE|REGISTRY|NOT_FOUND)$/),
     })
     expect(await runtime.list()).toHaveLength(before)
+  })
+
+  it('removes its box also when the command cannot start', async () => {
+    const before = await ids()
+    await expect(run({ image, runtime }, 'no-such-command')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
+    expect(await ids()).toEqual(before)
   })
 })
