@@ -34,6 +34,8 @@ mkdir "$home"
 cflags=(-std=c11 -Wall -Wextra -Werror -g -I "$here/include")
 link=(-L "$lib" -lboxlite -Wl,-rpath,"$lib" -pthread)
 "$CC" "${cflags[@]}" -o "$work/hello" "$here/examples/hello.c" "${link[@]}"
+# The staticlib too: the libraries it needs are those `rustc --print native-static-libs` lists.
+"$CC" "${cflags[@]}" -o "$work/hello-static" "$here/examples/hello.c" "$lib/libboxlite.a" -pthread -ldl -lm
 for test in "$here"/tests/*.c; do
   "$CC" "${cflags[@]}" -o "$work/$(basename "$test" .c)" "$test" "${link[@]}"
 done
@@ -55,14 +57,16 @@ for test in "$here"/tests/*.c; do
 done
 
 echo "== examples/hello.c"
-output=$(BOXLITE_HOME="$home" "$work/hello" "$REGISTRY/busybox:latest" "$REGISTRY") || true
-if [ "$output" = hi ]; then
-  echo "ok   examples/hello.c printed hi"
-  passed=$((passed + 1))
-else
-  echo "FAIL examples/hello.c printed '$output', not 'hi'"
-  failed=$((failed + 1))
-fi
+for hello in hello hello-static; do
+  output=$(BOXLITE_HOME="$home" "$work/$hello" "$REGISTRY/busybox:latest" "$REGISTRY") || true
+  if [ "$output" = hi ]; then
+    echo "ok   $hello printed hi"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $hello printed '$output', not 'hi'"
+    failed=$((failed + 1))
+  fi
+done
 
 # Nothing left behind by the whole run: no box directories, no VM naming this home.
 leftovers=$(find "$home/boxes" -mindepth 1 -maxdepth 1 | wc -l)

@@ -21,6 +21,14 @@ pub use runtime::boxlite_runtime;
 
 use std::ffi::{c_char, c_int};
 
+// The header promises that handles may be used from several threads at once.
+const _: () = {
+    const fn thread_safe<T: Send + Sync>() {}
+    thread_safe::<boxlite_runtime>();
+    thread_safe::<boxlite_box>();
+    thread_safe::<boxlite_exec>();
+};
+
 /// Major version of this header.
 pub const BOXLITE_VERSION_MAJOR: u32 = 0;
 /// Minor version of this header.
