@@ -32,7 +32,7 @@ home="$work/home"
 mkdir "$home"
 
 cflags=(-std=c11 -Wall -Wextra -Werror -g -I "$here/include")
-link=(-L "$lib" -lboxlite -Wl,-rpath,"$lib" -pthread)
+link=(-L "$lib" -lboxlite "-Wl,-rpath,$lib" -pthread)
 "$CC" "${cflags[@]}" -o "$work/hello" "$here/examples/hello.c" "${link[@]}"
 # The staticlib too: the libraries it needs are those `rustc --print native-static-libs` lists.
 "$CC" "${cflags[@]}" -o "$work/hello-static" "$here/examples/hello.c" "$lib/libboxlite.a" -pthread -ldl -lm
