@@ -25,7 +25,8 @@ const GRACEFUL_STOP: Duration = Duration::from_secs(10);
 const CONSOLE_TAIL_LINES: usize = 20;
 
 /// A BoxLite runtime over one home directory. Cheap to clone; clones share everything.
-/// Dropping the last clone ends the VMs it started (they also die if the process dies).
+/// The VMs it starts end when the tokio runtime that started them is dropped or the process dies;
+/// stop boxes first to shut them down cleanly.
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
@@ -41,6 +42,22 @@ struct Inner {
     engine: Mutex<Option<Arc<Qemu>>>,
     /// One slot per box this process has touched: serializes start/stop of that box.
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<LiveVm>>>>>,
+}
+
+/// Records the box as stopped when its VM watcher ends, also when the watcher is dropped with its
+/// tokio runtime (the VM process is then killed by `kill_on_drop`).
+struct MarkStoppedOnDrop {
+    inner: std::sync::Weak<Inner>,
+    box_id: String,
+}
+
+impl Drop for MarkStoppedOnDrop {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            let state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = state.set_status(&self.box_id, BoxStatus::Stopped, None);
+        }
+    }
 }
 
 /// A VM this process started.
@@ -123,7 +140,9 @@ impl Runtime {
                 slots: Mutex::new(HashMap::new()),
             }),
         };
-        for rec in rt.state().list()? {
+        // The state lock is taken and released per call: `reconcile` takes it again.
+        let records = rt.state().list()?;
+        for rec in records {
             rt.reconcile(rec)?;
         }
         Ok(rt)
@@ -220,7 +239,8 @@ impl Runtime {
 
     /// A box by id or name.
     pub fn get(&self, id_or_name: &str) -> Result<LiteBox> {
-        match self.state().get(id_or_name)? {
+        let found = self.state().get(id_or_name)?;
+        match found {
             Some(rec) => Ok(LiteBox { rt: self.clone(), id: rec.id }),
             None => Err(Error::NotFound(format!("no box with id or name '{id_or_name}'"))),
         }
@@ -255,7 +275,8 @@ impl Runtime {
     }
 
     fn record(&self, id: &str) -> Result<BoxRecord> {
-        match self.state().get(id)? {
+        let found = self.state().get(id)?;
+        match found {
             Some(rec) => self.reconcile(rec),
             None => Err(Error::NotFound(format!("box {id} does not exist (it was removed)"))),
         }
@@ -308,14 +329,10 @@ impl Runtime {
         self.state().set_status(id, BoxStatus::Running, Some(pid))?;
         // The watcher owns the VM process: it records the exit however it happens.
         let (exited_tx, exited_rx) = watch::channel(None);
-        let rt = Arc::downgrade(&self.inner);
-        let box_id = id.to_string();
+        let stopped = MarkStoppedOnDrop { inner: Arc::downgrade(&self.inner), box_id: id.to_string() };
         tokio::spawn(async move {
             let status = child.wait().await;
-            if let Some(inner) = rt.upgrade() {
-                let state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = state.set_status(&box_id, BoxStatus::Stopped, None);
-            }
+            drop(stopped); // recorded before anyone learns the VM exited
             let _ = exited_tx.send(Some(describe_exit(status)));
         });
         *live = Some(LiveVm { guest: guest.clone(), pid, exited: exited_rx });
@@ -466,27 +483,54 @@ mod tests {
     use super::*;
     use crate::image::ImageConfig;
 
+    fn image_with(config: ImageConfig) -> Image {
+        Image {
+            reference: "img".into(),
+            manifest_digest: String::new(),
+            config_digest: String::new(),
+            config,
+            layer_count: 1,
+            base_disk: PathBuf::new(),
+            size_bytes: 0,
+            pulled_at: 0,
+        }
+    }
+
+    #[test]
+    fn opening_a_home_whose_running_box_died_marks_it_stopped() {
+        let home = tempfile::tempdir().unwrap();
+        let options = || RuntimeOptions { home: Some(home.path().into()), ..Default::default() };
+        let rt = Runtime::new(options()).unwrap();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        dead.wait().unwrap();
+        let rec = BoxRecord {
+            id: new_box_id(),
+            name: Some("ghost".into()),
+            options: BoxOptions::new("img"),
+            image: image_with(ImageConfig::default()),
+            status: BoxStatus::Running,
+            pid: Some(dead.id()),
+            created_at: 0,
+        };
+        rt.state().insert(&rec).unwrap();
+        drop(rt);
+        // Reconciling on open used to re-lock the state it held: this call hung.
+        let rt = Runtime::new(options()).unwrap();
+        assert_eq!(rt.get("ghost").unwrap().info().unwrap().status, BoxStatus::Stopped);
+    }
+
     #[test]
     fn exec_settings_layer_image_then_box_then_command() {
         let mut rec = BoxRecord {
             id: "x".into(),
             name: None,
             options: BoxOptions { env: vec![("B".into(), "box".into())], ..BoxOptions::new("img") },
-            image: Image {
-                reference: "img".into(),
-                manifest_digest: String::new(),
-                config_digest: String::new(),
-                config: ImageConfig {
-                    env: vec!["PATH=/bin".into(), "A=image".into(), "B=image".into()],
-                    working_dir: Some("/home".into()),
-                    user: Some("app".into()),
-                    ..Default::default()
-                },
-                layer_count: 1,
-                base_disk: PathBuf::new(),
-                size_bytes: 0,
-                pulled_at: 0,
-            },
+            image: image_with(ImageConfig {
+                env: vec!["PATH=/bin".into(), "A=image".into(), "B=image".into()],
+                working_dir: Some("/home".into()),
+                user: Some("app".into()),
+                ..Default::default()
+            }),
             status: BoxStatus::Created,
             pid: None,
             created_at: 0,
