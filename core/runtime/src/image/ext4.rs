@@ -158,7 +158,13 @@ fn find_tool(name: &str) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    /// e2fsck finds nothing to fix on `disk`.
+    pub(crate) fn assert_fsck_clean(disk: &std::path::Path) {
+        let fsck = std::process::Command::new(super::find_tool("e2fsck").unwrap()).arg("-fn").arg(disk).output().unwrap();
+        assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    }
+
     use super::*;
 
     fn debugfs(disk: &Path, request: &str) -> String {
@@ -271,16 +277,7 @@ mod tests {
             label.contains("Filesystem volume name:   boxlite-root"),
             "{label}"
         );
-        let fsck = Command::new(find_tool("e2fsck").unwrap())
-            .arg("-fn")
-            .arg(&disk)
-            .output()
-            .unwrap();
-        assert!(
-            fsck.status.success(),
-            "{}",
-            String::from_utf8_lossy(&fsck.stdout)
-        );
+        assert_fsck_clean(&disk);
         let root = debugfs(&disk, "stat /");
         assert!(
             root.contains("User:     0") && root.contains("Group:     0"),

@@ -214,18 +214,7 @@ impl Rootfs {
         use tar::EntryType as T;
         let ino = match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                let file = openat(
-                    dir,
-                    name.as_os_str(),
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(ctx)?;
-                let mut file = File::from(file);
+                let mut file = create_new_file(dir, name).map_err(ctx)?;
                 std::io::copy(entry, &mut file).map_err(|e| match e.raw_os_error() {
                     Some(code) if is_local_failure(Errno::from_raw(code)) => {
                         Error::storage("cannot write staging file for", shown.clone(), e)
@@ -309,18 +298,8 @@ impl Rootfs {
                         .map_err(ctx)?,
                     Err(Errno::EPERM) if sflag != SFlag::S_IFIFO => {
                         // No CAP_MKNOD: an empty file stands in until debugfs makes the node.
-                        let file = openat(
-                            dir,
-                            name.as_os_str(),
-                            OFlag::O_WRONLY
-                                | OFlag::O_CREAT
-                                | OFlag::O_EXCL
-                                | OFlag::O_NOFOLLOW
-                                | OFlag::O_CLOEXEC,
-                            Mode::from_bits_truncate(0o600),
-                        )
-                        .map_err(ctx)?;
-                        self.set_file_meta(&File::from(file), &meta, sflag, Some((major, minor)))
+                        let file = create_new_file(dir, name).map_err(ctx)?;
+                        self.set_file_meta(&file, &meta, sflag, Some((major, minor)))
                             .map_err(ctx)?
                     }
                     Err(e) => return Err(ctx(e)),
@@ -419,20 +398,8 @@ impl Rootfs {
         kind: SFlag,
         device: Option<(u32, u32)>,
     ) -> nix::Result<u64> {
-        self.chown(fchown(
-            file,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-        ));
         // mke2fs must be able to read the file; debugfs restores the mode.
-        let perm = if self.euid == 0 {
-            meta.perm
-        } else {
-            meta.perm | 0o400
-        };
-        // chmod after chown: chown clears setuid/setgid.
-        fchmod(file, Mode::from_bits_truncate(perm))?;
-        set_xattrs(file.as_fd(), &meta.xattrs);
+        self.set_owner_mode_xattrs(file, meta, 0o400)?;
         let t = TimeSpec::new(meta.mtime, 0);
         futimens(file, &t, &t)?;
         let st = fstat(file)?;
@@ -440,20 +407,19 @@ impl Rootfs {
         Ok(st.st_ino)
     }
 
+    /// Owner, then mode, then xattrs. Without root the mode also keeps `unprivileged_bits` (the
+    /// build's own access); chmod comes after chown because chown clears setuid/setgid.
+    fn set_owner_mode_xattrs<F: AsFd>(&mut self, fd: &F, meta: &Meta, unprivileged_bits: u32) -> nix::Result<()> {
+        self.chown(fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid))));
+        let perm = if self.euid == 0 { meta.perm } else { meta.perm | unprivileged_bits };
+        fchmod(fd, Mode::from_bits_truncate(perm))?;
+        set_xattrs(fd.as_fd(), &meta.xattrs);
+        Ok(())
+    }
+
     fn set_dir_meta(&mut self, dir: &OwnedFd, meta: &Meta) -> nix::Result<u64> {
-        self.chown(fchown(
-            dir,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-        ));
         // Without root we must keep the right to add and remove children; debugfs restores the mode.
-        let perm = if self.euid == 0 {
-            meta.perm
-        } else {
-            meta.perm | 0o700
-        };
-        fchmod(dir, Mode::from_bits_truncate(perm))?;
-        set_xattrs(dir.as_fd(), &meta.xattrs);
+        self.set_owner_mode_xattrs(dir, meta, 0o700)?;
         let st = fstat(dir)?;
         self.record(&st, meta, SFlag::S_IFDIR, None);
         Ok(st.st_ino)
@@ -667,6 +633,12 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<R>) -> std::io::Result<Meta> {
         }
     }
     Ok(meta)
+}
+
+/// Creates `name` in `dir` for writing; never follows or replaces what is there.
+fn create_new_file(dir: BorrowedFd, name: &OsStr) -> nix::Result<File> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map(File::from)
 }
 
 fn set_xattrs(fd: BorrowedFd, xattrs: &[(CString, Vec<u8>)]) {
@@ -1073,16 +1045,7 @@ mod tests {
         assert!(stat("/dev/fifo").contains("Type: FIFO"));
         assert!(stat("/dev").contains("User:     0"));
         assert!(stat("/").contains("User:     0"));
-        let fsck = std::process::Command::new("e2fsck")
-            .args(["-fn"])
-            .arg(&disk)
-            .output()
-            .unwrap();
-        assert!(
-            fsck.status.success(),
-            "{}",
-            String::from_utf8_lossy(&fsck.stdout)
-        );
+        crate::image::ext4::tests::assert_fsck_clean(&disk);
     }
 
     #[test]

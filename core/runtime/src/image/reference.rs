@@ -132,14 +132,8 @@ pub(crate) fn parse(reference: &str) -> Result<Source> {
         return Err(Error::InvalidArgument("image reference is empty".into()));
     }
     if let Some(rest) = reference.strip_prefix("oci:") {
-        let (path, tag) = split_local(rest)?;
-        let path = canonical(&path, reference)?;
         // People write oci: for layout tarballs too; the file type settles it.
-        return Ok(if path.is_file() {
-            Source::Archive { path, tag }
-        } else {
-            Source::Layout { path, tag }
-        });
+        return local_by_file_type(rest, reference);
     }
     if let Some(rest) = reference.strip_prefix("oci-archive:") {
         let (path, tag) = split_local(rest)?;
@@ -149,15 +143,16 @@ pub(crate) fn parse(reference: &str) -> Result<Source> {
         });
     }
     if reference.starts_with('/') || reference.starts_with("./") || reference.starts_with("../") {
-        let (path, tag) = split_local(reference)?;
-        let path = canonical(&path, reference)?;
-        return Ok(if path.is_dir() {
-            Source::Layout { path, tag }
-        } else {
-            Source::Archive { path, tag }
-        });
+        return local_by_file_type(reference, reference);
     }
     parse_registry(reference).map(Source::Registry)
+}
+
+/// `PATH[:tag]` as a layout directory or, for a file, a layout tarball.
+fn local_by_file_type(spec: &str, reference: &str) -> Result<Source> {
+    let (path, tag) = split_local(spec)?;
+    let path = canonical(&path, reference)?;
+    Ok(if path.is_file() { Source::Archive { path, tag } } else { Source::Layout { path, tag } })
 }
 
 /// Splits `PATH[:tag]`. A trailing `:x` is a tag only if it looks like one and the whole string is
