@@ -24,8 +24,17 @@ export default defineConfig({
         resolve: { alias },
         test: {
           name: 'e2e',
-          include: ['packages/*/test/**/*.e2e.test.ts', 'examples/**/*.e2e.test.ts', 'test/**/*.e2e.test.ts'],
+          include: ['packages/*/test/**/*.e2e.test.ts', 'examples/**/*.e2e.test.ts'],
           fileParallelism: false,
+          testTimeout: 180_000,
+          hookTimeout: 300_000,
+        },
+      },
+      {
+        // The packed npm tarballs installed into an empty project (needs every package built).
+        test: {
+          name: 'packaging',
+          include: ['test/**/*.e2e.test.ts'],
           testTimeout: 180_000,
           hookTimeout: 300_000,
         },

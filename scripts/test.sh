@@ -19,15 +19,15 @@ cd "$root"
 step "Rust: cargo test"
 cargo test --workspace --quiet
 
-step "JS: build (addon + packages), generated addon files, publint"
+step "JS: build (addon + packages), generated addon files, publint, types"
 pnpm build
 git diff --exit-code -- bindings/node/index.js bindings/node/index.d.ts ||
   { echo "bindings/node/index.js or index.d.ts changed when regenerated: commit the regenerated files" >&2; exit 1; }
 pnpm lint
 pnpm typecheck
 
-step "JS: vitest (unit, e2e, packaging)"
-pnpm vitest run
+step "JS: each package's vitest (unit + e2e), then the packed tarballs"
+pnpm test
 
 step "C: bindings/c/test.sh"
 bash bindings/c/test.sh
