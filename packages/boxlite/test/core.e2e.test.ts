@@ -86,7 +86,7 @@ describe('exec on one box', () => {
     await ex.wait()
   })
 
-  it('reads 20 MB of output in full with backpressure', async () => {
+  it('reads 20 MB of output in full, in chunks of at most 1 MiB', async () => {
     const ex = await box.exec('head', ['-c', '20000000', '/dev/zero'])
     let bytes = 0
     let largest = 0
@@ -96,6 +96,16 @@ describe('exec on one box', () => {
     }
     expect(bytes).toBe(20_000_000)
     expect(largest).toBeLessThanOrEqual(1 << 20)
+    expect((await ex.wait()).exitCode).toBe(0)
+  })
+
+  it('holds a command back while its output is not read (backpressure)', async () => {
+    const ex = await box.exec('sh', ['-c', 'head -c 16000000 /dev/zero; echo finished >&2'])
+    const stderr = ex.stderr.text()
+    const early = await Promise.race([stderr.then(() => 'finished'), new Promise((r) => setTimeout(() => r('blocked'), 1500))])
+    expect(early).toBe('blocked')
+    expect((await ex.stdout.bytes()).length).toBe(16_000_000)
+    expect(await stderr).toBe('finished\n')
     expect((await ex.wait()).exitCode).toBe(0)
   })
 
