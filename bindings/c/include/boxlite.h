@@ -66,12 +66,21 @@ typedef enum {
   BOXLITE_ERR_PANIC = 14,
   // The call's timeout passed before anything happened.
   BOXLITE_ERR_TIMEOUT = 15,
+  // The call was aborted through its `boxlite_canceller`.
+  BOXLITE_ERR_ABORTED = 16,
 } boxlite_result;
 
 // A handle to one box. Made by `boxlite_box_create` (a new box) or `boxlite_box_get` (an existing
 // one), freed by `boxlite_box_free`, which frees the handle only: the box lives on until removed.
 // Usable from several threads at once.
 typedef struct boxlite_box boxlite_box;
+
+// A cancellation handle. Made by `boxlite_canceller_new`, freed by `boxlite_canceller_free`.
+// Pass it to a call that takes one (`boxlite_runtime_pull`), then `boxlite_canceller_cancel`
+// it from any thread to abort that call with `BOXLITE_ERR_ABORTED`. Cancelling is permanent:
+// every call given a cancelled canceller, then or later, is aborted. Usable from several threads
+// at once.
+typedef struct boxlite_canceller boxlite_canceller;
 
 // A running (or finished) command. Made by `boxlite_box_exec`, freed by `boxlite_exec_free`.
 // Its functions may be called from several threads at once: e.g. one thread reads stdout,
@@ -199,6 +208,35 @@ boxlite_result boxlite_box_remove(boxlite_box *b, bool force);
 // # Safety
 // `b` is NULL or a box handle not yet freed.
 void boxlite_box_free(boxlite_box *b);
+
+// Makes a canceller, not cancelled.
+//
+// `out`: receives the new canceller on success (untouched on failure); free it with
+// `boxlite_canceller_free`. One canceller may be given to several calls, which are all
+// aborted by one cancel; make a new one for work that must not be aborted with them. Any thread.
+//
+// # Safety
+// `out` is NULL or writable.
+boxlite_result boxlite_canceller_new(boxlite_canceller **out);
+
+// Cancels: every call blocked with `c` returns `BOXLITE_ERR_ABORTED` promptly, and every later
+// call given `c` returns it at once, without doing any work. Cancelling again is a no-op; a call
+// that already finished is not affected.
+//
+// Errors: `BOXLITE_ERR_NULL_POINTER`. Any thread, while other threads are blocked in calls
+// given `c`; not from a signal handler (it takes a lock: from a handler, wake a thread that
+// cancels).
+//
+// # Safety
+// `c` is NULL or a live canceller.
+boxlite_result boxlite_canceller_cancel(boxlite_canceller *c);
+
+// Frees a canceller without cancelling. NULL is a no-op. Free it only after every call given it
+// has returned and no thread will cancel it any more.
+//
+// # Safety
+// `c` is NULL or a canceller not yet freed.
+void boxlite_canceller_free(boxlite_canceller *c);
 
 // Runs a command in the box, booting the box first if it is not running.
 //
@@ -343,6 +381,33 @@ boxlite_result boxlite_runtime_new(const char *options_json, boxlite_runtime **o
 // # Safety
 // `rt` is NULL or a runtime from `boxlite_runtime_new` not yet freed.
 void boxlite_runtime_free(boxlite_runtime *rt);
+
+// Pulls an image into the runtime's home and builds its base disk, so that `boxlite_box_create`
+// with the same reference then starts without the network. Pulling an image the home already
+// has only re-reads its manifest (for a local OCI layout or archive: reloads it).
+//
+// `rt`: the runtime. `reference`: as for `boxlite_box_create`, e.g. `"busybox:latest"`,
+// `"127.0.0.1:5000/python:slim"` or `"oci:/path/to/layout:tag"`. `canceller`: NULL (the pull
+// cannot be aborted), or a canceller that another thread may `boxlite_canceller_cancel`.
+//
+// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (malformed reference), `BOXLITE_ERR_IMAGE` (no such
+// image, or it is malformed), `BOXLITE_ERR_REGISTRY` (unreachable, or credentials refused),
+// `BOXLITE_ERR_STORAGE`, and `BOXLITE_ERR_ABORTED` when `canceller` is cancelled before or
+// during the pull. An abort returns as soon as the pull reaches a point where it can stop
+// (normally within milliseconds; a debug build of the library may take a second or two while a
+// layer streams in): the partial download is deleted and the reference is not recorded. Work the pull had already handed
+// to a library thread finishes in the background: a layer whose download had just ended is
+// verified and kept as cache, and once every layer is in, the base disk build (seconds, not
+// interruptible) completes and leaves the disk cached but unreferenced (the next pull of the
+// image reuses it; freeing the runtime's last handle waits for it). A pull that completed just
+// before the cancel returns `BOXLITE_OK`. Blocks for the pull. Any thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; `reference` is NULL or NUL-terminated; `canceller` is NULL or
+// a live canceller.
+boxlite_result boxlite_runtime_pull(boxlite_runtime *rt,
+                                    const char *reference,
+                                    const boxlite_canceller *canceller);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -22,17 +22,21 @@ static void version_matches_the_header(void) {
 static void every_result_has_static_text(void) {
   CHECK(strcmp(boxlite_result_str(BOXLITE_OK), "ok") == 0);
   CHECK(strcmp(boxlite_result_str(BOXLITE_ERR_NOT_FOUND), "not found") == 0);
-  for (int code = BOXLITE_OK; code <= BOXLITE_ERR_TIMEOUT; code++) {
+  CHECK(strcmp(boxlite_result_str(BOXLITE_ERR_ABORTED), "aborted") == 0);
+  /* Codes are only appended: the last one stays last, and the earlier ones keep their numbers. */
+  CHECK(BOXLITE_ERR_TIMEOUT == 15 && BOXLITE_ERR_ABORTED == 16);
+  for (int code = BOXLITE_OK; code <= BOXLITE_ERR_ABORTED; code++) {
     CHECK(strcmp(boxlite_result_str(code), "unknown result code") != 0);
   }
   CHECK(strcmp(boxlite_result_str(-1), "unknown result code") == 0);
-  CHECK(strcmp(boxlite_result_str(BOXLITE_ERR_TIMEOUT + 1), "unknown result code") == 0);
+  CHECK(strcmp(boxlite_result_str(BOXLITE_ERR_ABORTED + 1), "unknown result code") == 0);
 }
 
 static void free_of_null_is_a_no_op(void) {
   boxlite_runtime_free(NULL);
   boxlite_box_free(NULL);
   boxlite_exec_free(NULL);
+  boxlite_canceller_free(NULL);
 }
 
 static void null_arguments_are_named(void) {
@@ -73,6 +77,30 @@ static void null_arguments_are_named(void) {
   CHECK_RESULT(boxlite_exec_kill(NULL), BOXLITE_ERR_NULL_POINTER);
   CHECK_RESULT(boxlite_exec_wait(NULL, 0, &code, &sig, &timed_out), BOXLITE_ERR_NULL_POINTER);
   CHECK(new_rt == NULL && box == NULL && exec == NULL && n == 0);
+}
+
+static void null_arguments_of_pull_and_canceller_are_named(void) {
+  boxlite_canceller *canceller = NULL;
+  CHECK_RESULT(boxlite_canceller_new(NULL), BOXLITE_ERR_NULL_POINTER);
+  CHECK_ERRMSG("`out`");
+  CHECK_RESULT(boxlite_canceller_cancel(NULL), BOXLITE_ERR_NULL_POINTER);
+  CHECK_ERRMSG("`canceller`");
+  CHECK_RESULT(boxlite_runtime_pull(NULL, "busybox:latest", NULL), BOXLITE_ERR_NULL_POINTER);
+  CHECK_ERRMSG("`rt`");
+  CHECK_OK(boxlite_canceller_new(&canceller));
+  CHECK(canceller != NULL);
+  /* Arguments are checked before the canceller: a NULL reference is named even when cancelled. */
+  CHECK_OK(boxlite_canceller_cancel(canceller));
+  CHECK_RESULT(boxlite_runtime_pull(rt, NULL, canceller), BOXLITE_ERR_NULL_POINTER);
+  CHECK_ERRMSG("`reference`");
+  boxlite_canceller_free(canceller);
+}
+
+static void a_malformed_reference_is_an_invalid_argument(void) {
+  CHECK_RESULT(boxlite_runtime_pull(rt, "", NULL), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_RESULT(boxlite_runtime_pull(rt, "Upper/Case:tag", NULL), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_RESULT(boxlite_runtime_pull(rt, "\xff", NULL), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("UTF-8");
 }
 
 static void out_params_are_untouched_on_failure(void) {
@@ -158,6 +186,8 @@ int main(void) {
   RUN(every_result_has_static_text);
   RUN(free_of_null_is_a_no_op);
   RUN(null_arguments_are_named);
+  RUN(null_arguments_of_pull_and_canceller_are_named);
+  RUN(a_malformed_reference_is_an_invalid_argument);
   RUN(out_params_are_untouched_on_failure);
   RUN(out_of_range_options_are_invalid_arguments);
   RUN(malformed_options_json_is_rejected);

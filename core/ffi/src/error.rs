@@ -43,13 +43,15 @@ pub enum boxlite_result {
     BOXLITE_ERR_PANIC = 14,
     /// The call's timeout passed before anything happened.
     BOXLITE_ERR_TIMEOUT = 15,
+    /// The call was aborted through its `boxlite_canceller`.
+    BOXLITE_ERR_ABORTED = 16,
 }
 
 use boxlite_result::*;
 
 impl boxlite_result {
     /// Every code, in numeric order.
-    pub(crate) const ALL: [boxlite_result; 16] = [
+    pub(crate) const ALL: [boxlite_result; 17] = [
         BOXLITE_OK,
         BOXLITE_ERR_INVALID_ARGUMENT,
         BOXLITE_ERR_NOT_FOUND,
@@ -66,6 +68,7 @@ impl boxlite_result {
         BOXLITE_ERR_NULL_POINTER,
         BOXLITE_ERR_PANIC,
         BOXLITE_ERR_TIMEOUT,
+        BOXLITE_ERR_ABORTED,
     ];
 
     /// Static text for the code, NUL-terminated.
@@ -87,6 +90,7 @@ impl boxlite_result {
             BOXLITE_ERR_NULL_POINTER => "NULL pointer argument\0",
             BOXLITE_ERR_PANIC => "internal panic\0",
             BOXLITE_ERR_TIMEOUT => "timed out\0",
+            BOXLITE_ERR_ABORTED => "aborted\0",
         }
     }
 }

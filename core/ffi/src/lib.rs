@@ -1,8 +1,9 @@
 //! libboxlite: the C ABI of BoxLite (`include/boxlite.h`, generated from this crate by cbindgen).
 //!
-//! Opaque handles (`boxlite_runtime`, `boxlite_box`, `boxlite_exec`), each freed by its own
-//! `_free`; every fallible call returns a `boxlite_result` and leaves details in the calling
-//! thread's `boxlite_errmsg()`; options are JSON objects; calls block and are safe from any thread.
+//! Opaque handles (`boxlite_runtime`, `boxlite_box`, `boxlite_exec`, `boxlite_canceller`), each
+//! freed by its own `_free`; every fallible call returns a `boxlite_result` and leaves details in
+//! the calling thread's `boxlite_errmsg()`; options are JSON objects; calls block and are safe from
+//! any thread.
 //! See docs/c-abi.md for the decisions behind this shape.
 #![warn(missing_docs)]
 // The exported names follow C conventions (`boxlite_box`, `BOXLITE_OK`), not Rust's.
@@ -10,11 +11,13 @@
 
 mod args;
 mod boxes;
+mod cancel;
 mod error;
 mod exec;
 mod runtime;
 
 pub use boxes::boxlite_box;
+pub use cancel::boxlite_canceller;
 pub use error::boxlite_result;
 pub use exec::{boxlite_exec, boxlite_stream, BOXLITE_STDERR, BOXLITE_STDOUT};
 pub use runtime::boxlite_runtime;
@@ -27,6 +30,7 @@ const _: () = {
     thread_safe::<boxlite_runtime>();
     thread_safe::<boxlite_box>();
     thread_safe::<boxlite_exec>();
+    thread_safe::<boxlite_canceller>();
 };
 
 /// Major version of this header.

@@ -1,7 +1,8 @@
 //! `boxlite_runtime`: a BoxLite runtime over one home directory, with the tokio runtime that runs
 //! its work.
 
-use crate::args::{handle, options, out_param};
+use crate::args::{handle, options, out_param, string};
+use crate::cancel::{self, boxlite_canceller};
 use crate::error::{boundary, boxlite_result, panic_failure, Failure};
 use serde::Deserialize;
 use std::ffi::c_char;
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// A BoxLite runtime: one home directory (state, images, boxes) and the threads that run its VMs.
 /// Made by `boxlite_runtime_new`, freed by `boxlite_runtime_free`. Usable from several threads at
@@ -64,13 +66,41 @@ impl Context {
     /// spawns it (PR_SET_PDEATHSIG), and the caller's thread may exit long before the box stops,
     /// while worker threads live as long as the runtime.
     pub fn run<T: Send + 'static>(&self, work: impl Future<Output = boxlite::Result<T>> + Send + 'static) -> Result<T, Failure> {
-        match self.tokio.block_on(self.tokio.spawn(work)) {
-            Ok(result) => result.map_err(Failure::from),
-            Err(join) => Err(match join.try_into_panic() {
-                Ok(payload) => panic_failure(payload.as_ref()),
-                Err(join) => Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, format!("background task failed: {join}")),
-            }),
+        joined(self.tokio.block_on(self.tokio.spawn(work)))
+    }
+
+    /// As [`Context::run`], unless `cancel` (None: never) is cancelled first: then `work` is
+    /// dropped, which is how the runtime aborts (its temp files are removed by their drop
+    /// guards), and the call fails with `BOXLITE_ERR_ABORTED` naming `what`. A canceller that is
+    /// already cancelled aborts before any work starts.
+    pub fn run_cancellable<T: Send + 'static>(
+        &self,
+        cancel: Option<CancellationToken>,
+        what: &str,
+        work: impl Future<Output = boxlite::Result<T>> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let Some(cancel) = cancel else { return self.run(work) };
+        let aborted = || Failure::new(boxlite_result::BOXLITE_ERR_ABORTED, format!("{what} was aborted by its canceller"));
+        if cancel.is_cancelled() {
+            return Err(aborted());
         }
+        let mut task = self.tokio.spawn(work);
+        self.tokio.block_on(async {
+            tokio::select! {
+                biased;
+                done = &mut task => joined(done),
+                () = cancel.cancelled() => {
+                    task.abort();
+                    // Wait until the task has dropped `work` (at its next await point), so that
+                    // its drop guards have run when this call returns. Work it handed to blocking
+                    // threads runs on. It may have finished meanwhile: then that is the result.
+                    match (&mut task).await {
+                        Err(join) if join.is_cancelled() => Err(aborted()),
+                        done => joined(done),
+                    }
+                }
+            }
+        })
     }
 
     /// Blocks the calling thread on `work` (which starts no VM) for at most `timeout` (None: no
@@ -83,6 +113,17 @@ impl Context {
                 Failure::new(boxlite_result::BOXLITE_ERR_TIMEOUT, format!("{what} timed out after {} ms", limit.as_millis()))
             }),
         }
+    }
+}
+
+/// The result of a task of [`Context::run`]: its own, or a panic or cancellation as a failure.
+fn joined<T>(done: Result<boxlite::Result<T>, tokio::task::JoinError>) -> Result<T, Failure> {
+    match done {
+        Ok(result) => result.map_err(Failure::from),
+        Err(join) => Err(match join.try_into_panic() {
+            Ok(payload) => panic_failure(payload.as_ref()),
+            Err(join) => Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, format!("background task failed: {join}")),
+        }),
     }
 }
 
@@ -198,6 +239,46 @@ pub unsafe extern "C" fn boxlite_runtime_free(rt: *mut boxlite_runtime) {
     });
 }
 
+/// Pulls an image into the runtime's home and builds its base disk, so that `boxlite_box_create`
+/// with the same reference then starts without the network. Pulling an image the home already
+/// has only re-reads its manifest (for a local OCI layout or archive: reloads it).
+///
+/// `rt`: the runtime. `reference`: as for `boxlite_box_create`, e.g. `"busybox:latest"`,
+/// `"127.0.0.1:5000/python:slim"` or `"oci:/path/to/layout:tag"`. `canceller`: NULL (the pull
+/// cannot be aborted), or a canceller that another thread may `boxlite_canceller_cancel`.
+///
+/// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (malformed reference), `BOXLITE_ERR_IMAGE` (no such
+/// image, or it is malformed), `BOXLITE_ERR_REGISTRY` (unreachable, or credentials refused),
+/// `BOXLITE_ERR_STORAGE`, and `BOXLITE_ERR_ABORTED` when `canceller` is cancelled before or
+/// during the pull. An abort returns as soon as the pull reaches a point where it can stop
+/// (normally within milliseconds; a debug build of the library may take a second or two while a
+/// layer streams in): the partial download is deleted and the reference is not recorded. Work the pull had already handed
+/// to a library thread finishes in the background: a layer whose download had just ended is
+/// verified and kept as cache, and once every layer is in, the base disk build (seconds, not
+/// interruptible) completes and leaves the disk cached but unreferenced (the next pull of the
+/// image reuses it; freeing the runtime's last handle waits for it). A pull that completed just
+/// before the cancel returns `BOXLITE_OK`. Blocks for the pull. Any thread.
+///
+/// # Safety
+/// `rt` is NULL or a live runtime; `reference` is NULL or NUL-terminated; `canceller` is NULL or
+/// a live canceller.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_runtime_pull(
+    rt: *mut boxlite_runtime,
+    reference: *const c_char,
+    canceller: *const boxlite_canceller,
+) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (all three): forwarded from this function's contract.
+        let ctx = unsafe { context(rt)? };
+        let reference = unsafe { string(reference, "reference")? }.to_string();
+        let cancel = unsafe { cancel::token(canceller) };
+        let runtime = ctx.runtime.clone();
+        let what = format!("pulling {reference}");
+        ctx.run_cancellable(cancel, &what, async move { runtime.pull(&reference, None).await.map(drop) })
+    })
+}
+
 /// The runtime behind `rt`.
 ///
 /// # Safety
@@ -248,6 +329,69 @@ mod tests {
             boxlite_runtime_free(rt);
             boxlite_runtime_free(ptr::null_mut());
         }
+        std::fs::remove_dir_all(home).unwrap();
+    }
+
+    /// Sets its flag when dropped: tells that the cancelled work was dropped before the call returned.
+    struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn cancellable_work_is_dropped_when_cancelled_and_never_started_when_cancelled_before() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let home = std::env::temp_dir().join(format!("boxlite-ffi-cancel-{}", std::process::id()));
+        let json = std::ffi::CString::new(serde_json::json!({ "home": home }).to_string()).unwrap();
+        let mut rt = ptr::null_mut();
+        // SAFETY: valid string and out-pointer; rt freed once.
+        unsafe { assert_eq!(boxlite_runtime_new(json.as_ptr(), &mut rt), boxlite_result::BOXLITE_OK) };
+        // SAFETY: rt is live until freed below.
+        let ctx = unsafe { context(rt) }.unwrap();
+
+        // Not cancelled: the work's own result.
+        assert_eq!(ctx.run_cancellable(Some(CancellationToken::new()), "adding", async { Ok(1 + 1) }).unwrap(), 2);
+
+        // Cancelled before: the work never starts.
+        let token = CancellationToken::new();
+        token.cancel();
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let failure = ctx
+            .run_cancellable(Some(token), "pulling x", async move {
+                flag.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(failure.code, boxlite_result::BOXLITE_ERR_ABORTED);
+        assert_eq!(failure.message, "pulling x was aborted by its canceller");
+        assert!(!started.load(Ordering::SeqCst));
+
+        // Cancelled from another thread while the work waits forever: dropped before the return.
+        let token = CancellationToken::new();
+        let canceller = token.clone();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = DropFlag(dropped.clone());
+        let cancel_thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            canceller.cancel();
+        });
+        let failure = ctx
+            .run_cancellable(Some(token), "waiting", async move {
+                let _guard = guard;
+                std::future::pending::<boxlite::Result<()>>().await
+            })
+            .unwrap_err();
+        assert_eq!(failure.code, boxlite_result::BOXLITE_ERR_ABORTED);
+        assert!(dropped.load(Ordering::SeqCst), "the work is dropped before the call returns");
+        cancel_thread.join().unwrap();
+
+        drop(ctx);
+        // SAFETY: freed once.
+        unsafe { boxlite_runtime_free(rt) };
         std::fs::remove_dir_all(home).unwrap();
     }
 }

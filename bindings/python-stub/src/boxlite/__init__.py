@@ -7,13 +7,17 @@ commands in them.
         with rt.create("busybox:latest") as box:
             print(box.exec("echo", "hi").text, end="")
 
+Pulls may be aborted from another thread: `rt.pull(image, cancel=c)` raises AbortedError once
+`c.cancel()` is called (c = boxlite.Canceller()).
+
 The library is libboxlite.so, found through $BOXLITE_LIBRARY, else beside this package, else in
 the cargo target dir.
 """
 
 from . import _native
-from ._runtime import Box, ExecResult, Runtime
+from ._runtime import Box, Canceller, ExecResult, Runtime
 from .errors import (
+    AbortedError,
     AlreadyExistsError,
     BoxliteError,
     DatabaseError,
@@ -41,9 +45,11 @@ def library_version() -> str:
 
 
 __all__ = [
+    "AbortedError",
     "AlreadyExistsError",
     "Box",
     "BoxliteError",
+    "Canceller",
     "DatabaseError",
     "EngineError",
     "ExecResult",

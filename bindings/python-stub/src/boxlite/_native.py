@@ -35,6 +35,10 @@ _PROTOTYPES = {
     "boxlite_exec_close_stdin": (c_int, [c_void_p]),
     "boxlite_exec_wait": (c_int, [c_void_p, c_int, POINTER(c_int), POINTER(c_int), POINTER(c_bool)]),
     "boxlite_exec_free": (None, [c_void_p]),
+    "boxlite_runtime_pull": (c_int, [c_void_p, c_char_p, c_void_p]),
+    "boxlite_canceller_new": (c_int, [POINTER(c_void_p)]),
+    "boxlite_canceller_cancel": (c_int, [c_void_p]),
+    "boxlite_canceller_free": (None, [c_void_p]),
 }
 
 

@@ -59,6 +59,21 @@ class Runtime:
         options = _options(home=None if home is None else str(home), registries=registries, accel=accel)
         check(self._lib.boxlite_runtime_new(options, byref(self._ptr)))
 
+    def pull(self, reference: str, cancel: Optional["Canceller"] = None) -> None:
+        """Pulls `reference` (e.g. "busybox:latest", "127.0.0.1:5000/python:slim",
+        "oci:/path/to/layout:tag") into the home and builds its base disk, so that create() then
+        needs no network. Blocks until done; other threads keep running meanwhile.
+
+        `cancel`: a Canceller; calling its cancel() from another thread (e.g. a
+        `threading.Timer`) makes this raise AbortedError soon after, with the partial download
+        deleted and the image not recorded. ImageError / RegistryError when the image cannot be
+        pulled, InvalidArgumentError for a malformed reference.
+        """
+        if cancel is not None and not isinstance(cancel, Canceller):
+            raise TypeError(f"cancel must be a boxlite.Canceller or None, not {type(cancel).__name__}")
+        canceller = None if cancel is None else cancel._ptr
+        check(self._lib.boxlite_runtime_pull(self._handle(), reference.encode(), canceller))
+
     def create(
         self,
         image: str,
@@ -102,6 +117,27 @@ class Runtime:
 
     def __del__(self) -> None:
         self.close()
+
+
+class Canceller:
+    """Aborts the calls it is given to (Runtime.pull): after cancel(), from any thread, they raise
+    AbortedError. Cancelling is permanent: later calls given this canceller are aborted at once,
+    so make a new one per operation. Freed when garbage collected (a call in progress keeps it
+    alive)."""
+
+    def __init__(self) -> None:
+        self._ptr = c_void_p()  # first, so __del__ works even if loading the library fails
+        self._lib = _native.lib()
+        check(self._lib.boxlite_canceller_new(byref(self._ptr)))
+
+    def cancel(self) -> None:
+        """Aborts every call given this canceller; a no-op when called again. Any thread."""
+        check(self._lib.boxlite_canceller_cancel(self._ptr))
+
+    def __del__(self) -> None:
+        if self._ptr:
+            self._lib.boxlite_canceller_free(self._ptr)
+            self._ptr = c_void_p()
 
 
 class Box:

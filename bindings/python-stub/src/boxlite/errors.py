@@ -81,6 +81,10 @@ class TimeoutError(BoxliteError):  # noqa: A001 - named after the code, like asy
     """A call's timeout passed."""
 
 
+class AbortedError(BoxliteError):
+    """The call was aborted through its Canceller."""
+
+
 # boxlite_result values, in the order of the C enum (codes are only ever appended).
 CODES = [
     None,  # BOXLITE_OK
@@ -99,6 +103,7 @@ CODES = [
     ("NULL_POINTER", NullPointerError),
     ("PANIC", PanicError),
     ("TIMEOUT", TimeoutError),
+    ("ABORTED", AbortedError),
 ]
 
 
