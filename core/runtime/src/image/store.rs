@@ -2,6 +2,8 @@
 //! keeps a reference index that works offline.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -145,8 +147,14 @@ impl ImageStore {
             .map(|l| l.digest.clone())
             .collect();
         let diff_ids = parsed.diff_ids.clone();
-        let base_disk =
-            blocking(move || store.ensure_disk(&config_digest, &layers, &diff_ids)).await?;
+        // Dropping this future (an aborted pull) stops the build at its next step; the build
+        // thread itself cannot be cancelled from here.
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let _abandon_on_drop = SetOnDrop(abandoned.clone());
+        let base_disk = blocking(move || {
+            store.ensure_disk(&config_digest, &layers, &diff_ids, &abandoned)
+        })
+        .await?;
         send(PullProgress::DiskBuilt {
             path: base_disk.clone(),
         });
@@ -223,7 +231,13 @@ impl ImageStore {
         config_digest: &str,
         layers: &[String],
         diff_ids: &[String],
+        abandoned: &AtomicBool,
     ) -> Result<PathBuf> {
+        // Temp files are removed by their guards when this returns early.
+        let go_on = || match abandoned.load(Ordering::Relaxed) {
+            true => Err(Error::InvalidState("the pull was abandoned while its disk was built".into())),
+            false => Ok(()),
+        };
         let hex = validate_digest(config_digest)?;
         let disk = self.root.join("disks").join(format!("{hex}.ext4"));
         let _lock = atomic::lock(&self.root.join("locks").join(format!("disk-{hex}.lock")))?;
@@ -238,6 +252,7 @@ impl ImageStore {
         let mut rootfs = Rootfs::new(staging.path())?;
         for (i, digest) in layers.iter().enumerate() {
             let mut reader = HashingReader::new(open_layer(&self.blobs.path(digest)?)?);
+            go_on()?;
             rootfs.apply_layer(&mut reader, digest)?;
             let diff_id = reader
                 .finish()
@@ -254,7 +269,9 @@ impl ImageStore {
         let unpacked = started.elapsed();
         let size = ext4::disk_size(&stats);
         let disk_tmp = TempPath::new(unique_path(&tmp, "disk.ext4"));
+        go_on()?;
         ext4::build(staging.path(), disk_tmp.path(), size, &fixups)?;
+        go_on()?;
         disk_tmp.persist(&disk)?;
         tracing::info!(
             disk = %disk.display(),
@@ -329,6 +346,15 @@ fn normalized_names(source: &Source, registries: &[RegistryConfig]) -> Vec<Strin
     }
 }
 
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs blocking work (file trees, mke2fs, flock) off the async runtime.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -340,6 +366,21 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 mod tests {
     use super::*;
     use crate::image::layout::tests::write_layout;
+
+    #[tokio::test]
+    async fn an_abandoned_disk_build_leaves_no_disk_and_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        let (_, layer) = write_layout(&layout, "latest");
+        let store = ImageStore::new(dir.path().join("images")).unwrap();
+        let image = store.pull(&format!("oci:{}:latest", layout.display()), &[], None).await.unwrap();
+        std::fs::remove_file(&image.base_disk).unwrap();
+
+        let err = store.ensure_disk(&image.config_digest, &[layer], &[], &AtomicBool::new(true)).unwrap_err();
+        assert_eq!(err.code(), "INVALID_STATE", "{err}");
+        let entries = |sub: &str| std::fs::read_dir(dir.path().join("images").join(sub)).unwrap().count();
+        assert_eq!((entries("disks"), entries("tmp")), (0, 0));
+    }
 
     #[tokio::test]
     async fn pulls_a_local_layout_once_and_finds_it_offline() {
