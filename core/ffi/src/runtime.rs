@@ -250,14 +250,11 @@ pub unsafe extern "C" fn boxlite_runtime_free(rt: *mut boxlite_runtime) {
 /// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (malformed reference), `BOXLITE_ERR_IMAGE` (no such
 /// image, or it is malformed), `BOXLITE_ERR_REGISTRY` (unreachable, or credentials refused),
 /// `BOXLITE_ERR_STORAGE`, and `BOXLITE_ERR_ABORTED` when `canceller` is cancelled before or
-/// during the pull. An abort returns as soon as the pull reaches a point where it can stop
-/// (normally within milliseconds; a debug build of the library may take a second or two while a
-/// layer streams in): the partial download is deleted and the reference is not recorded. Work the pull had already handed
-/// to a library thread finishes in the background: a layer whose download had just ended is
-/// verified and kept as cache, and once every layer is in, the base disk build (seconds, not
-/// interruptible) completes and leaves the disk cached but unreferenced (the next pull of the
-/// image reuses it; freeing the runtime's last handle waits for it). A pull that completed just
-/// before the cancel returns `BOXLITE_OK`. Blocks for the pull. Any thread.
+/// during the pull. An abort returns within milliseconds: the partial download is deleted and
+/// the reference is not recorded. Work the pull had already handed to a library thread stops at
+/// its next step in the background: a layer whose download had just ended is verified and kept as
+/// cache; a base disk build in progress stops after its current layer (or mke2fs) and leaves no
+/// disk. A pull that completed just before the cancel returns `BOXLITE_OK`. Blocks for the pull. Any thread.
 ///
 /// # Safety
 /// `rt` is NULL or a live runtime; `reference` is NULL or NUL-terminated; `canceller` is NULL or
