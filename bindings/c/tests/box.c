@@ -402,13 +402,9 @@ static void remove_cleans_up_and_later_calls_fail(void) {
 
 /* Handles may be freed in any order: a box and exec keep working after their runtime is freed. */
 static void handles_outlive_their_runtime(void) {
-  boxlite_runtime *own = NULL;
   boxlite_box *b = NULL;
   boxlite_exec *exec = NULL;
-  char options[4096];
-  snprintf(options, sizeof options, "{\"home\": \"%s\", \"registries\": [{\"host\": \"%s\", \"insecure\": true}]}",
-           home, registry);
-  CHECK_OK(boxlite_runtime_new(options, &own));
+  boxlite_runtime *own = open_runtime(home, registry);
   if (!own) return;
   CHECK_OK(boxlite_box_create(own, "busybox:latest", "{\"memory_mib\": 128}", &b));
   if (!b) {
@@ -436,12 +432,8 @@ static void handles_outlive_their_runtime(void) {
 
 /* Freeing the last handle of a runtime stops the VMs it booted. */
 static void freeing_the_last_handle_stops_its_vms(void) {
-  boxlite_runtime *own = NULL;
   boxlite_box *b = NULL;
-  char options[4096];
-  snprintf(options, sizeof options, "{\"home\": \"%s\", \"registries\": [{\"host\": \"%s\", \"insecure\": true}]}",
-           home, registry);
-  CHECK_OK(boxlite_runtime_new(options, &own));
+  boxlite_runtime *own = open_runtime(home, registry);
   if (!own) return;
   CHECK_OK(boxlite_box_create(own, "busybox:latest", "{\"name\": \"c-abandoned\"}", &b));
   CHECK_OK(boxlite_box_start(b));
@@ -459,13 +451,8 @@ static void freeing_the_last_handle_stops_its_vms(void) {
 int main(void) {
   home = fixture("BOXLITE_TEST_HOME");
   registry = fixture("REGISTRY");
-  char options[4096];
-  snprintf(options, sizeof options, "{\"home\": \"%s\", \"registries\": [{\"host\": \"%s\", \"insecure\": true}]}",
-           home, registry);
-  if (boxlite_runtime_new(options, &rt) != BOXLITE_OK) {
-    fprintf(stderr, "boxlite_runtime_new: %s\n", boxlite_errmsg());
-    return 1;
-  }
+  rt = open_runtime(home, registry);
+  if (!rt) return finish();
   RUN(a_missing_image_is_an_image_error);
   RUN(a_box_is_created_and_found_by_name_and_id);
   RUN(echo_prints_hi);

@@ -72,4 +72,15 @@ static const char *fixture(const char *name) {
   return value;
 }
 
+/* A runtime on `home` that pulls from the test registry `registry` (plain http); NULL on failure
+ * (counted). */
+static inline boxlite_runtime *open_runtime(const char *home, const char *registry) {
+  char options[4096];
+  boxlite_runtime *opened = NULL;
+  snprintf(options, sizeof options, "{\"home\": \"%s\", \"registries\": [{\"host\": \"%s\", \"insecure\": true}]}",
+           home, registry);
+  CHECK_OK(boxlite_runtime_new(options, &opened));
+  return opened;
+}
+
 #endif

@@ -54,15 +54,6 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 
 static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
-static boxlite_runtime *open_runtime(const char *store_home) {
-  char options[4096];
-  boxlite_runtime *opened = NULL;
-  snprintf(options, sizeof options, "{\"home\": \"%s\", \"registries\": [{\"host\": \"%s\", \"insecure\": true}]}",
-           store_home, registry);
-  CHECK_OK(boxlite_runtime_new(options, &opened));
-  return opened;
-}
-
 /* Cancels `canceller` once a layer download is under way in `store_home` (a partial blob is in
  * images/tmp), so the cancel lands mid-pull however fast the registry is. */
 typedef struct {
@@ -133,7 +124,7 @@ static void a_cancel_from_another_thread_aborts_the_pull_and_leaves_nothing(void
     CHECK(!"mkdtemp");
     return;
   }
-  boxlite_runtime *own = open_runtime(fresh); /* a fresh home: nothing of python:slim cached */
+  boxlite_runtime *own = open_runtime(fresh, registry); /* a fresh home: nothing of python:slim cached */
   boxlite_canceller *canceller = NULL;
   CHECK_OK(boxlite_canceller_new(&canceller));
   if (own && canceller) {
@@ -171,11 +162,8 @@ static void a_cancel_from_another_thread_aborts_the_pull_and_leaves_nothing(void
 int main(void) {
   home = fixture("BOXLITE_TEST_HOME");
   registry = fixture("REGISTRY");
-  rt = open_runtime(home);
-  if (!rt) {
-    fprintf(stderr, "boxlite_runtime_new: %s\n", boxlite_errmsg());
-    return 1;
-  }
+  rt = open_runtime(home, registry);
+  if (!rt) return finish();
   RUN(pulling_an_image_records_it);
   RUN(a_missing_image_is_an_image_error);
   RUN(a_cancelled_canceller_aborts_before_any_work);
