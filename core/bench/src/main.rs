@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(r), Some(o)) => (r.clone(), o.clone()),
         _ => return Err("usage: boxlite-bench REGISTRY OUT.json [BASELINE.json]".into()),
     };
-    let baseline: Option<Value> = args.get(3).map(|p| std::fs::read_to_string(p)).transpose()?.map(|t| serde_json::from_str(&t)).transpose()?;
+    let baseline: Option<Value> = args.get(3).map(std::fs::read_to_string).transpose()?.map(|t| serde_json::from_str(&t)).transpose()?;
     let home = tempfile::Builder::new().prefix("bxb").tempdir_in("/tmp")?;
     let registries = vec![RegistryConfig { host: registry, insecure: true, ..Default::default() }];
     let rt = Runtime::new(RuntimeOptions { home: Some(home.path().into()), registries, ..Default::default() })?;
@@ -146,7 +146,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let report = Value::Object(results);
     std::fs::write(&out_path, serde_json::to_string_pretty(&report)?)?;
-    println!("{:<28} {}", "metric", "value");
+    println!("{:<28} value", "metric");
     for (k, v) in report.as_object().expect("object") {
         println!("{k:<28} {v}");
     }
