@@ -43,6 +43,33 @@ describe('packed npm tarballs', () => {
     expect(readdirSync(join(env.BOXLITE_HOME!, 'boxes'))).toEqual([])
   })
 
+  it('type-check a TypeScript user of both packages (NodeNext resolution, strict)', () => {
+    writeFileSync(
+      join(project, 'user.ts'),
+      `import { Runtime, BoxliteError, type ExitResult } from '@boxlite/core'
+import { SimpleBox, run } from '@boxlite/simple'
+export async function main(): Promise<ExitResult> {
+  await using box = new SimpleBox({ image: 'busybox:latest', memoryMib: 256 })
+  const { exitCode, stdout }: { exitCode: number; stdout: string } = await box.exec('echo', 'hi')
+  await run('busybox:latest', 'true')
+  const rt = new Runtime({ registries: [{ host: 'localhost:5000', insecure: true }] })
+  const b = await rt.create({ image: 'busybox:latest', signal: AbortSignal.timeout(1000) })
+  const ex = await b.exec('cat', [], { timeoutMs: exitCode + stdout.length })
+  for await (const chunk of ex.stdout) chunk satisfies Buffer
+  try { return await ex.wait() } catch (e) { throw e instanceof BoxliteError ? new Error(e.code) : e }
+}
+`,
+    )
+    writeFileSync(
+      join(project, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: { module: 'nodenext', target: 'es2022', lib: ['es2022', 'esnext.disposable'], strict: true, noEmit: true, types: ['node'], typeRoots: [join(root, 'node_modules', '@types')] },
+        files: ['user.ts'],
+      }),
+    )
+    execFileSync(join(root, 'node_modules', '.bin', 'tsc'), ['-p', project], { cwd: project, encoding: 'utf8' })
+  })
+
   it('load through require (CJS) and name a missing image clearly', () => {
     const script = `
       const { run } = require('@boxlite/simple')
