@@ -66,6 +66,14 @@ describe('exec on one box', () => {
     expect((await ex.wait()).exitCode).toBe(0)
   })
 
+  it('runs on a terminal with tty, and its output converts to a web stream', async () => {
+    const ex = await box.exec('sh', ['-c', 'tty; echo to-stderr >&2'], { tty: true })
+    const chunks: Uint8Array[] = []
+    for await (const chunk of ReadableStream.from(ex.stdout)) chunks.push(chunk)
+    expect(Buffer.concat(chunks).toString()).toMatch(/^\/dev\/pts\/\d+\r\nto-stderr\r\n$/)
+    expect((await ex.wait()).exitCode).toBe(0)
+  })
+
   it('feeds stdin and ends it on close', async () => {
     const ex = await box.exec('cat')
     await ex.stdin.write('first line\n')
