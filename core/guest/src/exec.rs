@@ -132,31 +132,30 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
     };
     // The command holds the PTY slave: drop it so the master sees EOF when the command ends.
     drop(cmd);
-    let mut child = match spawned {
+    let (mut child, master) = match spawned {
         Ok((child, _)) if child.id().is_none() => {
             let _ = tx.send(out(exec_output::Kind::SpawnError("command exited at once".into()))).await;
             return;
         }
-        Ok((mut child, master)) => {
-            if let Some(master) = master {
-                let (r, w) = tokio::io::split(master);
-                readers.spawn(pump(r, tx.clone(), exec_output::Kind::Stdout));
-                stdin = Some(Box::new(w));
-            } else {
-                readers.spawn(pump(child.stdout.take().expect("piped"), tx.clone(), exec_output::Kind::Stdout));
-                readers.spawn(pump(child.stderr.take().expect("piped"), tx.clone(), exec_output::Kind::Stderr));
-                stdin = child.stdin.take().map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>);
-            }
-            child
-        }
+        Ok((child, master)) => (child, master),
         Err(e) => {
             let _ = tx.send(out(exec_output::Kind::SpawnError(spawn_error_message(&prepared.argv[0], &e)))).await;
             return;
         }
     };
     let pid = child.id().expect("checked above");
+    // `started` goes out before any output: the host treats anything else first as a protocol error.
     if tx.send(out(exec_output::Kind::Started(ExecStarted { pid }))).await.is_err() {
         signal_group(pid, libc::SIGKILL);
+    }
+    if let Some(master) = master {
+        let (r, w) = tokio::io::split(master);
+        readers.spawn(pump(r, tx.clone(), exec_output::Kind::Stdout));
+        stdin = Some(Box::new(w));
+    } else {
+        readers.spawn(pump(child.stdout.take().expect("piped"), tx.clone(), exec_output::Kind::Stdout));
+        readers.spawn(pump(child.stderr.take().expect("piped"), tx.clone(), exec_output::Kind::Stderr));
+        stdin = child.stdin.take().map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>);
     }
 
     let timeout = async {
