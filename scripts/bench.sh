@@ -8,9 +8,9 @@ cache=${BOXLITE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxlite}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 "$root/scripts/setup.sh" >/dev/null
 eval "$("$root/scripts/test-images.sh")"
-assets=${BOXLITE_ASSETS_DIR:-$cache/assets}
+export BOXLITE_ASSETS_DIR=${BOXLITE_ASSETS_DIR:-$cache/assets}
 baseline=$(mktemp)
-"$root/scripts/boot-baseline.sh" "$assets/vmlinux" 10 | tail -1 >"$baseline"
+"$root/scripts/boot-baseline.sh" "$BOXLITE_ASSETS_DIR/vmlinux" 10 | tail -1 >"$baseline"
 cargo build --quiet --release -p boxlite-bench --manifest-path "$root/Cargo.toml"
 "$CARGO_TARGET_DIR/release/boxlite-bench" "$REGISTRY" "$out" "$baseline"
 rm -f "$baseline"

@@ -6,6 +6,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BOXLITE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxlite}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+# Where setup.sh puts the guest assets; said explicitly so a moved BOXLITE_CACHE is honoured too.
+export BOXLITE_ASSETS_DIR=${BOXLITE_ASSETS_DIR:-$cache/assets}
 export TURBO_TELEMETRY_DISABLED=1
 step() { echo "== $* ($SECONDS s)" >&2; }
 
