@@ -16,6 +16,11 @@ describe('BoxliteError.from', () => {
     expect(BoxliteError.from('boom').code).toBe('INTERNAL')
   })
 
+  it("maps the addon's argument conversion failures to INVALID_ARGUMENT", () => {
+    const raw = Object.assign(new Error('Missing field `host` on RuntimeOptions.registries'), { code: 'InvalidArg' })
+    expect(BoxliteError.from(raw)).toMatchObject({ code: 'INVALID_ARGUMENT', message: raw.message })
+  })
+
   it('maps AbortError to ABORTED', () => {
     const abort = new DOMException('stop', 'AbortError')
     expect(BoxliteError.from(abort).code).toBe('ABORTED')

@@ -17,6 +17,19 @@ export const ERROR_CODES = [
 
 export type ErrorCode = (typeof ERROR_CODES)[number]
 
+/** Node-API statuses the addon's argument conversion throws with (a missing field, a wrong type). */
+const NAPI_ARGUMENT_STATUSES = new Set([
+  'InvalidArg',
+  'ObjectExpected',
+  'StringExpected',
+  'NameExpected',
+  'FunctionExpected',
+  'NumberExpected',
+  'BooleanExpected',
+  'ArrayExpected',
+  'BigintExpected',
+])
+
 function isErrorCode(value: unknown): value is ErrorCode {
   return typeof value === 'string' && (ERROR_CODES as readonly string[]).includes(value)
 }
@@ -37,6 +50,9 @@ export class BoxliteError extends Error {
     if (error instanceof Error) {
       const code = (error as { code?: unknown }).code
       if (isErrorCode(code)) return new BoxliteError(code, error.message, { cause: error })
+      if (typeof code === 'string' && NAPI_ARGUMENT_STATUSES.has(code)) {
+        return new BoxliteError('INVALID_ARGUMENT', error.message, { cause: error })
+      }
       if (error.name === 'AbortError') return new BoxliteError('ABORTED', error.message, { cause: error })
       return new BoxliteError('INTERNAL', error.message, { cause: error })
     }

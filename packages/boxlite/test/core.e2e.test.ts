@@ -198,6 +198,8 @@ describe('bad input', () => {
     expect((await failure(runtime.create({ image: busybox, cpus: 1.5 }))).code).toBe('INVALID_ARGUMENT')
     expect((await failure(runtime.create({ image: busybox, name: 'shared' }))).code).toBe('ALREADY_EXISTS')
     expect(() => new Runtime({ accel: 'warp' as 'auto' })).toThrow(BoxliteError)
+    const missingHost = () => new Runtime({ registries: [{ insecure: true } as unknown as { host: string }] })
+    expect(missingHost).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/host/) }))
   })
 
   it('aborts a pull, keeping no partial image', async () => {
