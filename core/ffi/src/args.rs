@@ -19,6 +19,21 @@ pub(crate) unsafe fn handle<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, F
     unsafe { ptr.as_ref() }.ok_or_else(|| null(name))
 }
 
+/// Frees a handle made by `Box::into_raw`, inside the panic boundary (a `Drop` may stop VMs).
+/// NULL is a no-op.
+///
+/// # Safety
+/// `ptr` is NULL or a handle made by `Box::into_raw` in this library and not yet freed.
+pub(crate) unsafe fn free_handle<T>(ptr: *mut T) {
+    crate::error::boundary(|| {
+        if !ptr.is_null() {
+            // SAFETY: made by Box::into_raw, freed once per the caller's contract.
+            drop(unsafe { Box::from_raw(ptr) });
+        }
+        Ok(())
+    });
+}
+
 /// The out-parameter behind `ptr`. Checked before any work, written only on success.
 ///
 /// # Safety

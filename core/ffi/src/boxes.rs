@@ -1,6 +1,6 @@
 //! `boxlite_box`: a handle to one box (its VM, disk and record).
 
-use crate::args::{handle, options, out_param, string};
+use crate::args::{free_handle, handle, options, out_param, string};
 use crate::error::{boundary, boxlite_result, pointer_boundary, Failure};
 use crate::runtime::{boxlite_runtime, context, Context};
 use serde::Deserialize;
@@ -200,11 +200,6 @@ pub unsafe extern "C" fn boxlite_box_remove(b: *mut boxlite_box, force: bool) ->
 /// `b` is NULL or a box handle not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_box_free(b: *mut boxlite_box) {
-    boundary(|| {
-        if !b.is_null() {
-            // SAFETY: made by Box::into_raw in this module, freed once per the contract.
-            drop(unsafe { Box::from_raw(b) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract.
+    unsafe { free_handle(b) }
 }

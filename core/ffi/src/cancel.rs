@@ -1,6 +1,6 @@
 //! `boxlite_canceller`: lets any thread abort a call that another thread is blocked in.
 
-use crate::args::{handle, out_param};
+use crate::args::{free_handle, handle, out_param};
 use crate::error::{boundary, boxlite_result};
 use tokio_util::sync::CancellationToken;
 
@@ -57,13 +57,8 @@ pub unsafe extern "C" fn boxlite_canceller_cancel(c: *mut boxlite_canceller) -> 
 /// `c` is NULL or a canceller not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_canceller_free(c: *mut boxlite_canceller) {
-    boundary(|| {
-        if !c.is_null() {
-            // SAFETY: made by Box::into_raw in boxlite_canceller_new, freed once per the contract.
-            drop(unsafe { Box::from_raw(c) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract.
+    unsafe { free_handle(c) }
 }
 
 /// The token behind an optional canceller argument (NULL: the call cannot be cancelled).

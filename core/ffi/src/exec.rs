@@ -5,7 +5,7 @@
 //! that writes without end cannot grow host memory past the bound: once a buffer is full the
 //! command stalls until the caller reads (pipe semantics).
 
-use crate::args::{handle, options, out_param, string, timeout};
+use crate::args::{free_handle, handle, options, out_param, string, timeout};
 use crate::boxes::boxlite_box;
 use crate::error::{boundary, boxlite_result, Failure};
 use crate::runtime::{lock, Context};
@@ -368,11 +368,6 @@ pub unsafe extern "C" fn boxlite_exec_wait(
 /// `exec` is NULL or an exec handle not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_exec_free(exec: *mut boxlite_exec) {
-    boundary(|| {
-        if !exec.is_null() {
-            // SAFETY: made by Box::into_raw in boxlite_box_exec, freed once per the contract.
-            drop(unsafe { Box::from_raw(exec) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract.
+    unsafe { free_handle(exec) }
 }

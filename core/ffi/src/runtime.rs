@@ -1,7 +1,7 @@
 //! `boxlite_runtime`: a BoxLite runtime over one home directory, with the tokio runtime that runs
 //! its work.
 
-use crate::args::{handle, options, out_param, string};
+use crate::args::{free_handle, handle, options, out_param, string};
 use crate::cancel::{self, boxlite_canceller};
 use crate::error::{boundary, boxlite_result, panic_failure, Failure};
 use serde::Deserialize;
@@ -230,13 +230,8 @@ pub unsafe extern "C" fn boxlite_runtime_new(options_json: *const c_char, out: *
 /// `rt` is NULL or a runtime from `boxlite_runtime_new` not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn boxlite_runtime_free(rt: *mut boxlite_runtime) {
-    boundary(|| {
-        if !rt.is_null() {
-            // SAFETY: made by Box::into_raw in boxlite_runtime_new, freed once per the contract.
-            drop(unsafe { Box::from_raw(rt) });
-        }
-        Ok(())
-    });
+    // SAFETY: forwarded from this function's contract.
+    unsafe { free_handle(rt) }
 }
 
 /// Pulls an image into the runtime's home and builds its base disk, so that `boxlite_box_create`
