@@ -330,13 +330,11 @@ mod tests {
     #[test]
     fn candidates_follow_configured_registries_then_docker_hub() {
         let hosts = ["127.0.0.1:5000", "r.example"];
-        let names: Vec<String> = reg("busybox")
-            .candidates(&hosts)
-            .iter()
-            .map(Candidate::normalized)
-            .collect();
+        let names = |reference: &str, hosts: &[&str]| -> Vec<String> {
+            reg(reference).candidates(hosts).iter().map(Candidate::normalized).collect()
+        };
         assert_eq!(
-            names,
+            names("busybox", &hosts),
             [
                 "127.0.0.1:5000/busybox:latest",
                 "127.0.0.1:5000/library/busybox:latest",
@@ -345,27 +343,9 @@ mod tests {
                 "docker.io/library/busybox:latest",
             ]
         );
-        let names: Vec<String> = reg("a/b:1")
-            .candidates(&hosts)
-            .iter()
-            .map(Candidate::normalized)
-            .collect();
-        assert_eq!(
-            names,
-            ["127.0.0.1:5000/a/b:1", "r.example/a/b:1", "docker.io/a/b:1"]
-        );
-        let names: Vec<String> = reg("docker.io/alpine")
-            .candidates(&hosts)
-            .iter()
-            .map(Candidate::normalized)
-            .collect();
-        assert_eq!(names, ["docker.io/library/alpine:latest"]);
-        let names: Vec<String> = reg("127.0.0.1:5000/busybox")
-            .candidates(&[])
-            .iter()
-            .map(Candidate::normalized)
-            .collect();
-        assert_eq!(names, ["127.0.0.1:5000/busybox:latest"]);
+        assert_eq!(names("a/b:1", &hosts), ["127.0.0.1:5000/a/b:1", "r.example/a/b:1", "docker.io/a/b:1"]);
+        assert_eq!(names("docker.io/alpine", &hosts), ["docker.io/library/alpine:latest"]);
+        assert_eq!(names("127.0.0.1:5000/busybox", &[]), ["127.0.0.1:5000/busybox:latest"]);
     }
 
     #[test]
