@@ -31,8 +31,9 @@ impl Failure {
 
     /// A JS `Error` with `code` set, thrown or used to reject as it is.
     fn into_js(self, env: &Env) -> Error {
-        let made = env.create_error(Error::new(Status::GenericFailure, self.message.clone())).and_then(|mut obj| {
-            obj.set_named_property("code", self.code)?;
+        let code = self.code;
+        let made = env.create_error(Error::new(Status::GenericFailure, self.message)).and_then(|mut obj| {
+            obj.set_named_property("code", code)?;
             Ok(Error::from(obj.into_unknown(env)?))
         });
         made.unwrap_or_else(|e| e)
@@ -96,6 +97,7 @@ pub struct RegistryOptions {
 }
 
 #[napi(object)]
+#[derive(Default)]
 pub struct RuntimeOptions {
     pub home: Option<String>,
     pub registries: Option<Vec<RegistryOptions>>,
@@ -142,6 +144,7 @@ pub struct ImageInfo {
 
 /// One pull progress event: `resolved` (reference, layers), `layer` (digest, bytes) or `disk`.
 #[napi(object)]
+#[derive(Default)]
 pub struct PullEvent {
     pub kind: String,
     pub reference: Option<String>,
@@ -151,6 +154,7 @@ pub struct PullEvent {
 }
 
 #[napi(object)]
+#[derive(Default)]
 pub struct ExecOptions {
     pub env: Option<BTreeMap<String, String>>,
     pub cwd: Option<String>,
@@ -192,15 +196,14 @@ fn image_info(image: boxlite::Image) -> ImageInfo {
 }
 
 fn pull_event(p: boxlite::PullProgress) -> PullEvent {
-    let empty = PullEvent { kind: String::new(), reference: None, layers: None, digest: None, bytes: None };
     match p {
         boxlite::PullProgress::Resolved { reference, layers } => {
-            PullEvent { kind: "resolved".into(), reference: Some(reference), layers: Some(layers as u32), ..empty }
+            PullEvent { kind: "resolved".into(), reference: Some(reference), layers: Some(layers as u32), ..Default::default() }
         }
         boxlite::PullProgress::LayerDone { digest, bytes } => {
-            PullEvent { kind: "layer".into(), digest: Some(digest), bytes: Some(bytes as f64), ..empty }
+            PullEvent { kind: "layer".into(), digest: Some(digest), bytes: Some(bytes as f64), ..Default::default() }
         }
-        boxlite::PullProgress::DiskBuilt { .. } => PullEvent { kind: "disk".into(), ..empty },
+        boxlite::PullProgress::DiskBuilt { .. } => PullEvent { kind: "disk".into(), ..Default::default() },
     }
 }
 
@@ -248,13 +251,7 @@ impl Runtime {
     /// Opens (or creates) the home and reconciles boxes whose VM died. Cheap: no VM is started.
     #[napi(constructor)]
     pub fn new(env: Env, options: Option<RuntimeOptions>) -> Result<Self> {
-        let opened = runtime_options(options.unwrap_or(RuntimeOptions {
-            home: None,
-            registries: None,
-            accel: None,
-            assets_dir: None,
-        }))
-        .and_then(|o| Ok(boxlite::Runtime::new(o)?));
+        let opened = runtime_options(options.unwrap_or_default()).and_then(|o| Ok(boxlite::Runtime::new(o)?));
         match opened {
             Ok(inner) => Ok(Runtime { inner }),
             Err(f) => Err(f.into_js(&env)),
@@ -379,7 +376,7 @@ impl JsBox {
         cancel: Option<&CancelToken>,
     ) -> Result<PromiseRaw<'env, Execution>> {
         let b = self.inner.clone();
-        let options = options.unwrap_or(ExecOptions { env: None, cwd: None, user: None, timeout_ms: None, tty: None });
+        let options = options.unwrap_or_default();
         let cmd = boxlite::ExecCommand {
             argv,
             env: options.env.unwrap_or_default().into_iter().collect(),
