@@ -4,7 +4,7 @@
 use crate::init::ROOTFS;
 use crate::port::FdStream;
 use crate::user::{self, Identity};
-use boxlite_protocol::v1::{exec_input, exec_output, ExecExit, ExecInput, ExecOutput, ExecStart, ExecStarted};
+use boxlite_protocol::v1::{exec_input, exec_output, ExecExit, ExecInput, ExecOutput, ExecStart, ExecStarted, SpawnFailure};
 use boxlite_protocol::MAX_CHUNK_BYTES;
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
@@ -22,7 +22,11 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 
 fn out(kind: exec_output::Kind) -> Result<ExecOutput, Status> {
-    Ok(ExecOutput { kind: Some(kind) })
+    Ok(ExecOutput { kind: Some(kind), ..Default::default() })
+}
+
+fn spawn_failed(failure: SpawnFailure, message: String) -> Result<ExecOutput, Status> {
+    Ok(ExecOutput { kind: Some(exec_output::Kind::SpawnError(message)), spawn_failure: failure.into() })
 }
 
 /// Everything prepared before fork, so the child only makes async-signal-safe syscalls.
@@ -38,12 +42,7 @@ fn prepare(start: &ExecStart) -> Result<Prepared, String> {
     let read = |p: &str| std::fs::read_to_string(format!("{ROOTFS}{p}")).unwrap_or_default();
     let id = user::resolve(&start.user, &read("/etc/passwd"), &read("/etc/group"))?;
     let cwd = if start.cwd.is_empty() { "/" } else { start.cwd.as_str() };
-    if !cwd.starts_with('/') {
-        return Err(format!("working directory '{cwd}' must be an absolute path"));
-    }
-    if !std::path::Path::new(&format!("{ROOTFS}{cwd}")).is_dir() {
-        return Err(format!("working directory '{cwd}' does not exist in the box"));
-    }
+    check_cwd(ROOTFS, cwd)?;
     let mut env: Vec<(String, String)> = Vec::new();
     for entry in start.env.iter().map(String::as_str).chain([DEFAULT_PATH]) {
         let (k, v) = entry.split_once('=').ok_or_else(|| format!("environment entry '{entry}' is not KEY=VALUE"))?;
@@ -55,6 +54,18 @@ fn prepare(start: &ExecStart) -> Result<Prepared, String> {
         env.push(("HOME".into(), id.home.clone()));
     }
     Ok(Prepared { argv: start.argv.clone(), env, cwd: CString::new(cwd).map_err(|e| e.to_string())?, id })
+}
+
+/// The working directory must be an absolute path to a directory of the box rootfs at `root`.
+fn check_cwd(root: &str, cwd: &str) -> Result<(), String> {
+    if !cwd.starts_with('/') {
+        return Err(format!("working directory '{cwd}' must be an absolute path"));
+    }
+    match std::fs::metadata(format!("{root}{cwd}")) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("working directory '{cwd}' is not a directory in the box")),
+        Err(_) => Err(format!("working directory '{cwd}' does not exist in the box")),
+    }
 }
 
 /// Kills the command's whole process group (it is a session leader).
@@ -89,11 +100,16 @@ fn command(p: &Prepared, tty: bool) -> tokio::process::Command {
     cmd
 }
 
-fn spawn_error_message(argv0: &str, e: &std::io::Error) -> String {
+fn spawn_error(argv0: &str, e: &std::io::Error) -> (SpawnFailure, String) {
     match e.kind() {
-        std::io::ErrorKind::NotFound => format!("command '{argv0}' not found in the box"),
-        std::io::ErrorKind::PermissionDenied => format!("command '{argv0}' is not executable (permission denied)"),
-        _ => format!("could not start '{argv0}': {e}"),
+        std::io::ErrorKind::NotFound => (SpawnFailure::NotFound, format!("command '{argv0}' not found in the box")),
+        std::io::ErrorKind::PermissionDenied => {
+            (SpawnFailure::NotExecutable, format!("command '{argv0}' is not executable (permission denied)"))
+        }
+        _ if e.raw_os_error() == Some(libc::ENOEXEC) => {
+            (SpawnFailure::NotExecutable, format!("command '{argv0}' is not executable (not a program the box can run)"))
+        }
+        _ => (SpawnFailure::Unspecified, format!("could not start '{argv0}': {e}")),
     }
 }
 
@@ -117,7 +133,7 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
     let prepared = match prepare(&start) {
         Ok(p) => p,
         Err(msg) => {
-            let _ = tx.send(out(exec_output::Kind::SpawnError(msg))).await;
+            let _ = tx.send(spawn_failed(SpawnFailure::BadRequest, msg)).await;
             return;
         }
     };
@@ -134,12 +150,13 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
     drop(cmd);
     let (mut child, master) = match spawned {
         Ok((child, _)) if child.id().is_none() => {
-            let _ = tx.send(out(exec_output::Kind::SpawnError("command exited at once".into()))).await;
+            let _ = tx.send(spawn_failed(SpawnFailure::Unspecified, "command exited at once".into())).await;
             return;
         }
         Ok((child, master)) => (child, master),
         Err(e) => {
-            let _ = tx.send(out(exec_output::Kind::SpawnError(spawn_error_message(&prepared.argv[0], &e)))).await;
+            let (failure, message) = spawn_error(&prepared.argv[0], &e);
+            let _ = tx.send(spawn_failed(failure, message)).await;
             return;
         }
     };
@@ -227,8 +244,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spawn_errors_name_the_command() {
+    fn a_working_directory_must_be_an_existing_directory() {
+        let root = std::env::temp_dir().join(format!("boxlite-guest-cwd-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("dir")).unwrap();
+        std::fs::write(root.join("file"), "").unwrap();
+        let root_str = root.to_str().unwrap();
+        assert_eq!(check_cwd(root_str, "/dir"), Ok(()));
+        assert_eq!(check_cwd(root_str, "/file"), Err("working directory '/file' is not a directory in the box".into()));
+        assert_eq!(check_cwd(root_str, "/gone"), Err("working directory '/gone' does not exist in the box".into()));
+        assert_eq!(check_cwd(root_str, "dir"), Err("working directory 'dir' must be an absolute path".into()));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn spawn_errors_name_the_command_and_say_why() {
         let e = std::io::Error::from(std::io::ErrorKind::NotFound);
-        assert_eq!(spawn_error_message("nosuch", &e), "command 'nosuch' not found in the box");
+        assert_eq!(spawn_error("nosuch", &e), (SpawnFailure::NotFound, "command 'nosuch' not found in the box".into()));
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(spawn_error("/etc/passwd", &e).0, SpawnFailure::NotExecutable);
+        let e = std::io::Error::from_raw_os_error(libc::ENOEXEC);
+        assert_eq!(spawn_error("./script", &e).0, SpawnFailure::NotExecutable);
+        let e = std::io::Error::from_raw_os_error(libc::ENOMEM);
+        assert_eq!(spawn_error("big", &e).0, SpawnFailure::Unspecified);
     }
 }
