@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -88,11 +89,16 @@ impl Drop for TempPath {
     }
 }
 
-/// Writes `bytes` to `dest` via a temp file in `tmp_dir` and a rename.
+/// Creates a new file readable and writable by its owner only (0600), failing if it exists.
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
+    File::options().write(true).create_new(true).mode(0o600).open(path)
+}
+
+/// Writes `bytes` to `dest` (0600) via a temp file in `tmp_dir` and a rename.
 pub(crate) fn write_file(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = TempPath::new(unique_path(tmp_dir, "write"));
     let mut file =
-        File::create(tmp.path()).map_err(|e| Error::storage("cannot create", tmp.path(), e))?;
+        create_private(tmp.path()).map_err(|e| Error::storage("cannot create", tmp.path(), e))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::storage("cannot write", tmp.path(), e))?;

@@ -53,8 +53,8 @@ impl BlobStore {
     pub fn writer(&self, digest: &str) -> Result<(BlobWriter, File)> {
         let dest = self.path(digest)?;
         let tmp = TempPath::new(unique_path(&self.tmp, "blob"));
-        let file =
-            File::create(tmp.path()).map_err(|e| Error::storage("cannot create", tmp.path(), e))?;
+        let file = super::atomic::create_private(tmp.path())
+            .map_err(|e| Error::storage("cannot create", tmp.path(), e))?;
         let writer = BlobWriter {
             tmp,
             hasher: Sha256::new(),

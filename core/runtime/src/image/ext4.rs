@@ -2,10 +2,10 @@
 //! applying with debugfs whatever the unprivileged staging tree could not hold.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::atomic::TempPath;
 use super::layers::{Fixup, TreeStats};
 use crate::error::{Error, Result};
 
@@ -35,7 +35,8 @@ pub(crate) fn build(
     fixups: &[(String, Fixup)],
 ) -> Result<()> {
     let mke2fs = find_tool("mke2fs")?;
-    let file = File::create(out).map_err(|e| Error::storage("cannot create disk", out, e))?;
+    let file = super::atomic::create_private(out)
+        .map_err(|e| Error::storage("cannot create disk", out, e))?;
     file.set_len(size)
         .map_err(|e| Error::storage("cannot size disk", out, e))?;
     drop(file);
@@ -79,10 +80,16 @@ pub(crate) fn build(
     Ok(())
 }
 
-/// Writes the debugfs script for `fixups`. Paths are quoted; debugfs cannot express names with
-/// quotes or newlines, so those keep the staging metadata (with a warning).
-pub(crate) fn fixup_script(fixups: &[(String, Fixup)]) -> String {
+/// Writes the debugfs script for `fixups`, plus the files holding xattr values (binary, so read
+/// by `ea_set -f`), named by `value_file`. Paths are quoted; debugfs cannot express names with
+/// quotes or newlines, so those keep the staging metadata (with a warning) — which never carries
+/// setuid/setgid bits, capabilities or device numbers, so nothing privileged is lost to it.
+pub(crate) fn fixup_script(
+    fixups: &[(String, Fixup)],
+    value_file: impl Fn(usize) -> PathBuf,
+) -> (String, Vec<(PathBuf, Vec<u8>)>) {
     let mut script = String::new();
+    let mut values = Vec::new();
     for (path, fixup) in fixups {
         if path.contains(['"', '\n', '\\']) {
             tracing::warn!(
@@ -108,15 +115,32 @@ pub(crate) fn fixup_script(fixups: &[(String, Fixup)]) -> String {
         let _ = writeln!(script, "sif \"{path}\" mode 0{:o}", fixup.mode);
         let _ = writeln!(script, "sif \"{path}\" uid {}", fixup.uid);
         let _ = writeln!(script, "sif \"{path}\" gid {}", fixup.gid);
+        for (name, value) in &fixup.xattrs {
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                tracing::warn!(path, xattr = name, "cannot express this xattr name to debugfs; dropping it");
+                continue;
+            }
+            let file = value_file(values.len());
+            let _ = writeln!(script, "ea_set -f \"{}\" \"{path}\" {name}", file.display());
+            values.push((file, value.clone()));
+        }
     }
-    script
+    (script, values)
 }
 
 fn apply_fixups(disk: &Path, fixups: &[(String, Fixup)]) -> Result<()> {
     let debugfs = find_tool("debugfs")?;
     let script_path = disk.with_extension("debugfs");
-    std::fs::write(&script_path, fixup_script(fixups))
+    let (script, values) = fixup_script(fixups, |i| disk.with_extension(format!("xattr{i}")));
+    let _cleanup: Vec<TempPath> = std::iter::once(script_path.clone())
+        .chain(values.iter().map(|(path, _)| path.clone()))
+        .map(TempPath::new)
+        .collect();
+    std::fs::write(&script_path, script)
         .map_err(|e| Error::storage("cannot write", &script_path, e))?;
+    for (path, value) in &values {
+        std::fs::write(path, value).map_err(|e| Error::storage("cannot write", path, e))?;
+    }
     let output = Command::new(&debugfs)
         .arg("-w")
         .arg("-f")
@@ -124,7 +148,6 @@ fn apply_fixups(disk: &Path, fixups: &[(String, Fixup)]) -> Result<()> {
         .arg(disk)
         .stdin(Stdio::null())
         .output();
-    let _ = std::fs::remove_file(&script_path);
     let output =
         output.map_err(|e| Error::Engine(format!("cannot run {}: {e}", debugfs.display())))?;
     // debugfs exits 0 even when commands fail; failures show up on stderr, after its banner.
@@ -167,7 +190,8 @@ pub(crate) mod tests {
 
     use super::*;
 
-    fn debugfs(disk: &Path, request: &str) -> String {
+    /// What `debugfs -R request` prints about `disk`.
+    pub(crate) fn debugfs(disk: &Path, request: &str) -> String {
         let out = Command::new(find_tool("debugfs").unwrap())
             .args(["-R", request])
             .arg(disk)
@@ -175,6 +199,9 @@ pub(crate) mod tests {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// A `vfs_cap_data` v2 granting cap_net_raw (bit 13), as `setcap cap_net_raw+ep` writes it.
+    pub(crate) const CAP_NET_RAW: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
     #[test]
     fn size_adds_a_third_and_headroom() {
@@ -197,6 +224,7 @@ pub(crate) mod tests {
                     gid: 0,
                     mode: 0o020666,
                     device: Some((1, 3)),
+                    xattrs: vec![],
                 },
             ),
             (
@@ -206,6 +234,7 @@ pub(crate) mod tests {
                     gid: 6,
                     mode: 0o100644,
                     device: None,
+                    xattrs: vec![],
                 },
             ),
             (
@@ -215,10 +244,12 @@ pub(crate) mod tests {
                     gid: 0,
                     mode: 0o100644,
                     device: None,
+                    xattrs: vec![],
                 },
             ),
         ];
-        let script = fixup_script(&fixups);
+        let (script, values) = fixup_script(&fixups, |i| PathBuf::from(format!("/v{i}")));
+        assert!(values.is_empty());
         assert!(
             script.contains("rm \"/dev/null\"\ncd \"/dev\"\nmknod \"null\" c 1 3\ncd /\nsif \"/dev/null\" mode 020666\n"),
             "{script}"
@@ -244,6 +275,7 @@ pub(crate) mod tests {
                     gid: 100,
                     mode: 0o104755,
                     device: None,
+                    xattrs: vec![("security.capability".into(), CAP_NET_RAW.to_vec())],
                 },
             ),
             (
@@ -253,6 +285,7 @@ pub(crate) mod tests {
                     gid: 5,
                     mode: 0o020620,
                     device: Some((1, 3)),
+                    xattrs: vec![],
                 },
             ),
         ];
@@ -260,6 +293,7 @@ pub(crate) mod tests {
         assert_eq!(std::fs::metadata(&disk).unwrap().len(), 64 * MIB);
         assert_eq!(debugfs(&disk, "cat /etc/hostname"), "box\n");
         let stat = debugfs(&disk, "stat \"/etc/with space\"");
+        assert!(stat.contains("security.capability (20) = 01 00 00 02 00 20 00 00"), "{stat}");
         assert!(
             stat.contains("Mode:  04755")
                 && stat.contains("User:  1000")

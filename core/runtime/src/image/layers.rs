@@ -7,9 +7,11 @@
 //! and everything else goes through `*at` calls on the parent fd. So nothing a layer says can make
 //! us create, change or delete anything outside the staging root.
 //!
-//! Ownership and device nodes need privileges. When `chown`/`mknod` are refused (not root, or root
-//! without the capability) the wanted metadata is recorded as a [`Fixup`] per inode and applied to
-//! the finished ext4 image with debugfs (see `ext4.rs`).
+//! Some metadata must never exist on the host, where any local user could use it while the disk is
+//! built: setuid/setgid bits, file capabilities (all `security.*` xattrs) and device numbers. They
+//! are always recorded as a [`Fixup`] per inode and applied only inside the finished ext4 image with
+//! debugfs (see `ext4.rs`); the staging tree holds the file without them (a device is an empty file).
+//! Ownership goes the same way when `chown` is refused (not root).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CString, OsStr, OsString};
@@ -35,6 +37,10 @@ use crate::error::{Error, Result};
 const MAX_SYMLINKS: usize = 40;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
+/// Mode bits that are applied only inside the image, never on the staging tree.
+const PRIVILEGED_BITS: u32 = 0o6000;
+/// Xattr namespace applied only inside the image: file capabilities, security labels.
+const PRIVILEGED_XATTR_PREFIX: &str = "security.";
 
 /// Metadata an inode should have in the image but could not get on the staging tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +51,8 @@ pub(crate) struct Fixup {
     pub mode: u32,
     /// `(major, minor)` for a character or block device stood in for by an empty file.
     pub device: Option<(u32, u32)>,
+    /// Xattrs (`security.*`) that the staging tree does not carry: name and raw value.
+    pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
 /// Totals of a finished tree.
@@ -276,34 +284,22 @@ impl Rootfs {
                     fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(ctx)?;
                 st.st_ino
             }
-            T::Char | T::Block | T::Fifo => {
-                let sflag = match kind {
-                    T::Char => SFlag::S_IFCHR,
-                    T::Block => SFlag::S_IFBLK,
-                    _ => SFlag::S_IFIFO,
-                };
+            T::Fifo => {
+                mknodat(dir, name.as_os_str(), SFlag::S_IFIFO, Mode::from_bits_truncate(0o600), 0)
+                    .map_err(ctx)?;
+                self.set_at_meta(dir, name, &meta, SFlag::S_IFIFO, None)
+                    .map_err(ctx)?
+            }
+            T::Char | T::Block => {
+                let sflag = if kind == T::Char { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
                 let header = entry.header();
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                let dev = nix::sys::stat::makedev(major.into(), minor.into());
-                match mknodat(
-                    dir,
-                    name.as_os_str(),
-                    sflag,
-                    Mode::from_bits_truncate(0o600),
-                    dev,
-                ) {
-                    Ok(()) => self
-                        .set_at_meta(dir, name, &meta, sflag, None)
-                        .map_err(ctx)?,
-                    Err(Errno::EPERM) if sflag != SFlag::S_IFIFO => {
-                        // No CAP_MKNOD: an empty file stands in until debugfs makes the node.
-                        let file = create_new_file(dir, name).map_err(ctx)?;
-                        self.set_file_meta(&file, &meta, sflag, Some((major, minor)))
-                            .map_err(ctx)?
-                    }
-                    Err(e) => return Err(ctx(e)),
-                }
+                // Never a real node on the host, even as root: an empty file stands in until
+                // debugfs makes the node inside the image.
+                let file = create_new_file(dir, name).map_err(ctx)?;
+                self.set_file_meta(&file, &meta, sflag, Some((major, minor)))
+                    .map_err(ctx)?
             }
             other => {
                 tracing::debug!(layer = what, entry = %shown, kind = ?other, "skipping tar entry of unsupported type");
@@ -407,13 +403,14 @@ impl Rootfs {
         Ok(st.st_ino)
     }
 
-    /// Owner, then mode, then xattrs. Without root the mode also keeps `unprivileged_bits` (the
-    /// build's own access); chmod comes after chown because chown clears setuid/setgid.
+    /// Owner, then mode, then xattrs, minus what only the image may hold (see the module doc).
+    /// Without root the mode also keeps `unprivileged_bits` (the build's own access).
     fn set_owner_mode_xattrs<F: AsFd>(&mut self, fd: &F, meta: &Meta, unprivileged_bits: u32) -> nix::Result<()> {
         self.chown(fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid))));
-        let perm = if self.euid == 0 { meta.perm } else { meta.perm | unprivileged_bits };
+        let perm = meta.perm & !PRIVILEGED_BITS;
+        let perm = if self.euid == 0 { perm } else { perm | unprivileged_bits };
         fchmod(fd, Mode::from_bits_truncate(perm))?;
-        set_xattrs(fd.as_fd(), &meta.xattrs);
+        set_xattrs(fd.as_fd(), meta.xattrs.iter().filter(|(name, _)| !is_privileged_xattr(name)));
         Ok(())
     }
 
@@ -445,7 +442,7 @@ impl Rootfs {
             fchmodat(
                 dir,
                 name,
-                Mode::from_bits_truncate(meta.perm),
+                Mode::from_bits_truncate(meta.perm & !PRIVILEGED_BITS),
                 FchmodatFlags::FollowSymlink,
             )?;
         }
@@ -465,11 +462,18 @@ impl Rootfs {
 
     /// Remembers what the inode should look like if the staging tree could not express it.
     fn record(&mut self, st: &FileStat, meta: &Meta, kind: SFlag, device: Option<(u32, u32)>) {
+        let xattrs = meta
+            .xattrs
+            .iter()
+            .filter(|(name, _)| is_privileged_xattr(name))
+            .map(|(name, value)| (name.to_string_lossy().into_owned(), value.clone()))
+            .collect();
         let want = Fixup {
             uid: meta.uid,
             gid: meta.gid,
             mode: kind.bits() | meta.perm,
             device,
+            xattrs,
         };
         let have_mode = if kind == SFlag::S_IFLNK {
             want.mode
@@ -477,6 +481,7 @@ impl Rootfs {
             st.st_mode
         };
         if device.is_some()
+            || !want.xattrs.is_empty()
             || st.st_uid != want.uid
             || st.st_gid != want.gid
             || have_mode != want.mode
@@ -641,7 +646,11 @@ fn create_new_file(dir: BorrowedFd, name: &OsStr) -> nix::Result<File> {
     openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map(File::from)
 }
 
-fn set_xattrs(fd: BorrowedFd, xattrs: &[(CString, Vec<u8>)]) {
+fn is_privileged_xattr(name: &CString) -> bool {
+    name.as_bytes().starts_with(PRIVILEGED_XATTR_PREFIX.as_bytes())
+}
+
+fn set_xattrs<'a>(fd: BorrowedFd, xattrs: impl Iterator<Item = &'a (CString, Vec<u8>)>) {
     for (name, value) in xattrs {
         // SAFETY: fd is open for the call, name is NUL-terminated, value/len describe a live buffer.
         let rc = unsafe {
@@ -853,7 +862,8 @@ mod tests {
         f.apply(layer).unwrap();
         let root = f.root();
         let su = std::fs::symlink_metadata(root.join("usr/bin/su")).unwrap();
-        assert_eq!(su.mode() & 0o7777, 0o4755);
+        // setuid only inside the image (a fixup), never on the staging tree.
+        assert_eq!(su.mode() & 0o7777, 0o755);
         assert_eq!(su.mtime(), 1_600_000_000);
         assert_eq!(su.nlink(), 2);
         assert_eq!(
@@ -879,44 +889,108 @@ mod tests {
             std::fs::metadata(root.join("usr/bin")).unwrap().mode() & 0o7777,
             0o755
         );
-        let (stats, _) = f.fs.finish().unwrap();
+        let (stats, fixups) = f.fs.finish().unwrap();
         assert_eq!(stats.content_bytes, 2);
+        let su = fixups.iter().find(|(p, _)| p == "/usr/bin/su" || p == "/usr/bin/su2").unwrap();
+        assert_eq!(su.1.mode, 0o104755);
+    }
+
+    /// Walks `root` and lists every entry that carries what only the image may hold: setuid/setgid
+    /// bits, a device node, or a `security.*` xattr.
+    pub(crate) fn privileged_entries(root: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
+            let ft = md.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            if md.mode() & PRIVILEGED_BITS != 0 || ft.is_block_device() || ft.is_char_device() {
+                found.push(format!("{} mode {:o}", path.display(), md.mode()));
+            }
+            if !ft.is_symlink() {
+                let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+                let mut names = vec![0u8; 4096];
+                // SAFETY: c is NUL-terminated, names/len describe a live buffer.
+                let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+                if n > 0 {
+                    for name in names[..n as usize].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                        if name.starts_with(PRIVILEGED_XATTR_PREFIX.as_bytes()) {
+                            found.push(format!("{} xattr {}", path.display(), String::from_utf8_lossy(name)));
+                        }
+                    }
+                }
+            }
+            if ft.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        found
+    }
+
+    /// A layer with what an image may hold but the host must never see: a setuid-root binary, a
+    /// setgid directory, a file capability and a block device (the host's own disk numbers).
+    pub(crate) fn privileged_image_layer() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let add = |b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, mode: u32, data: &[u8], dev: Option<(u32, u32)>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(path).unwrap();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(if kind.is_dir() { 50 } else { 0 });
+            h.set_size(data.len() as u64);
+            if let Some((major, minor)) = dev {
+                h.set_device_major(major).unwrap();
+                h.set_device_minor(minor).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        add(&mut b, "usr/bin/", tar::EntryType::Directory, 0o755, b"", None);
+        add(&mut b, "usr/bin/id", tar::EntryType::Regular, 0o4755, b"#!/bin/sh\n", None);
+        add(&mut b, "var/mail/", tar::EntryType::Directory, 0o2775, b"", None);
+        add(&mut b, "dev/vda", tar::EntryType::Block, 0o666, b"", Some((252, 0)));
+        add(&mut b, "dev/null", tar::EntryType::Char, 0o666, b"", Some((1, 3)));
+        b.append_pax_extensions([(
+            "SCHILY.xattr.security.capability",
+            &crate::image::ext4::tests::CAP_NET_RAW[..],
+        )])
+        .unwrap();
+        add(&mut b, "usr/bin/ping", tar::EntryType::Regular, 0o755, b"ping", None);
+        b.into_inner().unwrap()
     }
 
     #[test]
-    fn ownership_and_devices_as_root() {
-        if !nix::unistd::geteuid().is_root() {
-            return;
-        }
+    fn privileged_metadata_never_reaches_the_staging_tree() {
         let mut f = Fixture::new();
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_path("owned").unwrap();
-        h.set_size(0);
-        h.set_mode(0o2750);
-        h.set_uid(1234);
-        h.set_gid(5678);
-        h.set_cksum();
-        b.append(&h, &b""[..]).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_path("dev/null").unwrap();
-        h.set_entry_type(tar::EntryType::Char);
-        h.set_device_major(1).unwrap();
-        h.set_device_minor(3).unwrap();
-        h.set_mode(0o666);
-        h.set_size(0);
-        h.set_cksum();
-        b.append(&h, &b""[..]).unwrap();
-        f.fs.apply_layer(&b.into_inner().unwrap()[..], "t").unwrap();
-        let md = std::fs::symlink_metadata(f.root().join("owned")).unwrap();
+        f.fs.apply_layer(&privileged_image_layer()[..], "t").unwrap();
+        assert_eq!(privileged_entries(&f.root()), Vec::<String>::new());
+        if nix::unistd::geteuid().is_root() {
+            // Ownership is harmless and still applied directly as root.
+            assert_eq!(std::fs::metadata(f.root().join("var/mail")).unwrap().gid(), 50);
+        }
+        let (stats, fixups) = f.fs.finish().unwrap();
+        let fixup = |p: &str| fixups.iter().find(|(path, _)| path == p).map(|(_, f)| f.clone()).unwrap();
+        assert_eq!(fixup("/usr/bin/id").mode, 0o104755);
+        assert_eq!(fixup("/var/mail").mode, 0o042775);
+        assert_eq!(fixup("/dev/vda").device, Some((252, 0)));
         assert_eq!(
-            (md.uid(), md.gid(), md.mode() & 0o7777),
-            (1234, 5678, 0o2750)
+            fixup("/usr/bin/ping").xattrs,
+            [("security.capability".to_string(), crate::image::ext4::tests::CAP_NET_RAW.to_vec())]
         );
-        let md = std::fs::symlink_metadata(f.root().join("dev/null")).unwrap();
-        assert_eq!(md.rdev(), nix::sys::stat::makedev(1, 3));
-        assert_eq!(md.mode() & 0o7777, 0o666);
-        assert!(f.fs.finish().unwrap().1.is_empty(), "root needs no fixups");
+
+        let disk = f.dir.path().join("disk.ext4");
+        crate::image::ext4::build(&f.root(), &disk, crate::image::ext4::disk_size(&stats), &fixups).unwrap();
+        let stat = |p: &str| crate::image::ext4::tests::debugfs(&disk, &format!("stat {p}"));
+        let id = stat("/usr/bin/id");
+        assert!(id.contains("Mode:  04755") && id.contains("User:     0"), "{id}");
+        assert!(stat("/var/mail").contains("Mode:  02775"));
+        let vda = stat("/dev/vda");
+        assert!(vda.contains("Type: block special") && vda.contains("Mode:  0666") && vda.contains("fc:00"), "{vda}");
+        assert!(stat("/dev/null").contains("Type: character special"));
+        let ping = stat("/usr/bin/ping");
+        assert!(ping.contains("security.capability (20) = 01 00 00 02 00 20"), "{ping}");
+        crate::image::ext4::tests::assert_fsck_clean(&disk);
     }
 
     /// The layer `unprivileged_helper` applies: ownership, modes and a device a non-root user

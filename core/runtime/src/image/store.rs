@@ -1,6 +1,7 @@
 //! The image store: pulls images into verified blobs, builds each image's base disk once, and
 //! keeps a reference index that works offline.
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,10 +35,15 @@ struct Fetched {
 
 impl ImageStore {
     /// Opens (creating if needed) the store at `root`, and clears temp files of dead processes.
+    /// Every directory of the store is private (0700), and so is every file in it (0600): image
+    /// content and base disks are readable by their owner only.
     pub fn new(root: PathBuf) -> Result<Self> {
-        for sub in ["blobs/sha256", "disks", "refs", "locks", "tmp"] {
+        for sub in ["", "blobs", "blobs/sha256", "disks", "refs", "locks", "tmp"] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(|e| Error::storage("cannot create", &dir, e))?;
+            // Also tightens stores made before directories were private.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::storage("cannot make private", &dir, e))?;
         }
         // Absolute, so that disk paths handed to the VM engine do not depend on the cwd.
         let root =
@@ -245,11 +251,16 @@ impl ImageStore {
             return Ok(disk);
         }
         let started = Instant::now();
-        let tmp = self.root.join("tmp");
-        let staging = TempPath::new(unique_path(&tmp, "rootfs"));
-        std::fs::create_dir(staging.path())
-            .map_err(|e| Error::storage("cannot create", staging.path(), e))?;
-        let mut rootfs = Rootfs::new(staging.path())?;
+        // Private (0700) whatever the umask: the tree holds image files as the layers made them,
+        // and only the build may reach them.
+        let build = TempPath::new(unique_path(&self.root.join("tmp"), "build"));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(build.path())
+            .map_err(|e| Error::storage("cannot create", build.path(), e))?;
+        let staging = build.path().join("rootfs");
+        std::fs::create_dir(&staging).map_err(|e| Error::storage("cannot create", &staging, e))?;
+        let mut rootfs = Rootfs::new(&staging)?;
         for (i, digest) in layers.iter().enumerate() {
             let mut reader = HashingReader::new(open_layer(&self.blobs.path(digest)?)?);
             go_on()?;
@@ -268,11 +279,12 @@ impl ImageStore {
         let (stats, fixups) = rootfs.finish()?;
         let unpacked = started.elapsed();
         let size = ext4::disk_size(&stats);
-        let disk_tmp = TempPath::new(unique_path(&tmp, "disk.ext4"));
+        let disk_tmp = build.path().join("disk.ext4");
         go_on()?;
-        ext4::build(staging.path(), disk_tmp.path(), size, &fixups)?;
+        ext4::build(&staging, &disk_tmp, size, &fixups)?;
         go_on()?;
-        disk_tmp.persist(&disk)?;
+        std::fs::rename(&disk_tmp, &disk)
+            .map_err(|e| Error::storage("cannot move into place", &disk, e))?;
         tracing::info!(
             disk = %disk.display(),
             layers = layers.len(),

@@ -1,0 +1,180 @@
+//! Hostile images built by the test as local OCI layouts: nothing privileged reaches the host,
+//! bombs stay bounded, the store is private, and broken images are named at build time.
+
+mod oci;
+
+use boxlite::image::ImageStore;
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tar::EntryType;
+
+/// `vfs_cap_data` v2 granting cap_net_raw, as `setcap cap_net_raw+ep` writes it.
+const CAP_NET_RAW: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+fn new_store() -> (tempfile::TempDir, ImageStore) {
+    let dir = tempfile::Builder::new().prefix("bxh").tempdir_in("/tmp").unwrap();
+    let store = ImageStore::new(dir.path().join("images")).unwrap();
+    (dir, store)
+}
+
+/// Writes `image` as a layout under `dir` and returns its `oci:` reference.
+fn layout(dir: &Path, image: &oci::Image) -> String {
+    let path = dir.join("layout");
+    image.write_layout(&path, "latest");
+    format!("oci:{}:latest", path.display())
+}
+
+fn debugfs(disk: &Path, request: &str) -> String {
+    let tool = ["/usr/sbin/debugfs", "/sbin/debugfs"].into_iter().find(|p| Path::new(p).is_file());
+    let tool = tool.expect("debugfs not found: install e2fsprogs (apt-get install e2fsprogs)");
+    let out = std::process::Command::new(tool).args(["-R", request]).arg(disk).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every entry under `root` with setuid/setgid bits, a device number or a `security.*` xattr.
+fn privileged_entries(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
+        let ft = md.file_type();
+        if md.mode() & 0o6000 != 0 || ft.is_block_device() || ft.is_char_device() {
+            found.push(format!("{} mode {:o}", path.display(), md.mode()));
+        }
+        if !ft.is_symlink() {
+            let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+            let mut names = vec![0u8; 4096];
+            // SAFETY: c is NUL-terminated and names/len describe a live buffer.
+            let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+            if n > 0 {
+                for name in names[..n as usize].split(|b| *b == 0).filter(|n| n.starts_with(b"security.")) {
+                    found.push(format!("{} xattr {}", path.display(), String::from_utf8_lossy(name)));
+                }
+            }
+        }
+        if ft.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    found
+}
+
+/// Scans `tmp` over and over until stopped: what it saw that it must never see, the modes of the
+/// build directories, and how many scans caught a staging tree holding the image's `usr/bin/id`.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    violations: Arc<Mutex<BTreeSet<String>>>,
+    build_modes: Arc<Mutex<Vec<(PathBuf, u32)>>>,
+    caught: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(tmp: PathBuf) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let violations = Arc::new(Mutex::new(BTreeSet::new()));
+        let build_modes = Arc::new(Mutex::new(Vec::new()));
+        let caught = Arc::new(AtomicUsize::new(0));
+        let (s, v, b, c) = (stop.clone(), violations.clone(), build_modes.clone(), caught.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                    let path = entry.path();
+                    if let Ok(md) = std::fs::symlink_metadata(&path) {
+                        if md.is_dir() {
+                            b.lock().unwrap().push((path.clone(), md.mode() & 0o7777));
+                        }
+                    }
+                    if path.join("rootfs/usr/bin/id").exists() {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                v.lock().unwrap().extend(privileged_entries(&tmp));
+            }
+        });
+        Watcher { stop, violations, build_modes, caught, thread }
+    }
+
+    fn finish(self) -> (BTreeSet<String>, Vec<(PathBuf, u32)>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        let v = self.violations.lock().unwrap().clone();
+        let b = self.build_modes.lock().unwrap().clone();
+        (v, b, self.caught.load(Ordering::Relaxed))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn setuid_capabilities_and_devices_exist_only_inside_the_image() {
+    let mut layer = oci::Layer::default()
+        .dir("usr/bin/")
+        .entry("usr/bin/id", EntryType::Regular, 0o4755, b"#!/bin/sh\necho uid=0\n")
+        .entry("var/mail/", EntryType::Directory, 0o2775, b"")
+        .file_with_xattr("usr/bin/ping", 0o755, b"ping", "security.capability", &CAP_NET_RAW)
+        .device("dev/vda", EntryType::Block, 252, 0)
+        .device("dev/null", EntryType::Char, 1, 3);
+    // Enough files that the build lasts long enough for the watcher to see the staging tree.
+    for i in 0..4000 {
+        layer = layer.file(&format!("bulk/{i}"), format!("{i:01024}").as_bytes());
+    }
+    let image = oci::Image::new(vec![oci::gzip(&layer.tar())], serde_json::json!({"Cmd": ["/bin/sh"]}));
+    let (dir, store) = new_store();
+    let reference = layout(dir.path(), &image);
+
+    let watcher = Watcher::start(dir.path().join("images/tmp"));
+    let pulled = store.pull(&reference, &[], None).await;
+    let (violations, build_modes, caught) = watcher.finish();
+    let pulled = pulled.unwrap();
+
+    assert_eq!(violations, BTreeSet::new(), "privileged metadata existed on the host while the disk was built");
+    assert!(caught > 0, "the watcher never saw the staging tree; make the image bigger");
+    let images = dir.path().join("images");
+    assert_eq!(std::fs::metadata(images.join("tmp")).unwrap().mode() & 0o777, 0o700);
+    assert!(!build_modes.is_empty());
+    for (path, mode) in &build_modes {
+        assert_eq!(*mode, 0o700, "{} was {mode:o} during the build", path.display());
+    }
+
+    let disk = &pulled.base_disk;
+    let id = debugfs(disk, "stat /usr/bin/id");
+    assert!(id.contains("Mode:  04755") && id.contains("User:     0"), "{id}");
+    assert!(debugfs(disk, "stat /var/mail").contains("Mode:  02775"));
+    let ping = debugfs(disk, "stat /usr/bin/ping");
+    assert!(ping.contains("security.capability (20) = 01 00 00 02 00 20 00 00"), "{ping}");
+    let vda = debugfs(disk, "stat /dev/vda");
+    assert!(vda.contains("Type: block special") && vda.contains("Mode:  0666") && vda.contains("(hex fc:00)"), "{vda}");
+    let null = debugfs(disk, "stat /dev/null");
+    assert!(null.contains("Type: character special") && null.contains("(hex 01:03)"), "{null}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_store_is_private_to_its_owner() {
+    let image = oci::Image::new(vec![oci::Layer::default().file("etc/hostname", b"box\n").tar()], serde_json::json!({}));
+    let (dir, store) = new_store();
+    let pulled = store.pull(&layout(dir.path(), &image), &[], None).await.unwrap();
+    let images = dir.path().join("images");
+    let (mut dirs, mut files) = (0, 0);
+    let mut stack = vec![images.clone()];
+    while let Some(path) = stack.pop() {
+        let md = std::fs::symlink_metadata(&path).unwrap();
+        if md.is_dir() {
+            assert_eq!(md.mode() & 0o777, 0o700, "{} is {:o}", path.display(), md.mode() & 0o777);
+            dirs += 1;
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.parent().unwrap().file_name().unwrap() != "locks" {
+            assert_eq!(md.mode() & 0o777, 0o600, "{} is {:o}", path.display(), md.mode() & 0o777);
+            files += 1;
+        }
+    }
+    assert_eq!(dirs, 7, "images, blobs, blobs/sha256, disks, refs, locks, tmp");
+    // config, layer, manifest, the base disk and the reference record.
+    assert_eq!(files, 5);
+    assert_eq!(std::fs::metadata(&pulled.base_disk).unwrap().mode() & 0o777, 0o600);
+}
