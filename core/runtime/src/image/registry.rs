@@ -20,8 +20,10 @@ use crate::error::{Error, Result};
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A registry that stops sending for this long mid-transfer fails the pull.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// A manifest (a few KiB, after any token exchange) that takes longer than this will not come.
-const MANIFEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// A registry that accepted the connection but has not answered a request (a manifest, after any
+/// token exchange, or the headers of a blob) within this time counts as unreachable. Together with
+/// [`CONNECT_TIMEOUT`] it keeps a dead or wedged registry under 5 s to a clear error.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(4);
 /// Layers downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 3;
 
@@ -103,37 +105,32 @@ impl Registries {
         let name = reference.display();
         let mut searched: Vec<String> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
-        let mut unreachable: Vec<String> = Vec::new();
-        let mut answered = false;
         for candidate in candidates {
             let host = &candidate.host;
-            // Its library/ fallback would fail the same way.
-            if notes.contains(&format!("{host} is unreachable")) {
-                continue;
-            }
             if !searched.contains(host) {
                 searched.push(host.clone());
             }
             let oci_ref = to_oci_reference(&candidate, None);
             match self.fetch_manifest(&oci_ref).await {
                 Ok(bytes) => return self.select(candidate, bytes, blobs).await,
-                Err(Failure::NotFound) => answered = true,
-                Err(Failure::Unreachable(msg)) | Err(Failure::Auth(msg))
-                    if explicit || self.has_credentials(&candidate.host) =>
-                {
+                Err(Failure::NotFound) => {}
+                // Only "not found" moves on: a registry that is down may well hold the image, and
+                // taking the name from the next registry (Docker Hub) instead would pull whatever
+                // someone published there under it.
+                Err(Failure::Unreachable(msg)) if explicit => return Err(Error::Registry(msg)),
+                Err(Failure::Unreachable(msg)) => {
+                    return Err(Error::Registry(format!(
+                        "cannot pull '{name}': {msg}; the registries after it were not searched"
+                    )))
+                }
+                Err(Failure::Auth(msg)) if explicit || self.has_credentials(&candidate.host) => {
                     return Err(Error::Registry(msg))
                 }
                 Err(Failure::Auth(_)) => {
                     // Docker Hub answers "unauthorized" for repositories that do not exist.
-                    answered = true;
                     if candidate.host != DOCKER_HUB {
                         notes.push(format!("{} requires credentials", candidate.host));
                     }
-                }
-                Err(Failure::Unreachable(msg)) => {
-                    tracing::warn!(registry = %candidate.host, "{msg}");
-                    notes.push(format!("{} is unreachable", candidate.host));
-                    unreachable.push(msg);
                 }
                 Err(Failure::Other(e)) => return Err(e),
             }
@@ -144,12 +141,6 @@ impl Registries {
         } else {
             format!(" ({})", notes.join(", "))
         };
-        if !answered {
-            return Err(Error::Registry(format!(
-                "cannot pull '{name}': {}",
-                unreachable.join("; ")
-            )));
-        }
         Err(Error::Image(format!(
             "image '{name}' not found in {}{notes}; check the name and tag",
             searched.join(", ")
@@ -218,13 +209,10 @@ impl Registries {
         let request = self
             .client
             .pull_manifest_raw(oci_ref, &auth, MANIFEST_MEDIA_TYPES);
-        match tokio::time::timeout(MANIFEST_TIMEOUT, request).await {
+        match tokio::time::timeout(ANSWER_TIMEOUT, request).await {
             Ok(Ok((bytes, _))) => Ok(bytes.to_vec()),
             Ok(Err(e)) => Err(self.classify(e, &host)),
-            Err(_) => Err(Failure::Unreachable(format!(
-                "registry {host} did not answer within {} s; check that it is running and reachable",
-                MANIFEST_TIMEOUT.as_secs()
-            ))),
+            Err(_) => Err(no_answer(&host)),
         }
     }
 
@@ -243,7 +231,7 @@ impl Registries {
         let mut downloads =
             futures::stream::iter(digests.iter().cloned().map(|(digest, size)| async move {
                 if !blobs.contains(&digest)? {
-                    self.fetch_blob(oci_ref, &digest, blobs).await?;
+                    self.fetch_blob(oci_ref, &digest, size, blobs).await?;
                 }
                 Ok::<_, Error>((digest, size))
             }))
@@ -255,28 +243,72 @@ impl Registries {
         Ok(())
     }
 
-    async fn fetch_blob(&self, oci_ref: &Reference, digest: &str, blobs: &BlobStore) -> Result<()> {
+    /// Downloads one blob of `size` bytes (as its descriptor declares) into the store. Never
+    /// writes more than `size` bytes: a registry that announces or sends more is cut off.
+    async fn fetch_blob(
+        &self,
+        oci_ref: &Reference,
+        digest: &str,
+        size: u64,
+        blobs: &BlobStore,
+    ) -> Result<()> {
         let host = oci_ref.registry().to_string();
+        let request = self.client.pull_blob_stream(oci_ref, digest);
+        let mut stream = match tokio::time::timeout(ANSWER_TIMEOUT, request).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                return Err(match self.classify(e, &host) {
+                    Failure::NotFound => Error::Image(format!(
+                        "registry {host} does not have blob {digest} that {} lists; the image is incomplete there, push it again",
+                        candidate_of(oci_ref).normalized()
+                    )),
+                    other => self.failure_error(other, &candidate_of(oci_ref)),
+                })
+            }
+            Err(_) => return Err(self.failure_error(no_answer(&host), &candidate_of(oci_ref))),
+        };
+        let oversized = |what: String| {
+            Error::Image(format!(
+                "registry {host} {what} for blob {digest}, whose descriptor declares {size} bytes; refusing the blob"
+            ))
+        };
+        if let Some(announced) = stream.content_length.filter(|n| *n > size) {
+            return Err(oversized(format!("announces {announced} bytes")));
+        }
         let (mut writer, file) = blobs.writer(digest)?;
         let path = writer.temp_path().to_path_buf();
         let mut file = tokio::fs::File::from_std(file);
-        let mut stream = self
-            .client
-            .pull_blob_stream(oci_ref, digest)
-            .await
-            .map_err(|e| self.failure_error(self.classify(e, &host), &candidate_of(oci_ref)))?;
+        let mut received: u64 = 0;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
-                Error::Registry(format!(
-                    "downloading {digest} from {host} failed: {e}; try the pull again"
-                ))
+                let digest_error = e
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
+                if digest_error {
+                    Error::Image(format!(
+                        "blob {digest} from registry {host} does not match its digest ({e}); the registry's copy is corrupt or was tampered with"
+                    ))
+                } else {
+                    Error::Registry(format!(
+                        "downloading {digest} from {host} failed: {e}; try the pull again"
+                    ))
+                }
             })?;
+            received += chunk.len() as u64;
+            if received > size {
+                return Err(oversized(format!("sent more than {size} bytes")));
+            }
             writer.update(&chunk);
             file.write_all(&chunk)
                 .await
                 .map_err(|e| Error::storage("cannot write", &path, e))?;
             // A fast registry never makes this loop wait; yielding lets an abort land promptly.
             tokio::task::consume_budget().await;
+        }
+        if received < size {
+            return Err(Error::Registry(format!(
+                "downloading {digest} from {host} ended after {received} of {size} bytes; try the pull again"
+            )));
         }
         let file = file.into_std().await;
         tokio::task::spawn_blocking(move || writer.commit(file))
@@ -305,6 +337,7 @@ impl Registries {
                     matches!(
                         c,
                         OciErrorCode::ManifestUnknown
+                            | OciErrorCode::BlobUnknown
                             | OciErrorCode::NameUnknown
                             | OciErrorCode::NotFound
                     )
@@ -356,6 +389,13 @@ impl Registries {
             other => Failure::Other(Error::Registry(format!("registry {host}: {other}"))),
         }
     }
+}
+
+fn no_answer(host: &str) -> Failure {
+    Failure::Unreachable(format!(
+        "registry {host} accepted the connection but did not answer within {} s; check that it is running and reachable",
+        ANSWER_TIMEOUT.as_secs()
+    ))
 }
 
 fn to_oci_reference(candidate: &Candidate, digest: Option<&str>) -> Reference {
