@@ -7,9 +7,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 
 /// Exit code for BoxLite's own failures (as `docker run` does), so they differ from the command's.
 const EXIT_BOXLITE_ERROR: u8 = 125;
+/// Exit code when the command exists but cannot be executed (as a shell and `docker run` do).
+const EXIT_NOT_EXECUTABLE: u8 = 126;
+/// Exit code when the command does not exist (as a shell and `docker run` do).
+const EXIT_NOT_FOUND: u8 = 127;
+/// Signals that make `run` wind down: the first stops the box gracefully, the second exits at once.
+const INTERRUPTS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// After an interrupt is passed on to the command, how long it gets to end before the box stops.
+const COMMAND_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Parser)]
 #[command(name = "boxlite", version, about = "Run commands in micro-VMs booted from OCI images")]
@@ -55,7 +65,7 @@ enum Command {
         /// User inside the box (name, uid or uid:gid).
         #[arg(short = 'u', long)]
         user: Option<String>,
-        /// Kill the command after this many seconds.
+        /// Kill the command after this many seconds (at least 1; leave it out for no limit).
         #[arg(long)]
         timeout: Option<u64>,
         /// Forward this terminal's stdin to the command.
@@ -106,10 +116,75 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("boxlite: error [{}]: {e}", e.code());
+            report(&e);
             ExitCode::from(EXIT_BOXLITE_ERROR)
         }
     }
+}
+
+fn report(e: &boxlite::Error) {
+    eprintln!("boxlite: error [{}]: {e}", e.code());
+}
+
+/// The exit code for a command that could not start: 127 not found, 126 not executable, else 125.
+// The runtime reports both as INVALID_ARGUMENT with wording of its own (boxlite::guest); a typed
+// reason on the error would be better, but the error enum carries only messages today.
+fn start_failure_exit_code(e: &boxlite::Error) -> u8 {
+    let msg = e.to_string();
+    let about_command = e.code() == "INVALID_ARGUMENT" && msg.starts_with("command '");
+    if about_command && msg.ends_with("' not found in the box") {
+        EXIT_NOT_FOUND
+    } else if about_command && msg.ends_with("' is not executable in the box") {
+        EXIT_NOT_EXECUTABLE
+    } else {
+        EXIT_BOXLITE_ERROR
+    }
+}
+
+/// Watches SIGINT, SIGTERM and SIGHUP. The first one is published on the returned channel (the
+/// caller winds down gracefully); a second one exits at once with 128 + its number.
+fn watch_interrupts() -> boxlite::Result<watch::Receiver<Option<libc::c_int>>> {
+    let install = |sig: libc::c_int| {
+        signal(SignalKind::from_raw(sig))
+            .map_err(|e| boxlite::Error::Internal(format!("cannot install the handler for signal {sig}: {e}")))
+    };
+    let mut handlers = [install(INTERRUPTS[0])?, install(INTERRUPTS[1])?, install(INTERRUPTS[2])?];
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let _ = tx.send(Some(next_interrupt(&mut handlers).await));
+        let second = next_interrupt(&mut handlers).await;
+        eprintln!("boxlite: interrupted again: exiting at once, without stopping the box");
+        std::process::exit(128 + second);
+    });
+    Ok(rx)
+}
+
+async fn next_interrupt([int, term, hup]: &mut [tokio::signal::unix::Signal; 3]) -> libc::c_int {
+    tokio::select! {
+        _ = int.recv() => INTERRUPTS[0],
+        _ = term.recv() => INTERRUPTS[1],
+        _ = hup.recv() => INTERRUPTS[2],
+    }
+}
+
+/// Resolves with the first interrupt; never, if there is none.
+async fn interrupted(rx: &mut watch::Receiver<Option<libc::c_int>>) -> libc::c_int {
+    match rx.wait_for(Option::is_some).await {
+        Ok(sig) => sig.unwrap_or_default(),
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// How `run`'s command ended.
+enum Ended {
+    /// It ran and exited with this code (128 + signal if a signal ended it).
+    Exited(u8),
+    /// It never ran: the box did not boot or the command could not start.
+    NotStarted(boxlite::Error),
+    /// It ran, but following it failed.
+    Failed(boxlite::Error),
+    /// boxlite got this signal.
+    Interrupted(libc::c_int),
 }
 
 fn parse_env(entries: &[String]) -> boxlite::Result<Vec<(String, String)>> {
@@ -136,13 +211,40 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
     let runtime = Runtime::new(RuntimeOptions { home: cli.home, registries, accel, assets_dir: None })?;
     match cli.command {
         Command::Run { rm, name, cpus, memory_mib, env, workdir, user, timeout, interactive, image, command } => {
+            if timeout == Some(0) {
+                return Err(boxlite::Error::InvalidArgument(
+                    "--timeout 0: give at least 1 second, or leave --timeout out for no limit".into(),
+                ));
+            }
+            let mut interrupts = watch_interrupts()?;
             let options = BoxOptions { image, name, cpus, memory_mib, env: parse_env(&env)?, working_dir: workdir, user, ..Default::default() };
-            let sandbox = runtime.create(options).await?;
-            let result = run_in_box(&sandbox, command, timeout, interactive).await;
-            let cleanup = if rm { runtime.remove(sandbox.id(), true).await } else { sandbox.stop().await };
-            let code = result?;
+            let sandbox = tokio::select! {
+                created = runtime.create(options) => created?,
+                sig = interrupted(&mut interrupts) => return Ok(ExitCode::from(128 + sig as u8)),
+            };
+            let ended = run_in_box(&sandbox, command, timeout, interactive, interrupts.clone()).await;
+            // A box whose command never ran holds nothing of the user's: it goes, named or not.
+            let cleanup = if rm || matches!(ended, Ended::NotStarted(_)) {
+                runtime.remove(sandbox.id(), true).await
+            } else {
+                sandbox.stop().await
+            };
+            let code = match ended {
+                Ended::Exited(code) => code,
+                Ended::NotStarted(e) => {
+                    report(&e);
+                    start_failure_exit_code(&e)
+                }
+                Ended::Failed(e) => {
+                    report(&e);
+                    EXIT_BOXLITE_ERROR
+                }
+                Ended::Interrupted(sig) => 128 + sig as u8,
+            };
             cleanup?;
-            Ok(code)
+            // An interrupt during the cleanup is answered by the cleanup itself (a graceful stop).
+            let late_interrupt = *interrupts.borrow();
+            Ok(ExitCode::from(late_interrupt.map_or(code, |sig| 128 + sig as u8)))
         }
         Command::Pull { image } => {
             let img = runtime.pull(&image, None).await?;
@@ -181,19 +283,36 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
     }
 }
 
-/// Runs the command, streaming its output here; returns its exit code (128 + signal if killed).
-async fn run_in_box(sandbox: &LiteBox, command: Vec<String>, timeout: Option<u64>, interactive: bool) -> boxlite::Result<ExitCode> {
+/// Runs the command, streaming its output here. On an interrupt the command gets the signal and
+/// [`COMMAND_GRACE`] to end; the caller then stops the box.
+async fn run_in_box(
+    sandbox: &LiteBox,
+    command: Vec<String>,
+    timeout: Option<u64>,
+    interactive: bool,
+    mut interrupts: watch::Receiver<Option<libc::c_int>>,
+) -> Ended {
     let argv = if command.is_empty() {
-        let config = sandbox.info()?.image.config;
-        [config.entrypoint, config.cmd].concat()
+        match sandbox.info() {
+            Ok(rec) => [rec.image.config.entrypoint, rec.image.config.cmd].concat(),
+            Err(e) => return Ended::NotStarted(e),
+        }
     } else {
         command
     };
     let Some((program, args)) = argv.split_first() else {
-        return Err(boxlite::Error::InvalidArgument("no command given and the image has no entrypoint or cmd".into()));
+        return Ended::NotStarted(boxlite::Error::InvalidArgument("no command given and the image has no entrypoint or cmd".into()));
     };
     let cmd = ExecCommand { timeout: timeout.map(Duration::from_secs), ..ExecCommand::new(program.clone(), args.to_vec()) };
-    let mut execution = sandbox.exec(cmd).await?;
+    let started = tokio::select! {
+        started = sandbox.exec(cmd) => started,
+        sig = interrupted(&mut interrupts) => return Ended::Interrupted(sig),
+    };
+    let mut execution = match started {
+        Ok(execution) => execution,
+        Err(e) => return Ended::NotStarted(e),
+    };
+    let control = execution.control();
     let mut stdout = execution.stdout.take().expect("fresh execution has stdout");
     let mut stderr = execution.stderr.take().expect("fresh execution has stderr");
     if let Some(stdin) = execution.stdin.take() {
@@ -212,21 +331,52 @@ async fn run_in_box(sandbox: &LiteBox, command: Vec<String>, timeout: Option<u64
             let _ = stdin.close().await;
         }
     }
-    let copy_out = async {
-        while let Some(chunk) = stdout.next().await {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&chunk).and_then(|_| out.flush());
+    let finished = async {
+        let copy_out = async {
+            while let Some(chunk) = stdout.next().await {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&chunk).and_then(|_| out.flush());
+            }
+        };
+        let copy_err = async {
+            while let Some(chunk) = stderr.next().await {
+                let _ = std::io::stderr().write_all(&chunk);
+            }
+        };
+        tokio::join!(copy_out, copy_err);
+        execution.wait().await
+    };
+    tokio::pin!(finished);
+    let status = tokio::select! {
+        status = &mut finished => status,
+        sig = interrupted(&mut interrupts) => {
+            let _ = control.signal(sig).await;
+            let _ = tokio::time::timeout(COMMAND_GRACE, &mut finished).await;
+            return Ended::Interrupted(sig);
         }
     };
-    let copy_err = async {
-        while let Some(chunk) = stderr.next().await {
-            let _ = std::io::stderr().write_all(&chunk);
+    match status {
+        Ok(status) => {
+            if status.timed_out {
+                eprintln!("boxlite: command killed after its {}s timeout", timeout.unwrap_or_default());
+            }
+            Ended::Exited(status.exit_code().clamp(0, 255) as u8)
         }
-    };
-    tokio::join!(copy_out, copy_err);
-    let status = execution.wait().await?;
-    if status.timed_out {
-        eprintln!("boxlite: command killed after its {}s timeout", timeout.unwrap_or_default());
+        Err(e) => Ended::Failed(e),
     }
-    Ok(ExitCode::from(status.exit_code().clamp(0, 255) as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_failures_map_to_shell_exit_codes() {
+        let invalid = |m: &str| boxlite::Error::InvalidArgument(m.into());
+        assert_eq!(start_failure_exit_code(&invalid("command 'nosuch' not found in the box")), 127);
+        assert_eq!(start_failure_exit_code(&invalid("command '/etc' is not executable in the box")), 126);
+        assert_eq!(start_failure_exit_code(&invalid("user 'x' not found in the box's /etc/passwd")), 125);
+        assert_eq!(start_failure_exit_code(&invalid("working directory '/f' is not a directory in the box")), 125);
+        assert_eq!(start_failure_exit_code(&boxlite::Error::GuestBoot("command 'x' not found in the box".into())), 125);
+    }
 }

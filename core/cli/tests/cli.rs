@@ -70,3 +70,39 @@ fn bad_memory_is_rejected_before_anything_happens() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr.contains("INVALID_ARGUMENT") && stderr.contains("128 to 65536"), "{stderr}");
 }
+
+#[test]
+fn timeout_zero_is_refused_before_anything_happens() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run(boxlite(home.path(), &["run", "--timeout", "0", "busybox:latest", "true"]));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("INVALID_ARGUMENT") && stderr.contains("--timeout 0"), "{stderr}");
+    assert_eq!(run(boxlite(home.path(), &["ls"])).stdout.iter().filter(|&&b| b == b'\n').count(), 1);
+}
+
+#[test]
+fn commands_that_cannot_start_exit_like_a_shell_and_leave_no_box() {
+    let home = tempfile::tempdir().unwrap();
+    for (args, code, needle) in [
+        (&["nosuch"][..], 127, "command 'nosuch' not found in the box"),
+        (&["/etc/passwd"][..], 126, "command '/etc/passwd' is not executable in the box"),
+        (&["-w", "/etc/passwd", "busybox:latest", "true"][..], 125, "working directory '/etc/passwd' is not a directory"),
+    ] {
+        let mut argv = vec!["run", "--name", "retry"];
+        if args[0] != "-w" {
+            argv.push("busybox:latest");
+        }
+        argv.extend_from_slice(args);
+        let out = run(boxlite(home.path(), &argv));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{argv:?}: {stderr}");
+        assert!(stderr.contains("INVALID_ARGUMENT") && stderr.contains(needle), "{argv:?}: {stderr}");
+        let ls = text(&run(boxlite(home.path(), &["ls"])).stdout);
+        assert_eq!(ls.lines().count(), 1, "{argv:?} left a box: {ls}");
+        assert_eq!(std::fs::read_dir(home.path().join("boxes")).unwrap().count(), 0);
+    }
+    // The name of a box that never ran is free again.
+    let out = run(boxlite(home.path(), &["run", "--rm", "--name", "retry", "busybox:latest", "true"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
