@@ -3,8 +3,9 @@
 
 use crate::error::{Error, Result};
 use boxlite_protocol::v1::guest_client::GuestClient;
-use boxlite_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, Signal};
+use boxlite_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, Signal, SpawnFailure};
 use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES};
+use prost::Message;
 use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
@@ -47,11 +48,18 @@ impl Guest {
 
     /// Starts a command. Errors if it could not be started (not found, bad cwd or user).
     pub async fn exec(&self, start: ExecStart) -> Result<Execution> {
+        let argv0 = start.argv.first().cloned().unwrap_or_default();
+        let request = ExecInput { kind: Some(exec_input::Kind::Start(start)) };
+        // Checked here: past the limit the transport fails with a bare HTTP/2 protocol error.
+        let size = request.encoded_len();
+        if size > MAX_MESSAGE_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "the command's arguments and environment take {size} bytes, over the {MAX_MESSAGE_BYTES}-byte \
+                 limit of one exec request; pass big inputs through stdin or a file"
+            )));
+        }
         let (input_tx, input_rx) = mpsc::channel::<ExecInput>(16);
-        input_tx
-            .send(ExecInput { kind: Some(exec_input::Kind::Start(start)) })
-            .await
-            .map_err(|_| Error::Internal("exec input closed".into()))?;
+        input_tx.send(request).await.map_err(|_| Error::Internal("exec input closed".into()))?;
         let mut outputs = self
             .client
             .clone()
@@ -60,9 +68,11 @@ impl Guest {
             .map_err(rpc_error)?
             .into_inner();
         // The first message says whether the command started.
-        match outputs.message().await.map_err(rpc_error)?.and_then(|m| m.kind) {
+        let first = outputs.message().await.map_err(rpc_error)?;
+        let failure = first.as_ref().map(|m| m.spawn_failure()).unwrap_or_default();
+        match first.and_then(|m| m.kind) {
             Some(exec_output::Kind::Started(_)) => {}
-            Some(exec_output::Kind::SpawnError(msg)) => return Err(Error::InvalidArgument(truncate(msg))),
+            Some(exec_output::Kind::SpawnError(msg)) => return Err(spawn_error(failure, &argv0, msg)),
             other => return Err(Error::Guest(format!("guest sent {other:?} instead of `started`"))),
         }
         // Bounded buffers (at most OUTPUT_QUEUE chunks of 64 KiB): a consumer that stops reading
@@ -124,6 +134,18 @@ fn truncate(mut s: String) -> String {
         s.truncate(end);
     }
     s
+}
+
+/// A command the guest could not start. Not-found and not-executable get wording of our own that
+/// does not depend on the agent's (callers such as the CLI tell them apart by it); other failures
+/// keep the agent's message.
+fn spawn_error(failure: SpawnFailure, argv0: &str, guest_message: String) -> Error {
+    let argv0 = truncate(argv0.to_string());
+    Error::InvalidArgument(match failure {
+        SpawnFailure::NotFound => format!("command '{argv0}' not found in the box"),
+        SpawnFailure::NotExecutable => format!("command '{argv0}' is not executable in the box"),
+        SpawnFailure::BadRequest | SpawnFailure::Unspecified => truncate(guest_message),
+    })
 }
 
 fn rpc_error(status: tonic::Status) -> Error {
