@@ -178,3 +178,89 @@ async fn the_image_store_is_private_to_its_owner() {
     assert_eq!(files, 5);
     assert_eq!(std::fs::metadata(&pulled.base_disk).unwrap().mode() & 0o777, 0o600);
 }
+
+/// Bytes under `dir`, as allocated (st_blocks), each inode once.
+fn allocated_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
+        if seen.insert(md.ino()) {
+            total += md.blocks() * 512;
+        }
+        if md.is_dir() {
+            stack.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gzip_bomb_is_refused_naming_the_layer_and_the_limit() {
+    // 4 MB of gzip that expands to one 4 GiB file of zeros.
+    let bomb = oci::gzip_zero_bomb("zeros", 4096);
+    assert!(bomb.len() < 8 << 20, "{}", bomb.len());
+    let image = oci::Image::new(vec![bomb], serde_json::json!({}));
+    let (dir, store) = new_store();
+    let store = store.with_max_unpacked_bytes(1 << 30);
+    let started = std::time::Instant::now();
+    let err = store.pull(&layout(dir.path(), &image), &[], None).await.unwrap_err();
+    eprintln!("gzip bomb: refused after {:?}: {err}", started.elapsed());
+    assert_eq!(err.code(), "IMAGE", "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&image.layer_digest(0)) && msg.contains("max_unpacked_bytes") && msg.contains("1073741824"), "{msg}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(std::fs::read_dir(dir.path().join("images/tmp")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(dir.path().join("images/disks")).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gnu_sparse_bomb_is_refused_at_its_header() {
+    // A 10 KB tar whose one entry claims 3 GiB.
+    let layer = oci::gnu_sparse_layer("sparse", 3 << 30);
+    assert!(layer.len() < 10 << 10);
+    let image = oci::Image::new(vec![layer], serde_json::json!({}));
+    let (dir, store) = new_store();
+    let store = store.with_max_unpacked_bytes(1 << 30);
+    let started = std::time::Instant::now();
+    let err = store.pull(&layout(dir.path(), &image), &[], None).await.unwrap_err();
+    eprintln!("sparse bomb: refused after {:?}", started.elapsed());
+    assert_eq!(err.code(), "IMAGE", "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&image.layer_digest(0)) && msg.contains("max_unpacked_bytes"), "{msg}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zeros_within_the_limit_are_staged_as_holes() {
+    // 256 MiB of zeros plus a 256 MiB GNU sparse file, under the default limit.
+    let image = oci::Image::new(
+        vec![oci::gzip_zero_bomb("zeros", 256), oci::gnu_sparse_layer("sparse", 256 << 20)],
+        serde_json::json!({}),
+    );
+    let (dir, store) = new_store();
+    let tmp = dir.path().join("images/tmp");
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                    peak = peak.max(allocated_bytes(&entry.path().join("rootfs")));
+                }
+            }
+            peak
+        })
+    };
+    let pulled = store.pull(&layout(dir.path(), &image), &[], None).await;
+    stop.store(true, Ordering::Relaxed);
+    let peak = peak.join().unwrap();
+    let pulled = pulled.unwrap();
+    let disk = std::fs::metadata(&pulled.base_disk).unwrap();
+    eprintln!("512 MiB of zeros: staging tree peaked at {peak} bytes allocated; base disk {} bytes allocated", disk.blocks() * 512);
+    assert!(peak < 16 << 20, "the staging tree took {peak} bytes");
+    let zeros = debugfs(&pulled.base_disk, "stat /zeros");
+    assert!(zeros.contains("Size: 268435456"), "{zeros}");
+}

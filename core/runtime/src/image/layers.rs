@@ -33,6 +33,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 
+/// Runs of zeros this long (and aligned to it in the file) become holes instead of writes.
+const SPARSE_BLOCK: usize = 4096;
+const COPY_BUFFER_BYTES: usize = 32 * SPARSE_BLOCK;
+static ZERO_BLOCK: [u8; SPARSE_BLOCK] = [0; SPARSE_BLOCK];
 /// Symlinks followed while resolving one path, as Linux's MAXSYMLINKS.
 const MAX_SYMLINKS: usize = 40;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -66,6 +70,14 @@ pub(crate) struct TreeStats {
     pub inodes: u64,
 }
 
+/// How many bytes of file content all layers together may unpack, and why (for the error).
+#[derive(Clone, Debug)]
+pub(crate) struct UnpackLimit {
+    pub bytes: u64,
+    /// What the bound is and how to lift it, e.g. "the image store's max_unpacked_bytes; raise it".
+    pub reason: String,
+}
+
 /// A staging root filesystem that layers are applied to.
 pub(crate) struct Rootfs {
     path: PathBuf,
@@ -73,6 +85,11 @@ pub(crate) struct Rootfs {
     euid: u32,
     /// Keyed by inode: a path is not stable (hardlinks, later renames by whiteouts).
     fixups: HashMap<u64, Fixup>,
+    limit: UnpackLimit,
+    /// Apparent bytes of regular files written so far, over all layers (sparse or not).
+    unpacked: u64,
+    /// Copy buffer for file content, reused across entries.
+    buf: Vec<u8>,
 }
 
 /// What one layer touched, for opaque whiteouts and deferred directory times.
@@ -109,6 +126,9 @@ impl Rootfs {
             root,
             euid: nix::unistd::geteuid().as_raw(),
             fixups: HashMap::new(),
+            limit: UnpackLimit { bytes: u64::MAX, reason: String::new() },
+            unpacked: 0,
+            buf: vec![0; COPY_BUFFER_BYTES],
         };
         // The root of an image is root-owned 0755 unless a layer says otherwise.
         let meta = Meta {
@@ -125,6 +145,11 @@ impl Rootfs {
         fs.set_dir_meta(&root, &meta)
             .map_err(|e| fs_error(e, "set up", OsStr::new("/")))?;
         Ok(fs)
+    }
+
+    /// Bounds the bytes of file content that the layers applied from now on may unpack in total.
+    pub fn set_limit(&mut self, limit: UnpackLimit) {
+        self.limit = limit;
     }
 
     /// Applies one (already decompressed) layer tar stream. `what` names the layer in errors.
@@ -222,8 +247,18 @@ impl Rootfs {
         use tar::EntryType as T;
         let ino = match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                let mut file = create_new_file(dir, name).map_err(ctx)?;
-                std::io::copy(entry, &mut file).map_err(|e| match e.raw_os_error() {
+                // The header's size is what the entry expands to (a sparse entry's real size), so
+                // a bomb is refused before any of it is written.
+                let size = entry.size();
+                self.unpacked = self.unpacked.saturating_add(size);
+                if self.unpacked > self.limit.bytes {
+                    return Err(Error::Image(format!(
+                        "layer {what} unpacks to more than {} bytes (at '{shown}', a file of {size} bytes), beyond {}; refusing the image",
+                        self.limit.bytes, self.limit.reason
+                    )));
+                }
+                let file = create_new_file(dir, name).map_err(ctx)?;
+                write_sparse(entry, &file, &mut self.buf).map_err(|e| match e.raw_os_error() {
                     Some(code) if is_local_failure(Errno::from_raw(code)) => {
                         Error::storage("cannot write staging file for", shown.clone(), e)
                     }
@@ -638,6 +673,49 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<R>) -> std::io::Result<Meta> {
         }
     }
     Ok(meta)
+}
+
+/// Copies `reader` into the new, empty `file`, seeking over blocks of zeros so they stay holes:
+/// a layer of zeros (a decompression bomb, a GNU sparse entry) costs no disk. Returns the size.
+fn write_sparse(reader: &mut impl Read, file: &File, buf: &mut [u8]) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut offset = 0u64;
+    loop {
+        // A full buffer each round keeps blocks aligned to the file offset.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let data = &buf[..filled];
+        let mut run: Option<usize> = None;
+        for (i, block) in data.chunks(SPARSE_BLOCK).enumerate() {
+            let at = i * SPARSE_BLOCK;
+            // Slice equality is a memcmp.
+            match (block == &ZERO_BLOCK[..block.len()], run) {
+                (false, None) => run = Some(at),
+                (true, Some(start)) => {
+                    file.write_all_at(&data[start..at], offset + start as u64)?;
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(start) = run {
+            file.write_all_at(&data[start..], offset + start as u64)?;
+        }
+        offset += filled as u64;
+        if filled < buf.len() {
+            break;
+        }
+    }
+    // Trailing zeros were skipped: the size still counts them.
+    file.set_len(offset)?;
+    Ok(offset)
 }
 
 /// Creates `name` in `dir` for writing; never follows or replaces what is there.
@@ -1120,6 +1198,81 @@ mod tests {
         assert!(stat("/dev").contains("User:     0"));
         assert!(stat("/").contains("User:     0"));
         crate::image::ext4::tests::assert_fsck_clean(&disk);
+    }
+
+    /// A GNU sparse entry of `real_size` bytes whose only data is 512 bytes of 'x' at the end.
+    fn gnu_sparse_layer(name: &str, real_size: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_mode(0o644);
+        h.set_size(512);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.set_real_size(real_size);
+        gnu.sparse[0].set_offset(real_size - 512);
+        gnu.sparse[0].set_length(512);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &[b'x'; 512][..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn runs_of_zeros_are_written_as_holes() {
+        let mut f = Fixture::new();
+        let mut mixed = vec![b'a'; 4096];
+        mixed.extend(vec![0u8; 1 << 20]);
+        mixed.extend(b"0123456789");
+        mixed.extend(vec![0u8; 3 * 4096 + 17]);
+        let zeros = vec![0u8; 64 << 20];
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [("zeros", &zeros), ("mixed", &mixed)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        f.fs.apply_layer(&b.into_inner().unwrap()[..], "t").unwrap();
+        let md = std::fs::metadata(f.root().join("zeros")).unwrap();
+        assert_eq!(md.len(), 64 << 20);
+        assert!(md.blocks() * 512 <= 64 << 10, "{} bytes allocated for 64 MiB of zeros", md.blocks() * 512);
+        let md = std::fs::metadata(f.root().join("mixed")).unwrap();
+        assert!(md.blocks() * 512 <= 64 << 10, "{} bytes allocated", md.blocks() * 512);
+        assert_eq!(std::fs::read(f.root().join("mixed")).unwrap(), mixed);
+        let (stats, _) = f.fs.finish().unwrap();
+        assert_eq!(stats.content_bytes, (64 << 20) + mixed.len() as u64);
+    }
+
+    #[test]
+    fn gnu_sparse_entries_stay_sparse_and_count_at_their_real_size() {
+        let mut f = Fixture::new();
+        let layer = gnu_sparse_layer("sparse", 256 << 20);
+        assert!(layer.len() < 10 << 10);
+        f.fs.apply_layer(&layer[..], "t").unwrap();
+        let md = std::fs::metadata(f.root().join("sparse")).unwrap();
+        assert_eq!(md.len(), 256 << 20);
+        assert!(md.blocks() * 512 <= 64 << 10, "{} bytes allocated", md.blocks() * 512);
+
+        let mut f = Fixture::new();
+        f.fs.set_limit(UnpackLimit { bytes: 1 << 30, reason: "the test's limit".into() });
+        let started = std::time::Instant::now();
+        let err = f.fs.apply_layer(&gnu_sparse_layer("bomb", 3 << 30)[..], "sha256:abc").unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Image(_)) && msg.contains("layer sha256:abc") && msg.contains("more than 1073741824 bytes") && msg.contains("the test's limit"),
+            "{msg}"
+        );
+        assert!(!f.root().join("bomb").exists());
+    }
+
+    #[test]
+    fn the_limit_counts_every_layer() {
+        let mut f = Fixture::new();
+        f.fs.set_limit(UnpackLimit { bytes: 10, reason: "ten bytes".into() });
+        f.apply(Layer::new().file("a", "123456")).unwrap();
+        let err = f.apply(Layer::new().file("b", "123456")).unwrap_err();
+        assert!(err.to_string().contains("ten bytes"), "{err}");
     }
 
     #[test]

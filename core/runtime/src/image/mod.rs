@@ -19,7 +19,7 @@ mod store;
 
 use std::path::PathBuf;
 
-pub use store::ImageStore;
+pub use store::{ImageStore, DEFAULT_MAX_UNPACKED_BYTES};
 
 /// A registry the user configured.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::atomic::{self, unique_path, TempPath};
 use super::blobs::{sha256_digest, BlobStore};
-use super::layers::{open_layer, HashingReader, Rootfs};
+use super::layers::{open_layer, HashingReader, Rootfs, UnpackLimit};
 use super::layout;
 use super::manifest::{parse_config, Manifest};
 use super::reference::{self, validate_digest, Source};
@@ -19,11 +19,17 @@ use super::registry::Registries;
 use super::{ext4, Image, PullProgress, RegistryConfig};
 use crate::error::{Error, Result};
 
+/// Bytes of file content an image may unpack to, all layers together, unless the store is told
+/// otherwise ([`ImageStore::with_max_unpacked_bytes`]). Real images are far smaller; the bound is
+/// for decompression and sparse-file bombs.
+pub const DEFAULT_MAX_UNPACKED_BYTES: u64 = 16 << 30;
+
 /// Images kept under one root directory (`<BOXLITE_HOME>/images`).
 #[derive(Clone, Debug)]
 pub struct ImageStore {
     root: PathBuf,
     blobs: BlobStore,
+    max_unpacked_bytes: u64,
 }
 
 /// What a pull resolved to, before the disk is built.
@@ -50,7 +56,15 @@ impl ImageStore {
             std::fs::canonicalize(&root).map_err(|e| Error::storage("cannot resolve", &root, e))?;
         atomic::remove_stale(&root.join("tmp"));
         let blobs = BlobStore::new(root.join("blobs/sha256"), root.join("tmp"));
-        Ok(ImageStore { root, blobs })
+        Ok(ImageStore { root, blobs, max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES })
+    }
+
+    /// Bounds the bytes of file content one image may unpack to (default
+    /// [`DEFAULT_MAX_UNPACKED_BYTES`]). A build also never takes more than half the free space
+    /// of the filesystem holding the store (the tree and its disk each need room).
+    pub fn with_max_unpacked_bytes(mut self, bytes: u64) -> Self {
+        self.max_unpacked_bytes = bytes;
+        self
     }
 
     /// Returns the cached image for `reference` without any network access, if it was pulled before.
@@ -261,6 +275,7 @@ impl ImageStore {
         let staging = build.path().join("rootfs");
         std::fs::create_dir(&staging).map_err(|e| Error::storage("cannot create", &staging, e))?;
         let mut rootfs = Rootfs::new(&staging)?;
+        rootfs.set_limit(self.unpack_limit()?);
         for (i, digest) in layers.iter().enumerate() {
             let mut reader = HashingReader::new(open_layer(&self.blobs.path(digest)?)?);
             go_on()?;
@@ -297,6 +312,28 @@ impl ImageStore {
             "built base disk"
         );
         Ok(disk)
+    }
+
+    /// The smaller of `max_unpacked_bytes` and half the space free where the tree is staged.
+    fn unpack_limit(&self) -> Result<UnpackLimit> {
+        let tmp = self.root.join("tmp");
+        let fs = nix::sys::statvfs::statvfs(&tmp)
+            .map_err(|e| Error::storage("cannot read free space of", &tmp, e.into()))?;
+        let free = (fs.blocks_available() as u64).saturating_mul(fs.fragment_size() as u64);
+        Ok(if free / 2 < self.max_unpacked_bytes {
+            UnpackLimit {
+                bytes: free / 2,
+                reason: format!(
+                    "half the free space of the filesystem holding {} ({free} bytes free; the build needs room for the tree and its disk); free some space",
+                    self.root.display()
+                ),
+            }
+        } else {
+            UnpackLimit {
+                bytes: self.max_unpacked_bytes,
+                reason: "the image store's max_unpacked_bytes limit; raise it if the image is meant to be this big".into(),
+            }
+        })
     }
 
     fn ref_path(&self, normalized: &str) -> PathBuf {
@@ -438,6 +475,18 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(out.stdout, b"hi\n");
+    }
+
+    #[test]
+    fn unpacking_never_takes_more_than_half_the_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(dir.path().join("images")).unwrap();
+        assert!(store.unpack_limit().unwrap().bytes <= DEFAULT_MAX_UNPACKED_BYTES);
+        let unbounded = store.with_max_unpacked_bytes(u64::MAX).unpack_limit().unwrap();
+        let fs = nix::sys::statvfs::statvfs(&dir.path().join("images/tmp")).unwrap();
+        let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+        assert!(unbounded.bytes <= free / 2 + (64 << 20), "{} of {free}", unbounded.bytes);
+        assert!(unbounded.reason.contains("free space"), "{}", unbounded.reason);
     }
 
     /// Bindings spawn pulls on multi-threaded executors.

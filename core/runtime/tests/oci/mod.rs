@@ -295,3 +295,38 @@ pub fn dead_host() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     format!("127.0.0.1:{port}")
 }
+
+/// A gzip layer that expands to one file `name` of `mib` MiB of zeros, built as concatenated gzip
+/// members (one per MiB, all the same bytes), so a 4 GiB bomb costs the test about 4 MB and no
+/// compression time.
+pub fn gzip_zero_bomb(name: &str, mib: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).unwrap();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(mib << 20);
+    h.set_cksum();
+    let mut out = gzip(h.as_bytes());
+    let mib_of_zeros = gzip(&vec![0u8; 1 << 20]);
+    for _ in 0..mib {
+        out.extend_from_slice(&mib_of_zeros);
+    }
+    // End of archive: two zero blocks.
+    out.extend(gzip(&[0u8; 1024]));
+    out
+}
+
+/// A tar layer with one GNU sparse entry `name` of `real_size` bytes holding 512 bytes of data.
+pub fn gnu_sparse_layer(name: &str, real_size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).unwrap();
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_size(512);
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.set_real_size(real_size);
+    gnu.sparse[0].set_offset(real_size - 512);
+    gnu.sparse[0].set_length(512);
+    h.set_cksum();
+    Layer::default().raw(&h, &[b'x'; 512]).tar()
+}
