@@ -347,13 +347,16 @@ async fn run_in_box(
         execution.wait().await
     };
     tokio::pin!(finished);
+    // Interrupt first: a terminal's Ctrl-C also reaches the VM process, whose exit then fails the
+    // command's stream at about the same time.
     let status = tokio::select! {
-        status = &mut finished => status,
+        biased;
         sig = interrupted(&mut interrupts) => {
             let _ = control.signal(sig).await;
             let _ = tokio::time::timeout(COMMAND_GRACE, &mut finished).await;
             return Ended::Interrupted(sig);
         }
+        status = &mut finished => status,
     };
     match status {
         Ok(status) => {

@@ -34,7 +34,11 @@ fn kill(child: &Child, signal: libc::c_int) {
 
 /// Starts `boxlite run` and waits until its command prints `ready` (so the command is running).
 fn start_run(home: &Path, args: &[&str]) -> Child {
-    let mut child = boxlite(home, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn boxlite");
+    start_run_with(boxlite(home, args))
+}
+
+fn start_run_with(mut cmd: Command) -> Child {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn boxlite");
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -124,4 +128,21 @@ fn a_second_signal_exits_at_once() {
     let listed = ls(home.path());
     let id = listed.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap_or_else(|| panic!("{listed}"));
     assert!(boxlite(home.path(), &["rm", id]).output().unwrap().status.success());
+}
+
+/// Ctrl-C in a terminal signals the whole foreground process group, the VM process included.
+#[test]
+fn ctrl_c_to_the_process_group_still_exits_130_and_removes_the_rm_box() {
+    use std::os::unix::process::CommandExt;
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = boxlite(home.path(), &["run", "--rm", "busybox:latest", "sh", "-c", "echo ready; sleep 100"]);
+    cmd.process_group(0);
+    let child = start_run_with(cmd);
+    // SAFETY: signals the process group this test just created for the child.
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
+    let (exit, took, stderr) = finish(child, Duration::from_secs(30));
+    eprintln!("SIGINT to the group: boxlite exited {exit:?} {took:?} after it");
+    assert_eq!(exit, Some(130), "{stderr}");
+    assert!(!stderr.contains("error"), "an interrupt is not reported as a failure: {stderr}");
+    assert_eq!(ls(home.path()).lines().count(), 1, "the --rm box must be gone");
 }
