@@ -264,3 +264,34 @@ async fn zeros_within_the_limit_are_staged_as_holes() {
     let zeros = debugfs(&pulled.base_disk, "stat /zeros");
     assert!(zeros.contains("Size: 268435456"), "{zeros}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_whose_whiteouts_empty_it_is_named_at_build_time() {
+    let base = oci::Layer::default().dir("home/").file("home/x", b"x").file("etc/passwd", b"root:x:0:0::/:/bin/sh\n").tar();
+    let wipe = oci::Layer::default().file(".wh.home", b"").file(".wh.etc", b"").tar();
+    let image = oci::Image::new(vec![base, wipe], serde_json::json!({"WorkingDir": "/home"}));
+    let (dir, store) = new_store();
+    let reference = layout(dir.path(), &image);
+    let err = store.pull(&reference, &[], None).await.unwrap_err();
+    assert_eq!(err.code(), "IMAGE", "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("image '{reference}'")) && msg.contains("empty root filesystem"), "{msg}");
+    assert_eq!(std::fs::read_dir(dir.path().join("images/disks")).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_working_dir_is_made_and_one_that_is_a_file_is_named() {
+    let layer = oci::Layer::default().file("etc/hostname", b"box\n").tar();
+    let image = oci::Image::new(vec![layer.clone()], serde_json::json!({"WorkingDir": "/srv/app"}));
+    let (dir, store) = new_store();
+    let pulled = store.pull(&layout(dir.path(), &image), &[], None).await.unwrap();
+    let stat = debugfs(&pulled.base_disk, "stat /srv/app");
+    assert!(stat.contains("Type: directory") && stat.contains("Mode:  0755"), "{stat}");
+
+    let image = oci::Image::new(vec![layer], serde_json::json!({"WorkingDir": "/etc/hostname/sub"}));
+    let (dir, store) = new_store();
+    let reference = layout(dir.path(), &image);
+    let err = store.pull(&reference, &[], None).await.unwrap_err();
+    assert_eq!(err.code(), "IMAGE", "{err}");
+    assert!(err.to_string().contains("WorkingDir") && err.to_string().contains("/etc/hostname/sub"), "{err}");
+}

@@ -34,7 +34,7 @@ async fn basic_auth_registries_need_the_right_credentials() {
     let reference = format!("{host}/private/busybox:latest");
     let anonymous = vec![RegistryConfig { host: host.clone(), insecure: true, ..Default::default() }];
     let (rt, _home) = common::isolated_runtime(anonymous);
-    let err = rt.pull(&reference, None).await.err().expect("must need credentials");
+    let err = rt.pull(&reference, None).await.expect_err("must need credentials");
     assert_eq!(err.code(), "REGISTRY", "{err}");
     assert!(err.to_string().contains("credentials"), "{err}");
 

@@ -60,7 +60,7 @@ fn small_image() -> oci::Image {
 
 async fn pull(store: &ImageStore, reference: &str, registries: &[RegistryConfig]) -> (Error, Duration) {
     let started = Instant::now();
-    let err = store.pull(reference, registries, None).await.err().expect("the pull must fail");
+    let err = store.pull(reference, registries, None).await.expect_err("the pull must fail");
     (err, started.elapsed())
 }
 

@@ -528,6 +528,26 @@ impl Rootfs {
         }
     }
 
+    /// Whether the tree holds nothing at all (every entry whited out, or no layers).
+    pub fn is_empty(&self) -> Result<bool> {
+        list_dir(self.root.as_fd())
+            .map(|names| names.is_empty())
+            .map_err(|e| fs_error(e, "list", OsStr::new("/")))
+    }
+
+    /// Makes the image path `path` a directory (root-owned 0755), resolving symlinks inside the
+    /// root, as Docker does for a WorkingDir the image lacks. Returns whether anything was made.
+    pub fn ensure_dir(&mut self, path: &str, what: &str) -> Result<bool> {
+        let components = clean_path(path.as_bytes())
+            .ok_or_else(|| Error::Image(format!("{what}: path '{path}' points outside the root")))?;
+        if self.resolve(&components, None).is_ok() {
+            return Ok(false);
+        }
+        self.resolve(&components, Some(&mut LayerState::default()))
+            .map(|_| true)
+            .map_err(|e| Error::Image(format!("{what}: cannot make directory '{path}': {}", e.desc())))
+    }
+
     /// Walks the finished tree: totals, plus the fixups that still apply, by path.
     pub fn finish(&self) -> Result<(TreeStats, Vec<(String, Fixup)>)> {
         let mut stats = TreeStats::default();

@@ -167,12 +167,16 @@ impl ImageStore {
             .map(|l| l.digest.clone())
             .collect();
         let diff_ids = parsed.diff_ids.clone();
+        let checks = BuildChecks {
+            reference: fetched.reference.clone(),
+            working_dir: parsed.config.working_dir.clone(),
+        };
         // Dropping this future (an aborted pull) stops the build at its next step; the build
         // thread itself cannot be cancelled from here.
         let abandoned = Arc::new(AtomicBool::new(false));
         let _abandon_on_drop = SetOnDrop(abandoned.clone());
         let base_disk = blocking(move || {
-            store.ensure_disk(&config_digest, &layers, &diff_ids, &abandoned)
+            store.ensure_disk(&config_digest, &layers, &diff_ids, &checks, &abandoned)
         })
         .await?;
         send(PullProgress::DiskBuilt {
@@ -251,6 +255,7 @@ impl ImageStore {
         config_digest: &str,
         layers: &[String],
         diff_ids: &[String],
+        checks: &BuildChecks,
         abandoned: &AtomicBool,
     ) -> Result<PathBuf> {
         // Temp files are removed by their guards when this returns early.
@@ -289,6 +294,18 @@ impl ImageStore {
                     "layer {digest} unpacks to {diff_id}, but the image config expects {}; the image is corrupt",
                     diff_ids[i]
                 )));
+            }
+        }
+        let what = format!("image '{}'", checks.reference);
+        if rootfs.is_empty()? {
+            return Err(Error::Image(format!(
+                "{what} has an empty root filesystem: its {} layer(s) leave nothing (whiteouts remove everything); rebuild the image",
+                layers.len()
+            )));
+        }
+        if let Some(dir) = &checks.working_dir {
+            if rootfs.ensure_dir(dir, &format!("{what}, WorkingDir"))? {
+                tracing::info!(image = %checks.reference, working_dir = %dir, "created the WorkingDir the image lacks");
             }
         }
         let (stats, fixups) = rootfs.finish()?;
@@ -395,6 +412,14 @@ fn normalized_names(source: &Source, registries: &[RegistryConfig]) -> Vec<Strin
     }
 }
 
+/// What a disk build checks about the image it builds, beyond its layers.
+struct BuildChecks {
+    /// Names the image in errors.
+    reference: String,
+    /// The config's WorkingDir: it must exist in the image (made if missing, as Docker does).
+    working_dir: Option<String>,
+}
+
 /// Sets its flag when dropped.
 struct SetOnDrop(Arc<AtomicBool>);
 
@@ -425,7 +450,8 @@ mod tests {
         let image = store.pull(&format!("oci:{}:latest", layout.display()), &[], None).await.unwrap();
         std::fs::remove_file(&image.base_disk).unwrap();
 
-        let err = store.ensure_disk(&image.config_digest, &[layer], &[], &AtomicBool::new(true)).unwrap_err();
+        let checks = BuildChecks { reference: image.reference.clone(), working_dir: None };
+        let err = store.ensure_disk(&image.config_digest, &[layer], &[], &checks, &AtomicBool::new(true)).unwrap_err();
         assert_eq!(err.code(), "INVALID_STATE", "{err}");
         let entries = |sub: &str| std::fs::read_dir(dir.path().join("images").join(sub)).unwrap().count();
         assert_eq!((entries("disks"), entries("tmp")), (0, 0));
