@@ -1,6 +1,7 @@
-// Puts the built addon and the guest assets (vmlinux, initramfs.cpio) into the platform package,
+// Puts the built addon, the guest assets (vmlinux, initramfs.cpio) and the box supervisor
+// (boxlite-shim) into the platform package,
 // where the runtime finds the assets beside the addon (boxlite-guest/) once installed from npm.
-import { copyFileSync, mkdirSync, existsSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, existsSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -11,7 +12,7 @@ const platformDir = join(here, 'npm', 'linux-x64-gnu')
 const cache = process.env.XDG_CACHE_HOME || join(homedir(), '.cache')
 const assets = process.env.BOXLITE_ASSETS_DIR || join(cache, 'boxlite', 'assets')
 
-for (const file of ['vmlinux', 'initramfs.cpio']) {
+for (const file of ['vmlinux', 'initramfs.cpio', 'boxlite-shim']) {
   if (!existsSync(join(assets, file))) {
     console.error(`stage-platform-package: ${join(assets, file)} is missing: run scripts/setup.sh first`)
     process.exit(1)
@@ -19,6 +20,7 @@ for (const file of ['vmlinux', 'initramfs.cpio']) {
 }
 copyFileSync(join(here, addon), join(platformDir, addon))
 mkdirSync(join(platformDir, 'boxlite-guest'), { recursive: true })
-for (const file of ['vmlinux', 'initramfs.cpio']) {
+for (const file of ['vmlinux', 'initramfs.cpio', 'boxlite-shim']) {
   copyFileSync(join(assets, file), join(platformDir, 'boxlite-guest', file))
 }
+chmodSync(join(platformDir, 'boxlite-guest', 'boxlite-shim'), 0o755)

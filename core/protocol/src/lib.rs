@@ -2,7 +2,7 @@
 //! runtime (client) and the guest agent (server).
 #![allow(missing_docs)]
 
-/// `boxlite.v1`: the guest service.
+/// `boxlite.v1`: the guest service and the box supervisor's service.
 pub mod v1 {
     tonic::include_proto!("boxlite.v1");
 }

@@ -18,6 +18,16 @@ pub struct GuestAssets {
     pub initrd: PathBuf,
 }
 
+/// Every directory searched for guest assets when none is given, in order: `$BOXLITE_ASSETS_DIR`
+/// alone when set, else `boxlite-guest/` beside the library, then the cache dir.
+pub fn search_dirs() -> Vec<PathBuf> {
+    if std::env::var_os(ASSETS_ENV).is_some_and(|d| !d.is_empty()) {
+        vec![assets_dir()]
+    } else {
+        beside_library().into_iter().chain([assets_dir()]).collect()
+    }
+}
+
 /// The cache assets directory: `$XDG_CACHE_HOME/boxlite/assets`, else `~/.cache/boxlite/assets`
 /// (where `scripts/setup.sh` puts them). `$BOXLITE_ASSETS_DIR` overrides it.
 pub fn assets_dir() -> PathBuf {
@@ -52,13 +62,17 @@ fn beside_library() -> Option<PathBuf> {
 }
 
 impl GuestAssets {
+    /// The directory the assets were found in (the supervisor binary may sit there too).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.kernel.parent().map(Path::to_path_buf).into_iter().collect()
+    }
+
     /// Finds both files: in `dir` when given, else in `$BOXLITE_ASSETS_DIR`, else in
     /// `boxlite-guest/` beside the library, else in the cache dir; or says how to get them.
     pub fn find(dir: Option<&Path>) -> Result<Self> {
         let candidates: Vec<PathBuf> = match dir {
             Some(dir) => vec![dir.to_path_buf()],
-            None if std::env::var_os(ASSETS_ENV).is_some_and(|d| !d.is_empty()) => vec![assets_dir()],
-            None => beside_library().into_iter().chain([assets_dir()]).collect(),
+            None => search_dirs(),
         };
         for dir in &candidates {
             let assets = GuestAssets { kernel: dir.join("vmlinux"), initrd: dir.join("initramfs.cpio") };

@@ -72,8 +72,38 @@ impl Error {
         }
     }
 
+    /// The error another process (a box supervisor) reported by code name and message.
+    pub fn from_code(code: &str, message: String) -> Self {
+        match code {
+            "INVALID_ARGUMENT" => Error::InvalidArgument(message),
+            "NOT_FOUND" => Error::NotFound(message),
+            "ALREADY_EXISTS" => Error::AlreadyExists(message),
+            "INVALID_STATE" => Error::InvalidState(message),
+            "IMAGE" => Error::Image(message),
+            "REGISTRY" => Error::Registry(message),
+            "ENGINE" => Error::Engine(message),
+            "GUEST_BOOT" => Error::GuestBoot(message),
+            "GUEST" => Error::Guest(message),
+            "STORAGE" | "DATABASE" => Error::Storage { context: message, source: std::io::Error::other("reported by the box supervisor") },
+            _ => Error::Internal(message),
+        }
+    }
+
     /// A storage error for `path` while doing `what`.
     pub fn storage(what: &str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Storage { context: format!("{what} {}", path.into().display()), source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_survive_a_trip_through_another_process() {
+        for e in [Error::GuestBoot("x".into()), Error::Engine("y".into()), Error::NotFound("z".into())] {
+            assert_eq!(Error::from_code(e.code(), e.to_string()).code(), e.code());
+        }
+        assert_eq!(Error::from_code("???", "m".into()).code(), "INTERNAL");
     }
 }

@@ -6,14 +6,24 @@ use boxlite_protocol::v1::guest_client::GuestClient;
 use boxlite_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, Signal, SpawnFailure};
 use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES};
 use prost::Message;
+use boxlite_protocol::v1::shim_client::ShimClient;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
-/// A connection to one box's agent.
+/// Explains why a box's connection broke (e.g. "the box's VM process was killed by signal 9"),
+/// from what its supervisor recorded; `None` when nothing is known.
+pub type LostReason = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync>;
+
+/// A connection to one box's agent (directly, or through the box's supervisor).
 #[derive(Clone)]
 pub struct Guest {
+    channel: Channel,
     client: GuestClient<Channel>,
+    lost: Option<LostReason>,
 }
 
 impl Guest {
@@ -28,10 +38,37 @@ impl Guest {
             }))
             .await
             .map_err(|e| Error::Guest(format!("cannot connect to the guest agent: {e}")))?;
-        let client = GuestClient::new(channel)
+        let client = GuestClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Guest { client })
+        Ok(Guest { channel, client, lost: None })
+    }
+
+    /// The same connection, whose broken calls are explained by `lost`.
+    pub fn with_lost_reason(mut self, lost: LostReason) -> Self {
+        self.lost = Some(lost);
+        self
+    }
+
+    /// The underlying HTTP/2 channel (the supervisor forwards raw calls over it).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// The box supervisor's own service on this connection.
+    pub fn shim(&self) -> ShimClient<Channel> {
+        ShimClient::new(self.channel.clone())
+    }
+
+    /// An error for a failed call: what the supervisor recorded when the box died, else the
+    /// transport's words.
+    async fn call_error(lost: &Option<LostReason>, status: tonic::Status) -> Error {
+        if let Some(lost) = lost {
+            if let Some(reason) = lost().await {
+                return Error::Guest(reason);
+            }
+        }
+        rpc_error(status)
     }
 
     /// Waits for the agent to answer; returns the guest's uptime in milliseconds.
@@ -81,6 +118,7 @@ impl Guest {
         let (stdout_tx, stdout_rx) = mpsc::channel(OUTPUT_QUEUE);
         let (stderr_tx, stderr_rx) = mpsc::channel(OUTPUT_QUEUE);
         let (exit_tx, exit_rx) = oneshot::channel();
+        let lost = self.lost.clone();
         tokio::spawn(async move {
             let mut stdout_tx = Some(stdout_tx);
             let mut stderr_tx = Some(stderr_tx);
@@ -88,7 +126,7 @@ impl Guest {
                 let kind = match outputs.message().await {
                     Ok(Some(m)) => m.kind,
                     Ok(None) => break Err(Error::Guest("the guest ended the command's stream without an exit status".into())),
-                    Err(status) => break Err(rpc_error(status)),
+                    Err(status) => break Err(Guest::call_error(&lost, status).await),
                 };
                 match kind {
                     Some(exec_output::Kind::Stdout(data)) => forward(&mut stdout_tx, data).await,

@@ -20,11 +20,12 @@ pub mod guest;
 pub mod image;
 pub mod options;
 pub mod runtime;
+pub mod shim;
 pub mod state;
 
 pub use error::{Error, Result};
 pub use guest::{ExecControl, ExitStatus, Execution, Output, OutputStream, Stdin};
 pub use image::{Image, ImageConfig, PullProgress, RegistryConfig};
 pub use options::{Accel, BoxOptions, RuntimeOptions};
-pub use runtime::{ExecCommand, LiteBox, Runtime};
+pub use runtime::{BoxMetrics, ExecCommand, LiteBox, Runtime, RuntimeMetrics};
 pub use state::{BoxRecord, BoxStatus};

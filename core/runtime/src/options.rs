@@ -81,6 +81,13 @@ pub struct BoxOptions {
     pub user: Option<String>,
     /// How long the guest may take to answer after the VM starts, in milliseconds.
     pub ready_timeout_ms: u64,
+    /// Keep the box running after the process that started it ends (until stopped, removed or
+    /// idle for `auto_stop_ms`). Without it the box stops cleanly when that process ends.
+    pub detach: bool,
+    /// Stop the box after this many milliseconds with no command running or starting.
+    pub auto_stop_ms: Option<u64>,
+    /// Remove the box (record and disk) once it has stopped.
+    pub auto_remove: bool,
 }
 
 impl Default for BoxOptions {
@@ -94,6 +101,9 @@ impl Default for BoxOptions {
             working_dir: None,
             user: None,
             ready_timeout_ms: DEFAULT_READY_TIMEOUT.as_millis() as u64,
+            detach: false,
+            auto_stop_ms: None,
+            auto_remove: false,
         }
     }
 }

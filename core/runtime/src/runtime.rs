@@ -2,31 +2,33 @@
 
 use crate::assets::{home_dir, GuestAssets};
 use crate::engine::qemu::{self, Qemu};
-use crate::engine::{log_tail, Engine, VmSpec};
+use crate::engine::{Engine, VmSpec};
 use crate::error::{Error, Result};
-use crate::guest::{Execution, Guest};
+use crate::guest::{Execution, Guest, LostReason};
 use crate::image::{Image, ImageStore, PullProgress, RegistryConfig};
 use crate::options::{Accel, BoxOptions, RuntimeOptions};
-use crate::state::{new_box_id, BoxRecord, BoxStatus, State};
+use crate::shim::{self, ShimConfig};
+use crate::state::{new_box_id, BoxRecord, BoxStatus, State, StatusUpdate};
 use boxlite_protocol::v1::ExecStart;
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// Environment variable for the default home.
 pub const HOME_ENV: &str = "BOXLITE_HOME";
 /// Environment variable for the default accelerator.
 pub const ACCEL_ENV: &str = "BOXLITE_ACCEL";
-/// How long a graceful stop may take before the VM is ended hard.
-const GRACEFUL_STOP: Duration = Duration::from_secs(10);
-/// Lines of the console log quoted in boot errors.
-const CONSOLE_TAIL_LINES: usize = 20;
+/// How long a stop may take in all (graceful, then hard) before the supervisor is killed.
+const STOP_WAIT: Duration = Duration::from_secs(25);
+/// How long a caller whose connection broke waits for the supervisor to record why.
+const LOST_REASON_WAIT: Duration = Duration::from_secs(1);
 
 /// A BoxLite runtime over one home directory. Cheap to clone; clones share everything.
-/// The VMs it starts end when the tokio runtime that started them is dropped or the process dies;
-/// stop boxes first to shut them down cleanly.
+/// Each running box has a supervisor process of its own: a box keeps running when the runtime
+/// is dropped; it stops when the process that started it ends, unless it is `detach`ed.
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
@@ -40,38 +42,25 @@ struct Inner {
     accel: Accel,
     assets_dir: Option<PathBuf>,
     engine: Mutex<Option<Arc<Qemu>>>,
-    /// One slot per box this process has touched: serializes start/stop of that box.
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<LiveVm>>>>>,
+    /// One slot per box this process has touched: serializes its start/stop here, and keeps
+    /// the connection to its supervisor.
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Attached>>>>>,
+    metrics: Counters,
 }
 
-/// Records the box as stopped when its VM watcher ends, also when the watcher is dropped with its
-/// tokio runtime (the VM process is then killed by `kill_on_drop`).
-struct MarkStoppedOnDrop {
-    inner: std::sync::Weak<Inner>,
-    box_id: String,
+/// Counters of this runtime instance.
+#[derive(Default)]
+struct Counters {
+    boxes_created: AtomicU64,
+    boxes_failed: AtomicU64,
+    commands: AtomicU64,
+    exec_errors: AtomicU64,
 }
 
-impl Drop for MarkStoppedOnDrop {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.upgrade() {
-            let state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = state.set_status(&self.box_id, BoxStatus::Stopped, None);
-        }
-    }
-}
-
-/// A VM this process started.
-struct LiveVm {
+/// A connection to a running box's supervisor.
+struct Attached {
     guest: Guest,
-    pid: u32,
-    /// `Some(description)` once the VM process has exited.
-    exited: watch::Receiver<Option<String>>,
-}
-
-impl LiveVm {
-    fn is_running(&self) -> bool {
-        self.exited.borrow().is_none()
-    }
+    shim_pid: u32,
 }
 
 /// A command to run in a box.
@@ -122,11 +111,19 @@ impl Runtime {
             Some(a) => a,
             None => std::env::var(ACCEL_ENV).unwrap_or_default().parse()?,
         };
+        // Private to the user: box disks, sockets and logs are nobody else's business.
+        create_private_dir(&home)?;
         for dir in ["db", "images", "boxes"] {
-            let path = home.join(dir);
-            std::fs::create_dir_all(&path).map_err(|e| Error::storage("create", path, e))?;
+            create_private_dir(&home.join(dir))?;
         }
-        let state = State::open(&home.join("db").join("boxlite.db"))?;
+        let db = home.join("db").join("boxlite.db");
+        let state = State::open(&db).map_err(|e| match e {
+            Error::Database(e) => Error::Storage {
+                context: format!("open the state database {}", db.display()),
+                source: std::io::Error::other(e.to_string()),
+            },
+            other => other,
+        })?;
         let images = ImageStore::new(home.join("images"))?;
         let rt = Runtime {
             inner: Arc::new(Inner {
@@ -138,6 +135,7 @@ impl Runtime {
                 assets_dir: options.assets_dir,
                 engine: Mutex::new(None),
                 slots: Mutex::new(HashMap::new()),
+                metrics: Counters::default(),
             }),
         };
         // The state lock is taken and released per call: `reconcile` takes it again.
@@ -167,7 +165,7 @@ impl Runtime {
         Ok(e)
     }
 
-    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<LiveVm>>> {
+    fn slot(&self, id: &str) -> Arc<tokio::sync::Mutex<Option<Attached>>> {
         let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.entry(id.to_string()).or_default().clone()
     }
@@ -176,14 +174,42 @@ impl Runtime {
         self.inner.home.join("boxes").join(id)
     }
 
-    /// A record whose VM is gone is marked stopped. VMs started by this process are tracked by
-    /// their watcher; others are checked by pid.
-    fn reconcile(&self, mut rec: BoxRecord) -> Result<BoxRecord> {
-        if rec.status == BoxStatus::Running && !rec.pid.is_some_and(|pid| vm_alive(pid, &self.box_dir(&rec.id))) {
-            self.state().set_status(&rec.id, BoxStatus::Stopped, None)?;
-            rec.status = BoxStatus::Stopped;
-            rec.pid = None;
+    /// A record that says a supervisor is at work while none is (it was killed, or the machine
+    /// restarted) is corrected, and the files it left are removed. Records of a box whose start
+    /// or stop holds its lock are left to that process.
+    fn reconcile(&self, rec: BoxRecord) -> Result<BoxRecord> {
+        if !rec.status.is_active() {
+            return Ok(rec);
         }
+        let dir = self.box_dir(&rec.id);
+        if rec.shim_pid.is_some_and(|pid| shim::alive(pid, &dir)) {
+            return Ok(rec);
+        }
+        if !dir.exists() {
+            return self.mark_supervisor_gone(rec);
+        }
+        match BoxLock::try_lock(&dir) {
+            Some(_lock) => self.mark_supervisor_gone(rec),
+            None => Ok(rec), // a start or stop is under way elsewhere
+        }
+    }
+
+    /// Records a box whose supervisor is gone, with the holder of its lock being us.
+    fn mark_supervisor_gone(&self, mut rec: BoxRecord) -> Result<BoxRecord> {
+        let dir = self.box_dir(&rec.id);
+        let (status, reason) = match (rec.status, rec.shim_pid) {
+            (BoxStatus::Stopping, _) => (BoxStatus::Stopped, None),
+            (_, Some(pid)) => (BoxStatus::Failed, Some(format!("the box's supervisor process (pid {pid}) ended unexpectedly; its VM ended with it"))),
+            (_, None) => (BoxStatus::Failed, Some("the box's supervisor never started".to_string())),
+        };
+        self.state().update(&rec.id, status, StatusUpdate { reason: reason.clone(), ..Default::default() })?;
+        for f in shim::runtime_files(&dir) {
+            let _ = std::fs::remove_file(f);
+        }
+        rec.status = status;
+        rec.reason = reason;
+        rec.pid = None;
+        rec.shim_pid = None;
         Ok(rec)
     }
 
@@ -212,7 +238,14 @@ impl Runtime {
                 return Err(Error::AlreadyExists(format!("a box named '{name}' already exists; choose another name or remove that box")));
             }
         }
-        let image = self.image(&options.image).await?;
+        let started = Instant::now();
+        let image = match self.image(&options.image).await {
+            Ok(image) => image,
+            Err(e) => {
+                self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         let id = new_box_id();
         let rec = BoxRecord {
             id: id.clone(),
@@ -222,18 +255,23 @@ impl Runtime {
             status: BoxStatus::Created,
             pid: None,
             created_at: unix_millis(),
+            shim_pid: None,
+            reason: None,
+            started_at: None,
         };
-        self.state().insert(&rec)?;
+        // The directory and disk first, the record last: a create that fails (a full disk)
+        // leaves neither, and reports the first error, not the cleanup's.
         let dir = self.box_dir(&id);
-        let made = std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::storage("create", &dir, e))
-            .and_then(|_| qemu::create_overlay(&rec.image.base_disk, &dir.join("disk.qcow2")));
+        let made = create_private_dir(&dir)
+            .and_then(|_| qemu::create_overlay(&rec.image.base_disk, &dir.join("disk.qcow2")))
+            .and_then(|_| self.state().insert(&rec));
         if let Err(e) = made {
-            // Leave nothing behind.
             let _ = std::fs::remove_dir_all(&dir);
-            self.state().delete(&id)?;
+            self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
+        self.inner.metrics.boxes_created.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(box_id = id, ms = started.elapsed().as_millis() as u64, "box created");
         Ok(LiteBox { rt: self.clone(), id })
     }
 
@@ -255,17 +293,22 @@ impl Runtime {
     /// Removes a box and its disk. A running box needs `force` (it is then stopped first).
     pub async fn remove(&self, id_or_name: &str, force: bool) -> Result<()> {
         let rec = self.get(id_or_name)?.info()?;
-        if rec.status == BoxStatus::Running {
+        if rec.status.is_active() {
             if !force {
                 return Err(Error::InvalidState(format!(
-                    "box {} is running; stop it first or remove it with force",
-                    rec.id
+                    "box {} is {}; stop it first or remove it with force",
+                    rec.id, rec.status
                 )));
             }
-            self.stop_box(&rec.id).await?;
+            self.stop_box(&rec.id, false).await?;
         }
         let slot = self.slot(&rec.id);
         let _guard = slot.lock().await;
+        let _lock = BoxLock::lock(&self.box_dir(&rec.id)).await?;
+        let now = self.record(&rec.id)?;
+        if now.status.is_active() {
+            return Err(Error::InvalidState(format!("box {} was started again while being removed; try again", rec.id)));
+        }
         self.state().delete(&rec.id)?;
         let dir = self.box_dir(&rec.id);
         std::fs::remove_dir_all(&dir).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
@@ -282,91 +325,257 @@ impl Runtime {
         }
     }
 
-    /// Boots the box's VM unless this process already runs it; returns the agent connection.
+    /// Connects to the box's supervisor, starting one (which boots the VM) unless the box is
+    /// already running, whichever process started it.
     async fn start_box(&self, id: &str) -> Result<Guest> {
         let slot = self.slot(id);
         let mut live = slot.lock().await;
-        if let Some(vm) = live.as_ref().filter(|vm| vm.is_running()) {
-            return Ok(vm.guest.clone());
-        }
         let rec = self.record(id)?;
-        if rec.status == BoxStatus::Running {
-            return Err(Error::InvalidState(format!(
-                "box {id} is running in another process (VM pid {}); use it from there or stop it first",
-                rec.pid.unwrap_or_default()
-            )));
+        if let Some(a) = live.as_ref().filter(|a| rec.status == BoxStatus::Running && rec.shim_pid == Some(a.shim_pid)) {
+            return Ok(a.guest.clone());
         }
-        let engine = self.engine()?;
-        let assets = GuestAssets::find(self.inner.assets_dir.as_deref())?;
-        let spec = VmSpec {
-            cpus: rec.options.cpus,
-            memory_mib: rec.options.memory_mib,
-            disk: self.box_dir(id).join("disk.qcow2"),
-            kernel: assets.kernel,
-            initrd: assets.initrd,
-            box_dir: self.box_dir(id),
+        *live = None;
+        let dir = self.box_dir(id);
+        let _lock = BoxLock::lock(&dir).await?;
+        let rec = self.state().get(id)?.ok_or_else(|| Error::NotFound(format!("box {id} does not exist (it was removed)")))?;
+        let rec = match rec.shim_pid {
+            Some(pid) if rec.status.is_active() && !shim::alive(pid, &dir) => self.mark_supervisor_gone(rec)?,
+            _ => rec,
         };
-        let mut child = engine.spawn(&spec)?;
-        let pid = child.id().ok_or_else(|| Error::Engine("the VM process exited at once".into()))?;
-        let timeout = Duration::from_millis(rec.options.ready_timeout_ms);
-        let started = Instant::now();
-        let agent_socket = spec.agent_socket();
-        let ready = tokio::select! {
-            guest = connect_when_ready(&agent_socket) => guest,
-            status = child.wait() => Err(boot_failure(&spec, &format!("the VM process exited ({})", describe_exit(status)))),
-            _ = tokio::time::sleep(timeout) => Err(boot_failure(&spec, &format!(
-                "the guest did not answer within {} ms (ready_timeout_ms)", timeout.as_millis()))),
-        };
-        let guest = match ready {
-            Ok(guest) => guest,
-            Err(e) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                return Err(e);
+        let shim_pid = match (rec.status, rec.shim_pid) {
+            (BoxStatus::Running, Some(pid)) => pid,
+            (BoxStatus::Starting | BoxStatus::Stopping, _) => {
+                return Err(Error::InvalidState(format!("box {id} is {} in another process; try again", rec.status)))
             }
+            _ => self.spawn_supervisor(&rec).await?,
         };
-        tracing::debug!(box_id = id, ms = started.elapsed().as_millis() as u64, "guest ready");
-        self.state().set_status(id, BoxStatus::Running, Some(pid))?;
-        // The watcher owns the VM process: it records the exit however it happens.
-        let (exited_tx, exited_rx) = watch::channel(None);
-        let stopped = MarkStoppedOnDrop { inner: Arc::downgrade(&self.inner), box_id: id.to_string() };
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            drop(stopped); // recorded before anyone learns the VM exited
-            let _ = exited_tx.send(Some(describe_exit(status)));
-        });
-        *live = Some(LiveVm { guest: guest.clone(), pid, exited: exited_rx });
+        let guest = Guest::connect(&shim::socket(&dir)).await?.with_lost_reason(self.lost_reason(id));
+        *live = Some(Attached { guest: guest.clone(), shim_pid });
         Ok(guest)
     }
 
-    /// Stops the box's VM: the agent syncs and unmounts the disk; a VM that does not end in time
-    /// (or runs in another process) is ended hard.
-    async fn stop_box(&self, id: &str) -> Result<()> {
-        let slot = self.slot(id);
-        let mut live = slot.lock().await;
-        let rec = self.record(id)?;
-        if let Some(mut vm) = live.take().filter(|vm| vm.is_running()) {
-            let _ = tokio::time::timeout(GRACEFUL_STOP, vm.guest.shutdown()).await;
-            let mut ended = tokio::time::timeout(GRACEFUL_STOP, vm.exited.wait_for(|e| e.is_some())).await.is_ok();
-            if !ended {
-                self.engine()?.force_stop(&self.box_dir(id), vm.pid);
-                ended = tokio::time::timeout(GRACEFUL_STOP, vm.exited.wait_for(|e| e.is_some())).await.is_ok();
+    /// Starts the box's supervisor and waits until its guest answers; returns the supervisor's pid.
+    async fn spawn_supervisor(&self, rec: &BoxRecord) -> Result<u32> {
+        let engine = self.engine()?;
+        let assets = GuestAssets::find(self.inner.assets_dir.as_deref())?;
+        let dir = self.box_dir(&rec.id);
+        let spec = VmSpec {
+            cpus: rec.options.cpus,
+            memory_mib: rec.options.memory_mib,
+            disk: dir.join("disk.qcow2"),
+            kernel: assets.kernel.clone(),
+            initrd: assets.initrd.clone(),
+            box_dir: dir.clone(),
+        };
+        let config = ShimConfig {
+            box_id: rec.id.clone(),
+            box_dir: dir.clone(),
+            db: self.inner.home.join("db").join("boxlite.db"),
+            vm: engine.command(&spec)?,
+            agent_socket: spec.agent_socket(),
+            owner_pid: (!rec.options.detach).then(std::process::id),
+            ready_timeout_ms: rec.options.ready_timeout_ms,
+            auto_stop_ms: rec.options.auto_stop_ms.filter(|ms| *ms > 0),
+            auto_remove: rec.options.auto_remove,
+        };
+        crate::engine::check_socket_path(&shim::socket(&dir))?;
+        let binary = shim::client::binary(&assets.dirs())?;
+        self.state().update(&rec.id, BoxStatus::Starting, StatusUpdate::default())?;
+        let wait = Duration::from_millis(rec.options.ready_timeout_ms) + Duration::from_secs(10);
+        match shim::client::start(&binary, &config, wait).await {
+            Ok(started) => {
+                tracing::debug!(box_id = rec.id, boot_ms = started.boot_ms, vm_pid = started.vm_pid, "box ready");
+                Ok(started.shim_pid)
             }
-            if !ended {
-                return Err(Error::Engine(format!("the VM of box {id} (pid {}) did not stop", vm.pid)));
-            }
-        } else if let (BoxStatus::Running, Some(pid)) = (rec.status, rec.pid) {
-            self.engine()?.force_stop(&self.box_dir(id), pid);
-            let deadline = Instant::now() + GRACEFUL_STOP;
-            while vm_alive(pid, &self.box_dir(id)) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            Err(e) => {
+                // The supervisor records its own failures; one that never got that far is
+                // recorded here.
+                if let Ok(Some(now)) = self.state().get(&rec.id) {
+                    if now.status == BoxStatus::Starting {
+                        let _ = self.state().update(&rec.id, BoxStatus::Failed, StatusUpdate { reason: Some(first_line(&e.to_string())), ..Default::default() });
+                    }
+                }
+                self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
+                Err(e)
             }
         }
-        if rec.status == BoxStatus::Running {
-            self.state().set_status(id, BoxStatus::Stopped, None)?;
+    }
+
+    /// What a caller whose connection to the box broke is told: the reason its supervisor
+    /// recorded (waiting up to a second for it), e.g. "the box's VM process was killed by signal 9".
+    fn lost_reason(&self, id: &str) -> LostReason {
+        let rt = Arc::downgrade(&self.inner);
+        let id = id.to_string();
+        Arc::new(move || {
+            let rt = rt.clone();
+            let id = id.clone();
+            Box::pin(async move {
+                let deadline = Instant::now() + LOST_REASON_WAIT;
+                loop {
+                    let inner = rt.upgrade()?;
+                    let rec = Runtime { inner }.record(&id).ok()?;
+                    if !rec.status.is_active() {
+                        let what = rec.reason.unwrap_or_else(|| format!("box {id} was stopped"));
+                        return Some(format!("box {id} is {}: {what}", rec.status));
+                    }
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+    }
+
+    /// Stops the box, whichever process started it: graceful (the agent syncs and unmounts the
+    /// disk) unless `force`, through its supervisor, which ends the VM hard if it takes too long.
+    async fn stop_box(&self, id: &str, force: bool) -> Result<()> {
+        let slot = self.slot(id);
+        let mut live = slot.lock().await;
+        *live = None;
+        let dir = self.box_dir(id);
+        let _lock = BoxLock::lock(&dir).await?;
+        let Some(rec) = self.state().get(id)? else {
+            return Err(Error::NotFound(format!("box {id} does not exist (it was removed)")));
+        };
+        let Some(pid) = rec.shim_pid.filter(|pid| rec.status.is_active() && shim::alive(*pid, &dir)) else {
+            if rec.status.is_active() {
+                self.mark_supervisor_gone(rec)?;
+            }
+            return Ok(());
+        };
+        let asked = async {
+            let guest = Guest::connect(&shim::socket(&dir)).await?;
+            guest.shim().stop(boxlite_protocol::v1::StopRequest { force }).await.map_err(|s| Error::Guest(s.message().to_string()))?;
+            Ok::<(), Error>(())
+        };
+        if let Err(e) = tokio::time::timeout(STOP_WAIT, asked).await.unwrap_or_else(|_| Err(Error::Engine("timed out".into()))) {
+            tracing::debug!(box_id = id, "stop through the supervisor failed ({e}); signalling it");
+        }
+        // Whatever the answer, the box is stopped once its supervisor has exited.
+        let deadline = Instant::now() + STOP_WAIT;
+        let mut signalled = false;
+        while shim::alive(pid, &dir) {
+            if Instant::now() >= deadline {
+                if signalled {
+                    return Err(Error::Engine(format!("the supervisor of box {id} (pid {pid}) did not stop")));
+                }
+                // SAFETY: signals the supervisor recorded for this box (checked alive above).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                signalled = true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(rec) = self.state().get(id)? {
+            if rec.status.is_active() {
+                self.mark_supervisor_gone(rec)?;
+            }
         }
         Ok(())
     }
+
+    /// Counters of this runtime instance and the number of running boxes in its home.
+    pub fn metrics(&self) -> Result<RuntimeMetrics> {
+        let m = &self.inner.metrics;
+        let running = self.list()?.iter().filter(|b| b.status == BoxStatus::Running).count() as u64;
+        Ok(RuntimeMetrics {
+            boxes_created_total: m.boxes_created.load(Ordering::Relaxed),
+            boxes_failed_total: m.boxes_failed.load(Ordering::Relaxed),
+            num_running_boxes: running,
+            total_commands_executed: m.commands.load(Ordering::Relaxed),
+            total_exec_errors: m.exec_errors.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Counters of one runtime instance (this process's use of the home).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RuntimeMetrics {
+    /// Boxes created by this runtime.
+    pub boxes_created_total: u64,
+    /// Creates and starts by this runtime that failed.
+    pub boxes_failed_total: u64,
+    /// Boxes of the home running now (started by any process).
+    pub num_running_boxes: u64,
+    /// Commands this runtime started.
+    pub total_commands_executed: u64,
+    /// Commands this runtime could not start.
+    pub total_exec_errors: u64,
+}
+
+/// Metrics of one box.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct BoxMetrics {
+    /// VM CPU use since the previous sample, percent of one core (0 when not running).
+    pub cpu_percent: f64,
+    /// Resident memory of the VM process on the host, bytes (0 when not running).
+    pub memory_bytes: u64,
+    /// Commands started in the box since it last started, from any process.
+    pub commands_executed: u64,
+    /// Commands that could not start, since it last started.
+    pub exec_errors: u64,
+    /// Milliseconds from VM spawn to a guest that answered, for the current run.
+    pub boot_duration_ms: u64,
+    /// The VM process's pid, while running.
+    pub vm_pid: Option<u32>,
+}
+
+/// The cross-process lock of one box (`boxes/<id>/lock`), held while it starts, stops or is removed.
+struct BoxLock {
+    _file: std::fs::File,
+}
+
+impl BoxLock {
+    fn open(dir: &Path) -> Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join("lock");
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(format!("box directory {} does not exist (the box was removed)", dir.display()))
+            } else {
+                Error::storage("open", path, e)
+            }
+        })
+    }
+
+    /// Waits for the lock (another process may be starting or stopping the box).
+    async fn lock(dir: &Path) -> Result<BoxLock> {
+        let file = Self::open(dir)?;
+        tokio::task::spawn_blocking(move || {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(Error::Internal(format!("flock: {}", std::io::Error::last_os_error())));
+            }
+            Ok(BoxLock { _file: file })
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
+    /// The lock if nobody holds it now.
+    fn try_lock(dir: &Path) -> Option<BoxLock> {
+        let file = Self::open(dir).ok()?;
+        // SAFETY: flock on a descriptor we own.
+        (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(BoxLock { _file: file })
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
+        Ok(()) => {}
+        Err(e) => return Err(Error::storage("create", path, e)),
+    }
+    // An existing directory made by an older version may be open to others: close it.
+    let meta = std::fs::metadata(path).map_err(|e| Error::storage("stat", path, e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
 }
 
 impl LiteBox {
@@ -387,7 +596,30 @@ impl LiteBox {
 
     /// Stops the VM; the disk is kept.
     pub async fn stop(&self) -> Result<()> {
-        self.rt.stop_box(&self.id).await
+        self.rt.stop_box(&self.id, false).await
+    }
+
+    /// Ends the VM at once, without syncing the guest's writes; the disk is kept.
+    pub async fn kill(&self) -> Result<()> {
+        self.rt.stop_box(&self.id, true).await
+    }
+
+    /// The box's metrics; zeros (and no pid) when it is not running.
+    pub async fn metrics(&self) -> Result<BoxMetrics> {
+        let rec = self.info()?;
+        if rec.status != BoxStatus::Running {
+            return Ok(BoxMetrics::default());
+        }
+        let guest = self.rt.start_box(&self.id).await?;
+        let s = guest.shim().status(boxlite_protocol::v1::StatusRequest {}).await.map_err(|s| Error::Guest(s.message().to_string()))?.into_inner();
+        Ok(BoxMetrics {
+            cpu_percent: s.cpu_percent,
+            memory_bytes: s.vm_rss_bytes,
+            commands_executed: s.commands_executed,
+            exec_errors: s.exec_errors,
+            boot_duration_ms: s.boot_ms,
+            vm_pid: Some(s.vm_pid),
+        })
     }
 
     /// Runs a command, booting the box first if needed. The image's and box's env, working
@@ -402,7 +634,13 @@ impl LiteBox {
         let guest = self.rt.start_box(&self.id).await?;
         let rec = self.info()?;
         let start = exec_start(&rec, cmd);
-        guest.exec(start).await
+        let m = &self.rt.inner.metrics;
+        m.commands.fetch_add(1, Ordering::Relaxed);
+        let started = guest.exec(start).await;
+        if started.is_err() {
+            m.exec_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        started
     }
 }
 
@@ -425,53 +663,6 @@ fn exec_start(rec: &BoxRecord, cmd: ExecCommand) -> ExecStart {
         timeout_ms: cmd.timeout.map(|t| t.as_millis().max(1) as u64).unwrap_or(0),
         tty: cmd.tty,
     }
-}
-
-/// Connects to the agent socket as soon as the VM creates it, then waits for the agent to answer.
-async fn connect_when_ready(socket: &Path) -> Result<Guest> {
-    loop {
-        if socket.exists() {
-            if let Ok(guest) = Guest::connect(socket).await {
-                // The request waits in the channel until the agent serves it.
-                if guest.ping().await.is_ok() {
-                    return Ok(guest);
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn boot_failure(spec: &VmSpec, what: &str) -> Error {
-    let mut msg = format!("box failed to boot: {what}");
-    let vmm = log_tail(&spec.vmm_log(), 10);
-    if !vmm.is_empty() {
-        msg.push_str(&format!("\nVM process stderr:\n{vmm}"));
-    }
-    let console = log_tail(&spec.console_log(), CONSOLE_TAIL_LINES);
-    msg.push_str(&format!(
-        "\nconsole log ({}):\n{}",
-        spec.console_log().display(),
-        if console.is_empty() { "(empty)".to_string() } else { console }
-    ));
-    Error::GuestBoot(msg)
-}
-
-fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
-    match status {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("wait failed: {e}"),
-    }
-}
-
-/// Whether `pid` is still this box's VM (guards against pid reuse via its command line).
-fn vm_alive(pid: u32, box_dir: &Path) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmdline| {
-            let needle = box_dir.as_os_str().as_encoded_bytes();
-            cmdline.windows(needle.len()).any(|w| w == needle)
-        })
-        .unwrap_or(false)
 }
 
 fn unix_millis() -> u64 {
@@ -497,7 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn opening_a_home_whose_running_box_died_marks_it_stopped() {
+    fn opening_a_home_whose_supervisor_died_marks_the_box_failed() {
         let home = tempfile::tempdir().unwrap();
         let options = || RuntimeOptions { home: Some(home.path().into()), ..Default::default() };
         let rt = Runtime::new(options()).unwrap();
@@ -511,12 +702,17 @@ mod tests {
             status: BoxStatus::Running,
             pid: Some(dead.id()),
             created_at: 0,
+            shim_pid: Some(dead.id()),
+            reason: None,
+            started_at: None,
         };
         rt.state().insert(&rec).unwrap();
         drop(rt);
         // Reconciling on open used to re-lock the state it held: this call hung.
         let rt = Runtime::new(options()).unwrap();
-        assert_eq!(rt.get("ghost").unwrap().info().unwrap().status, BoxStatus::Stopped);
+        let rec = rt.get("ghost").unwrap().info().unwrap();
+        assert_eq!(rec.status, BoxStatus::Failed);
+        assert!(rec.reason.unwrap().contains("supervisor"));
     }
 
     #[test]
@@ -534,6 +730,9 @@ mod tests {
             status: BoxStatus::Created,
             pid: None,
             created_at: 0,
+            shim_pid: None,
+            reason: None,
+            started_at: None,
         };
         let cmd = ExecCommand { env: vec![("A".into(), "cmd".into())], ..ExecCommand::new("env", Vec::<String>::new()) };
         let start = exec_start(&rec, cmd);

@@ -14,28 +14,48 @@ use std::path::Path;
 pub enum BoxStatus {
     /// Created, never started.
     Created,
-    /// Its VM is running.
+    /// Its supervisor is booting the VM.
+    Starting,
+    /// Its VM is running and the guest answers.
     Running,
-    /// Its VM has stopped; its disk is kept.
+    /// A stop was asked for and is under way.
+    Stopping,
+    /// Its VM was stopped (asked for, or its owner process ended); its disk is kept.
     Stopped,
+    /// Its VM did not boot or ended without being asked to (killed, crashed, supervisor died);
+    /// `reason` says which. Its disk is kept and it can be started again.
+    Failed,
 }
 
 impl BoxStatus {
     fn as_str(self) -> &'static str {
         match self {
             BoxStatus::Created => "created",
+            BoxStatus::Starting => "starting",
             BoxStatus::Running => "running",
+            BoxStatus::Stopping => "stopping",
             BoxStatus::Stopped => "stopped",
+            BoxStatus::Failed => "failed",
         }
     }
 
     fn parse(s: &str) -> Result<Self> {
         match s {
             "created" => Ok(BoxStatus::Created),
+            "starting" => Ok(BoxStatus::Starting),
             "running" => Ok(BoxStatus::Running),
+            "stopping" => Ok(BoxStatus::Stopping),
             "stopped" => Ok(BoxStatus::Stopped),
+            "failed" => Ok(BoxStatus::Failed),
             other => Err(Error::Internal(format!("unknown box status '{other}' in the database"))),
         }
+    }
+}
+
+impl BoxStatus {
+    /// Whether a supervisor process may be alive for the box (starting, running or stopping).
+    pub fn is_active(self) -> bool {
+        matches!(self, BoxStatus::Starting | BoxStatus::Running | BoxStatus::Stopping)
     }
 }
 
@@ -62,6 +82,28 @@ pub struct BoxRecord {
     pub pid: Option<u32>,
     /// Creation time, unix milliseconds.
     pub created_at: u64,
+    /// The box's supervisor process while starting, running or stopping.
+    #[serde(default)]
+    pub shim_pid: Option<u32>,
+    /// Why the box is `failed` (or how it last stopped, when that is worth saying).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When the VM last became ready, unix milliseconds.
+    #[serde(default)]
+    pub started_at: Option<u64>,
+}
+
+/// A status change: what the supervisor (or a runtime reconciling after it) records.
+#[derive(Clone, Debug, Default)]
+pub struct StatusUpdate {
+    /// VM process id (running only).
+    pub pid: Option<u32>,
+    /// Supervisor process id (starting, running, stopping).
+    pub shim_pid: Option<u32>,
+    /// Why (failed), or how it stopped.
+    pub reason: Option<String>,
+    /// When it became ready (running).
+    pub started_at: Option<u64>,
 }
 
 /// How long a statement waits for another connection's lock.
@@ -105,7 +147,16 @@ impl State {
                 pid INTEGER,
                 created_at INTEGER NOT NULL
             );",
-        )
+        )?;
+        // Columns added after the first release: added in place, so older homes keep their boxes.
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('boxes')")?;
+        let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        for (column, ty) in [("shim_pid", "INTEGER"), ("reason", "TEXT"), ("started_at", "INTEGER")] {
+            if !have.iter().any(|c| c == column) {
+                conn.execute_batch(&format!("ALTER TABLE boxes ADD COLUMN {column} {ty}"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Records a new box. A taken name is `AlreadyExists`.
@@ -137,7 +188,7 @@ impl State {
     pub fn get(&self, id_or_name: &str) -> Result<Option<BoxRecord>> {
         self.conn
             .query_row(
-                "SELECT id, name, options, image, status, pid, created_at FROM boxes WHERE id = ?1 OR name = ?1",
+                &format!("SELECT {COLUMNS} FROM boxes WHERE id = ?1 OR name = ?1"),
                 [id_or_name],
                 row_to_parts,
             )
@@ -148,15 +199,35 @@ impl State {
 
     /// Every box, oldest first.
     pub fn list(&self) -> Result<Vec<BoxRecord>> {
-        let mut stmt = self.conn.prepare("SELECT id, name, options, image, status, pid, created_at FROM boxes ORDER BY id")?;
+        let mut stmt = self.conn.prepare(&format!("SELECT {COLUMNS} FROM boxes ORDER BY id"))?;
         let rows = stmt.query_map([], row_to_parts)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(parts_to_record).collect()
     }
 
-    /// Sets status and VM pid.
+    /// Sets status and VM pid (the rest cleared).
     pub fn set_status(&self, id: &str, status: BoxStatus, pid: Option<u32>) -> Result<()> {
-        self.conn.execute("UPDATE boxes SET status = ?2, pid = ?3 WHERE id = ?1", params![id, status.as_str(), pid])?;
+        self.update(id, status, StatusUpdate { pid, ..Default::default() })
+    }
+
+    /// Records a status change; fields not given are cleared, except `started_at`, which is kept
+    /// unless given.
+    pub fn update(&self, id: &str, status: BoxStatus, u: StatusUpdate) -> Result<()> {
+        self.conn.execute(
+            "UPDATE boxes SET status = ?2, pid = ?3, shim_pid = ?4, reason = ?5, started_at = COALESCE(?6, started_at) WHERE id = ?1",
+            params![id, status.as_str(), u.pid, u.shim_pid, u.reason, u.started_at.map(|t| t as i64)],
+        )?;
         Ok(())
+    }
+
+    /// Records a status change only while the box is still supervised by `shim_pid`, so a
+    /// supervisor that lost a race never overwrites a newer one's record. Returns whether it did.
+    pub fn update_if_shim(&self, id: &str, shim_pid: u32, status: BoxStatus, u: StatusUpdate) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE boxes SET status = ?2, pid = ?3, shim_pid = ?4, reason = ?5, started_at = COALESCE(?6, started_at)
+             WHERE id = ?1 AND shim_pid = ?7",
+            params![id, status.as_str(), u.pid, u.shim_pid, u.reason, u.started_at.map(|t| t as i64), shim_pid],
+        )?;
+        Ok(n > 0)
     }
 
     /// Forgets a box.
@@ -166,13 +237,15 @@ impl State {
     }
 }
 
-type Parts = (String, Option<String>, String, String, String, Option<u32>, i64);
+const COLUMNS: &str = "id, name, options, image, status, pid, created_at, shim_pid, reason, started_at";
+
+type Parts = (String, Option<String>, String, String, String, Option<u32>, i64, (Option<u32>, Option<String>, Option<i64>));
 
 fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, (row.get(7)?, row.get(8)?, row.get(9)?)))
 }
 
-fn parts_to_record((id, name, options, image, status, pid, created_at): Parts) -> Result<BoxRecord> {
+fn parts_to_record((id, name, options, image, status, pid, created_at, (shim_pid, reason, started_at)): Parts) -> Result<BoxRecord> {
     let corrupt = |what: &str, e: serde_json::Error| Error::Internal(format!("box {id}: corrupt {what} in the database: {e}"));
     Ok(BoxRecord {
         options: serde_json::from_str(&options).map_err(|e| corrupt("options", e))?,
@@ -182,6 +255,9 @@ fn parts_to_record((id, name, options, image, status, pid, created_at): Parts) -
         name,
         pid,
         created_at: created_at as u64,
+        shim_pid,
+        reason,
+        started_at: started_at.map(|t| t as u64),
     })
 }
 
@@ -216,6 +292,9 @@ mod tests {
             status: BoxStatus::Created,
             pid: None,
             created_at: 1,
+            shim_pid: None,
+            reason: None,
+            started_at: None,
         }
     }
 
@@ -235,6 +314,22 @@ mod tests {
         db.delete("a1").unwrap();
         assert!(db.get("web").unwrap().is_none());
         assert_eq!(db.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn only_the_current_supervisor_updates_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = State::open(&dir.path().join("db")).unwrap();
+        db.insert(&record("b1", None)).unwrap();
+        let running = StatusUpdate { pid: Some(7), shim_pid: Some(100), started_at: Some(5), ..Default::default() };
+        db.update("b1", BoxStatus::Running, running).unwrap();
+        // A supervisor that is not the one on record changes nothing.
+        assert!(!db.update_if_shim("b1", 99, BoxStatus::Stopped, StatusUpdate::default()).unwrap());
+        let failed = StatusUpdate { reason: Some("killed".into()), ..Default::default() };
+        assert!(db.update_if_shim("b1", 100, BoxStatus::Failed, failed).unwrap());
+        let rec = db.get("b1").unwrap().unwrap();
+        assert_eq!((rec.status, rec.pid, rec.shim_pid), (BoxStatus::Failed, None, None));
+        assert_eq!((rec.reason.as_deref(), rec.started_at), (Some("killed"), Some(5)));
     }
 
     #[test]

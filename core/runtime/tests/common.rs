@@ -22,8 +22,12 @@ pub fn registry() -> String {
     host
 }
 
-/// One home for the whole test binary, so each image is pulled once.
+/// One home for the whole test binary, so each image is pulled once (a child process of a test
+/// gets its parent's through `BOXLITE_TEST_HOME`).
 pub fn home() -> PathBuf {
+    if let Some(home) = std::env::var_os("BOXLITE_TEST_HOME") {
+        return home.into();
+    }
     static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
     HOME.get_or_init(|| tempfile::Builder::new().prefix("bxt").tempdir_in("/tmp").expect("tempdir")).path().to_path_buf()
 }

@@ -30,22 +30,41 @@ impl VmSpec {
     }
     /// Guest serial console output.
     pub fn console_log(&self) -> PathBuf {
-        self.box_dir.join("console.log")
+        console_log_path(&self.box_dir)
     }
     /// The VM process's own stderr.
     pub fn vmm_log(&self) -> PathBuf {
-        self.box_dir.join("vmm.log")
+        vmm_log_path(&self.box_dir)
     }
+}
+
+/// Guest serial console output of the box in `box_dir`.
+pub fn console_log_path(box_dir: &Path) -> PathBuf {
+    box_dir.join("console.log")
+}
+
+/// The VM process's own stderr, for the box in `box_dir`.
+pub fn vmm_log_path(box_dir: &Path) -> PathBuf {
+    box_dir.join("vmm.log")
+}
+
+/// The VM process to start for one box: the box supervisor spawns and owns it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct VmCommand {
+    /// The VMM binary.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// A QMP socket through which the VM can be told to quit at once (before SIGKILL is used).
+    pub qmp_socket: Option<PathBuf>,
 }
 
 /// A VM engine.
 pub trait Engine: Send + Sync {
     /// Short name ("qemu").
     fn name(&self) -> &'static str;
-    /// Spawns the VM process. It is killed when the returned child is dropped.
-    fn spawn(&self, spec: &VmSpec) -> Result<tokio::process::Child>;
-    /// Ends a VM at once, whichever process started it (e.g. QMP `quit`). `pid` is the VM process.
-    fn force_stop(&self, box_dir: &Path, pid: u32);
+    /// The VM process for `spec`; stale sockets and logs of an earlier run are cleared.
+    fn command(&self, spec: &VmSpec) -> Result<VmCommand>;
 }
 
 /// Unix socket paths are limited to 107 bytes; say so instead of failing obscurely later.

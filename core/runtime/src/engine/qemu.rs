@@ -1,12 +1,11 @@
 //! The QEMU engine: `qemu-system-x86_64 -M microvm`, virtio-mmio devices, controlled over QMP.
 
-use super::{check_socket_path, Engine, VmSpec};
+use super::{check_socket_path, Engine, VmCommand, VmSpec};
 use crate::error::{Error, Result};
 use crate::options::Accel;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -92,7 +91,9 @@ impl Qemu {
             "-device".into(), "virtio-serial-device".into(),
             "-chardev".into(), format!("socket,id=agent,path={agent},server=on,wait=off"),
             "-device".into(), format!("virtserialport,chardev=agent,name={}", boxlite_protocol::AGENT_PORT_NAME),
-            "-drive".into(), format!("file={},if=none,id=root,format=qcow2,discard=unmap", p(&spec.disk)),
+            "-drive".into(), // A full host disk is an I/O error inside the guest, never a paused VM (QEMU's default
+            // werror=enospc stops the VM and every exec with it).
+            format!("file={},if=none,id=root,format=qcow2,discard=unmap,werror=report,rerror=report", p(&spec.disk)),
             "-device".into(), "virtio-blk-device,drive=root".into(),
             "-qmp".into(), format!("unix:{},server=on,wait=off", p(&qmp_socket(&spec.box_dir))),
         ]
@@ -108,32 +109,13 @@ impl Engine for Qemu {
         "qemu"
     }
 
-    fn spawn(&self, spec: &VmSpec) -> Result<tokio::process::Child> {
+    fn command(&self, spec: &VmSpec) -> Result<VmCommand> {
         check_socket_path(&spec.agent_socket())?;
         check_socket_path(&qmp_socket(&spec.box_dir))?;
-        for sock in [spec.agent_socket(), qmp_socket(&spec.box_dir)] {
-            let _ = std::fs::remove_file(sock);
+        for stale in [spec.agent_socket(), qmp_socket(&spec.box_dir), spec.console_log()] {
+            let _ = std::fs::remove_file(stale);
         }
-        let vmm_log = std::fs::File::create(spec.vmm_log()).map_err(|e| Error::storage("create", spec.vmm_log(), e))?;
-        let _ = std::fs::remove_file(spec.console_log());
-        let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.args(self.args(spec)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(vmm_log).kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it ties the VM's life to this process's thread that
-        // spawned it, so a crashed host process never leaves VMs running.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        cmd.spawn().map_err(|e| Error::Engine(format!("could not start {}: {e}", self.binary.display())))
-    }
-
-    fn force_stop(&self, box_dir: &Path, pid: u32) {
-        if qmp_command(&qmp_socket(box_dir), "quit").is_err() {
-            // SAFETY: plain kill of the VM process recorded for this box.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
+        Ok(VmCommand { program: self.binary.clone(), args: self.args(spec), qmp_socket: Some(qmp_socket(&spec.box_dir)) })
     }
 }
 
@@ -212,8 +194,18 @@ pub fn create_overlay(base: &Path, overlay: &Path) -> Result<()> {
         .output()
         .map_err(|e| Error::Engine(format!("qemu-img could not run ({e}): install qemu-utils")))?;
     if !out.status.success() {
-        return Err(Error::Engine(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("No space left") {
+            return Err(Error::Storage {
+                context: format!("create the box disk {}: the disk holding the BoxLite home is full; free space or use another home", overlay.display()),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
+        return Err(Error::Engine(format!("qemu-img create failed: {}", stderr.trim())));
     }
+    // The box's files are nobody else's.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(overlay, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::storage("chmod", overlay, e))?;
     Ok(())
 }
 

@@ -1,0 +1,286 @@
+//! What the supervisor serves on `shim.sock`: the `Shim` service itself, and every `Guest` call
+//! forwarded over the one HTTP/2 connection to the agent (HTTP/2 multiplexes any number of
+//! concurrent calls from any number of clients onto it).
+
+use crate::guest::Guest;
+use boxlite_protocol::v1::shim_server::{Shim, ShimServer};
+use boxlite_protocol::v1::{exec_output, ExecOutput, StatusRequest, StatusResponse, StopRequest, StopResponse};
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tonic::body::Body as TonicBody;
+use tower::{Service, ServiceExt};
+
+const GUEST_PREFIX: &str = "/boxlite.v1.Guest/";
+const SHIM_PREFIX: &str = "/boxlite.v1.Shim/";
+const EXEC_PATH: &str = "/boxlite.v1.Guest/Exec";
+const SHUTDOWN_PATH: &str = "/boxlite.v1.Guest/Shutdown";
+
+/// State shared by every connection of one supervisor.
+pub struct Shared {
+    guest: Guest,
+    stop: tokio::sync::mpsc::UnboundedSender<bool>,
+    ended: tokio::sync::watch::Receiver<bool>,
+    shim_pid: u32,
+    vm_pid: u32,
+    boot_ms: u64,
+    started_at: u64,
+    commands: AtomicU64,
+    exec_errors: AtomicU64,
+    active_execs: AtomicU64,
+    last_activity: AtomicU64,
+    /// The previous CPU sample (when, VM CPU microseconds) for `cpu_percent`.
+    cpu_sample: Mutex<(Instant, u64)>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        guest: Guest,
+        stop: tokio::sync::mpsc::UnboundedSender<bool>,
+        ended: tokio::sync::watch::Receiver<bool>,
+        shim_pid: u32,
+        vm_pid: u32,
+        boot_ms: u64,
+        started_at: u64,
+    ) -> Self {
+        Shared {
+            guest,
+            stop,
+            ended,
+            shim_pid,
+            vm_pid,
+            boot_ms,
+            started_at,
+            commands: AtomicU64::new(0),
+            exec_errors: AtomicU64::new(0),
+            active_execs: AtomicU64::new(0),
+            last_activity: AtomicU64::new(started_at),
+            cpu_sample: Mutex::new((Instant::now(), vm_cpu_micros(vm_pid))),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_activity.store(super::now_millis(), Ordering::Relaxed);
+    }
+
+    /// Resolves once no exec has run or started for `limit_ms` (never without a limit).
+    pub async fn idle(&self, limit_ms: Option<u64>) {
+        let Some(limit) = limit_ms else { return std::future::pending().await };
+        loop {
+            let now = super::now_millis();
+            let due = self.last_activity.load(Ordering::Relaxed) + limit;
+            let busy = self.active_execs.load(Ordering::Relaxed) > 0;
+            if !busy && now >= due {
+                return;
+            }
+            let wait = if busy { limit } else { due - now };
+            tokio::time::sleep(Duration::from_millis(wait.max(10))).await;
+        }
+    }
+}
+
+/// Accepts clients until the supervisor exits.
+pub async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -> Result<http::Response<TonicBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path.starts_with(SHIM_PREFIX) {
+        let mut server = ShimServer::new(ShimService { shared });
+        return Ok(server.call(req).await.unwrap_or_else(|e| match e {}));
+    }
+    if !path.starts_with(GUEST_PREFIX) {
+        return Ok(status_response(tonic::Status::unimplemented(format!("no such method {path}"))));
+    }
+    if path == SHUTDOWN_PATH {
+        // Stops go through the supervisor, which records them and ends the VM in order.
+        return Ok(status_response(tonic::Status::permission_denied("stop the box through its supervisor (Shim.Stop)")));
+    }
+    let exec = path == EXEC_PATH;
+    if exec {
+        shared.commands.fetch_add(1, Ordering::Relaxed);
+        shared.active_execs.fetch_add(1, Ordering::Relaxed);
+        shared.touch();
+    }
+    let mut channel = shared.guest.channel();
+    let resp = match channel.ready().await {
+        Ok(ready) => ready.call(req.map(TonicBody::new)).await,
+        Err(e) => Err(e),
+    };
+    match resp {
+        Ok(resp) if exec => Ok(resp.map(|body| TonicBody::new(ExecBody { inner: body, shared, first: true }))),
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            if exec {
+                shared.active_execs.fetch_sub(1, Ordering::Relaxed);
+                shared.exec_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(status_response(tonic::Status::unavailable(format!("guest agent unreachable: {e}"))))
+        }
+    }
+}
+
+fn status_response(status: tonic::Status) -> http::Response<TonicBody> {
+    status.into_http()
+}
+
+/// An exec's response body: counts a command that could not start (its first message is
+/// `spawn_error`) and marks the exec finished when the stream ends or is dropped.
+struct ExecBody {
+    inner: TonicBody,
+    shared: Arc<Shared>,
+    first: bool,
+}
+
+impl Body for ExecBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let (true, Some(data)) = (self.first, frame.data_ref()) {
+                self.first = false;
+                if is_spawn_error(data) {
+                    self.shared.exec_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+impl Drop for ExecBody {
+    fn drop(&mut self) {
+        self.shared.active_execs.fetch_sub(1, Ordering::Relaxed);
+        self.shared.touch();
+    }
+}
+
+/// Whether a gRPC data frame (1-byte flag, 4-byte length, message) holds a `spawn_error`.
+fn is_spawn_error(frame: &[u8]) -> bool {
+    use prost::Message;
+    if frame.len() < 5 || frame[0] != 0 {
+        return false;
+    }
+    let len = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
+    let Some(msg) = frame.get(5..5 + len) else { return false };
+    matches!(ExecOutput::decode(msg).map(|m| m.kind), Ok(Some(exec_output::Kind::SpawnError(_))))
+}
+
+/// CPU time (user + system) of a process in microseconds, from /proc.
+fn vm_cpu_micros(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1_000_000 / hz
+}
+
+/// Resident memory of a process in bytes, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+struct ShimService {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl Shim for ShimService {
+    async fn stop(&self, req: tonic::Request<StopRequest>) -> Result<tonic::Response<StopResponse>, tonic::Status> {
+        let _ = self.shared.stop.send(req.into_inner().force);
+        let mut ended = self.shared.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
+        Ok(tonic::Response::new(StopResponse {}))
+    }
+
+    async fn status(&self, _: tonic::Request<StatusRequest>) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
+        let s = &self.shared;
+        let cpu = vm_cpu_micros(s.vm_pid);
+        let cpu_percent = {
+            let mut prev = s.cpu_sample.lock().unwrap_or_else(|p| p.into_inner());
+            let wall = prev.0.elapsed().as_micros().max(1) as u64;
+            let pct = cpu.saturating_sub(prev.1) as f64 * 100.0 / wall as f64;
+            *prev = (Instant::now(), cpu);
+            pct
+        };
+        Ok(tonic::Response::new(StatusResponse {
+            shim_pid: s.shim_pid,
+            vm_pid: s.vm_pid,
+            commands_executed: s.commands.load(Ordering::Relaxed),
+            exec_errors: s.exec_errors.load(Ordering::Relaxed),
+            vm_cpu_micros: cpu,
+            vm_rss_bytes: rss_bytes(s.vm_pid),
+            boot_ms: s.boot_ms,
+            started_at: s.started_at,
+            last_activity_at: s.last_activity.load(Ordering::Relaxed),
+            cpu_percent,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn frame(msg: &ExecOutput) -> Vec<u8> {
+        let body = msg.encode_to_vec();
+        let mut f = vec![0];
+        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        f.extend_from_slice(&body);
+        f
+    }
+
+    #[test]
+    fn spawn_errors_are_recognized_in_the_first_frame() {
+        let err = ExecOutput { kind: Some(exec_output::Kind::SpawnError("nope".into())), ..Default::default() };
+        assert!(is_spawn_error(&frame(&err)));
+        let ok = ExecOutput { kind: Some(exec_output::Kind::Started(Default::default())), ..Default::default() };
+        assert!(!is_spawn_error(&frame(&ok)));
+        assert!(!is_spawn_error(&frame(&err)[..6]));
+        assert!(!is_spawn_error(b""));
+    }
+
+    #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        let me = std::process::id();
+        assert!(rss_bytes(me) > 0);
+        let mut x = 0u64;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(vm_cpu_micros(me) > 0, "{x}");
+    }
+}

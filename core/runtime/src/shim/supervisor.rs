@@ -1,0 +1,326 @@
+//! The supervisor process itself: boot the VM, report, serve, stop, record.
+
+use super::{proxy, Report, ShimConfig};
+use crate::engine::{console_log_path, log_tail, vmm_log_path};
+use crate::guest::Guest;
+use crate::state::{BoxStatus, State, StatusUpdate};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::Child;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// How long a graceful stop may take before the VM is ended hard.
+const GRACEFUL_STOP: Duration = Duration::from_secs(10);
+/// Lines of the console log quoted in boot errors.
+const CONSOLE_TAIL_LINES: usize = 20;
+
+/// Entry point of the `boxlite-shim` binary: `boxlite-shim BOX_DIR/shim.json`. Returns its exit
+/// code. It runs in a session of its own (the runtime starts it with `setsid`), so a terminal's
+/// Ctrl-C reaches the CLI, which decides, and not the box.
+pub fn main() -> i32 {
+    // Nothing the caller left open (a listening socket, a pipe) may be held by the box.
+    // SAFETY: closes fds this process does not use yet; no Rust object owns any of them.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let Some(path) = std::env::args_os().nth(1) else {
+        eprintln!("usage: boxlite-shim BOX_DIR/shim.json (started by the BoxLite runtime, not by hand)");
+        return 2;
+    };
+    let config: ShimConfig = match std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            report(&Report::Failed { code: "INTERNAL".into(), message: format!("box supervisor: cannot read {}: {e}", Path::new(&path).display()) });
+            return 1;
+        }
+    };
+    // SAFETY: plain syscalls on this process.
+    unsafe {
+        // Sockets, logs and everything else the box's processes create are private to the user.
+        libc::umask(0o077);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    redirect_stdio(&config.box_dir);
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&Report::Failed { code: "INTERNAL".into(), message: format!("box supervisor: tokio runtime: {e}") });
+            return 1;
+        }
+    };
+    rt.block_on(supervise(config))
+}
+
+/// stdin from /dev/null, stderr to `shim.log`; stdout stays the report pipe until [`report`].
+fn redirect_stdio(box_dir: &Path) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(super::log(box_dir));
+    let null = std::fs::File::open("/dev/null");
+    // SAFETY: dup2 onto the standard descriptors; the source files are closed afterwards.
+    unsafe {
+        if let Ok(null) = &null {
+            libc::dup2(null.as_raw_fd(), 0);
+        }
+        if let Ok(log) = &log {
+            libc::dup2(log.as_raw_fd(), 2);
+        }
+    }
+}
+
+/// Writes the one report line, then points stdout at /dev/null: the reader sees EOF.
+fn report(r: &Report) {
+    let line = serde_json::to_string(r).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 onto stdout, which nothing else writes to.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+/// Why the supervisor is ending the box.
+enum End {
+    /// The VM process ended by itself.
+    VmExited(std::io::Result<std::process::ExitStatus>),
+    /// Asked to stop (by a client, the owner's end, the idle limit or a signal).
+    Stop { force: bool, reason: Option<String> },
+}
+
+async fn supervise(cfg: ShimConfig) -> i32 {
+    let me = std::process::id();
+    let state = match State::open(&cfg.db) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&Report::Failed { code: e.code().into(), message: format!("box supervisor: {e}") });
+            return 1;
+        }
+    };
+    let record = |status: BoxStatus, u: StatusUpdate| match state.update_if_shim(&cfg.box_id, me, status, u) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("boxlite-shim: recording {status} failed: {e}");
+            false
+        }
+    };
+    if let Err(e) = state.update(&cfg.box_id, BoxStatus::Starting, StatusUpdate { shim_pid: Some(me), ..Default::default() }) {
+        report(&Report::Failed { code: e.code().into(), message: format!("box supervisor: {e}") });
+        return 1;
+    }
+    let spawned = Instant::now();
+    let mut vm = match spawn_vm(&cfg, me) {
+        Ok(vm) => vm,
+        Err(message) => {
+            record(BoxStatus::Failed, StatusUpdate { reason: Some(message.clone()), ..Default::default() });
+            report(&Report::Failed { code: "ENGINE".into(), message });
+            return 1;
+        }
+    };
+    let vm_pid = vm.id().unwrap_or_default();
+    let timeout = Duration::from_millis(cfg.ready_timeout_ms);
+    let ready = tokio::select! {
+        guest = connect_when_ready(&cfg.agent_socket) => Ok(guest),
+        status = vm.wait() => Err(format!("the VM process {}", describe(&status))),
+        _ = tokio::time::sleep(timeout) => Err(format!("the guest did not answer within {} ms (ready_timeout_ms)", timeout.as_millis())),
+    };
+    let listener = ready.and_then(|guest| {
+        let sock = super::socket(&cfg.box_dir);
+        let _ = std::fs::remove_file(&sock);
+        tokio::net::UnixListener::bind(&sock).map(|l| (guest, l)).map_err(|e| format!("cannot listen on {}: {e}", sock.display()))
+    });
+    let (guest, listener) = match listener {
+        Ok(ok) => ok,
+        Err(what) => {
+            let _ = vm.start_kill();
+            let _ = vm.wait().await;
+            record(BoxStatus::Failed, StatusUpdate { reason: Some(format!("box failed to boot: {what}")), ..Default::default() });
+            report(&Report::Failed { code: "GUEST_BOOT".into(), message: boot_failure(&cfg.box_dir, &what) });
+            remove_runtime_files(&cfg.box_dir);
+            return 1;
+        }
+    };
+    let boot_ms = spawned.elapsed().as_millis() as u64;
+    let started_at = super::now_millis();
+    let running = StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), started_at: Some(started_at), ..Default::default() };
+    if !record(BoxStatus::Running, running) {
+        // The box was removed (or taken over) while it booted: nothing to serve.
+        let _ = vm.start_kill();
+        let _ = vm.wait().await;
+        report(&Report::Failed { code: "NOT_FOUND".into(), message: format!("box {} was removed while it started", cfg.box_id) });
+        remove_runtime_files(&cfg.box_dir);
+        return 1;
+    }
+    report(&Report::Ready { shim_pid: me, vm_pid, boot_ms });
+
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ended_tx, ended_rx) = tokio::sync::watch::channel(false);
+    let shared = Arc::new(proxy::Shared::new(guest.clone(), stop_tx, ended_rx, me, vm_pid, boot_ms, started_at));
+    tokio::spawn(proxy::serve(listener, shared.clone()));
+
+    let (Ok(mut sigterm), Ok(mut sigint)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        eprintln!("boxlite-shim: cannot install signal handlers");
+        return 1;
+    };
+    let owner = cfg.owner_pid;
+    let end = tokio::select! {
+        status = vm.wait() => End::VmExited(status),
+        Some(force) = stop_rx.recv() => End::Stop { force, reason: None },
+        _ = owner_gone(owner) => End::Stop { force: false, reason: Some(format!("its owner process {} ended", owner.unwrap_or_default())) },
+        _ = shared.idle(cfg.auto_stop_ms) => End::Stop {
+            force: false,
+            reason: Some(format!("it was idle for {} ms (auto_stop_ms)", cfg.auto_stop_ms.unwrap_or_default())),
+        },
+        _ = sigterm.recv() => End::Stop { force: false, reason: Some("its supervisor got SIGTERM".into()) },
+        _ = sigint.recv() => End::Stop { force: false, reason: Some("its supervisor got SIGINT".into()) },
+    };
+    let (status, reason) = match end {
+        End::VmExited(Ok(s)) if s.success() => (BoxStatus::Stopped, Some("the guest powered off".to_string())),
+        End::VmExited(status) => (BoxStatus::Failed, Some(format!("the box's VM process {}", describe(&status)))),
+        End::Stop { force, reason } => {
+            record(BoxStatus::Stopping, StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), ..Default::default() });
+            stop_vm(&mut vm, &guest, force, &cfg, &mut stop_rx).await;
+            (BoxStatus::Stopped, reason)
+        }
+    };
+    let recorded = record(status, StatusUpdate { reason, ..Default::default() });
+    remove_runtime_files(&cfg.box_dir);
+    if cfg.auto_remove && recorded {
+        if let Err(e) = state.delete(&cfg.box_id) {
+            eprintln!("boxlite-shim: auto_remove: {e}");
+        } else {
+            let _ = std::fs::remove_dir_all(&cfg.box_dir);
+        }
+    }
+    let _ = ended_tx.send(true);
+    // Let Stop replies reach their callers before the process goes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    0
+}
+
+fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => super::describe_exit(s),
+        Err(e) => format!("could not be waited for: {e}"),
+    }
+}
+
+fn spawn_vm(cfg: &ShimConfig, me: u32) -> Result<Child, String> {
+    let log_path = vmm_log_path(&cfg.box_dir);
+    let vmm_log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let mut cmd = tokio::process::Command::new(&cfg.vm.program);
+    cmd.args(&cfg.vm.args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(vmm_log).kill_on_drop(true);
+    // SAFETY: prctl and getppid are async-signal-safe. The VM dies with its supervisor (this
+    // runtime is single-threaded, so the spawning thread is the process's only one); if the
+    // supervisor died before prctl took effect, the VM ends itself at once.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() as u32 != me {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| format!("could not start {}: {e}", cfg.vm.program.display()))
+}
+
+/// Connects to the agent socket as soon as the VM creates it, then waits for the agent to answer.
+async fn connect_when_ready(socket: &Path) -> Guest {
+    loop {
+        if socket.exists() {
+            if let Ok(guest) = Guest::connect(socket).await {
+                // The request waits in the channel until the agent serves it.
+                if guest.ping().await.is_ok() {
+                    return guest;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn boot_failure(box_dir: &Path, what: &str) -> String {
+    let mut msg = format!("box failed to boot: {what}");
+    let vmm = log_tail(&vmm_log_path(box_dir), 10);
+    if !vmm.is_empty() {
+        msg.push_str(&format!("\nVM process stderr:\n{vmm}"));
+    }
+    let console = console_log_path(box_dir);
+    let tail = log_tail(&console, CONSOLE_TAIL_LINES);
+    msg.push_str(&format!("\nconsole log ({}):\n{}", console.display(), if tail.is_empty() { "(empty)" } else { &tail }));
+    msg
+}
+
+/// Graceful: the agent syncs and unmounts, the VM powers off. Hard (asked for, or when graceful
+/// takes too long, or a forced stop arrives meanwhile): QMP `quit`, then SIGKILL.
+async fn stop_vm(
+    vm: &mut Child,
+    guest: &Guest,
+    force: bool,
+    cfg: &ShimConfig,
+    more: &mut tokio::sync::mpsc::UnboundedReceiver<bool>,
+) {
+    if !force {
+        let graceful = async {
+            let _ = tokio::time::timeout(GRACEFUL_STOP, guest.shutdown()).await;
+            tokio::time::timeout(GRACEFUL_STOP, vm.wait()).await.is_ok()
+        };
+        let forced = async {
+            while let Some(force) = more.recv().await {
+                if force {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let ended = tokio::select! {
+            ended = graceful => ended,
+            _ = forced => false,
+        };
+        if ended {
+            return;
+        }
+    }
+    if let Some(qmp) = &cfg.vm.qmp_socket {
+        let qmp = qmp.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::engine::qemu::qmp_command(&qmp, "quit")).await;
+        if tokio::time::timeout(Duration::from_secs(2), vm.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = vm.start_kill();
+    let _ = vm.wait().await;
+}
+
+fn remove_runtime_files(box_dir: &Path) {
+    for f in super::runtime_files(box_dir) {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// Resolves when the owner process has ended (never for a detached box).
+async fn owner_gone(owner: Option<u32>) {
+    let Some(pid) = owner else { return std::future::pending().await };
+    // SAFETY: pidfd_open returns a new fd (or -1) that we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    if fd < 0 {
+        return; // already gone (ESRCH)
+    }
+    // SAFETY: fd is a fresh descriptor owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the fd stays open (owned by the AsyncFd) for as long as it is registered.
+    match unsafe { tokio::io::unix::AsyncFd::register(fd) } {
+        // A pidfd turns readable when its process exits.
+        Ok(fd) => {
+            let _ = fd.readable().await;
+        }
+        Err(e) => {
+            eprintln!("boxlite-shim: cannot watch owner {pid}: {e}; polling instead");
+            while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
