@@ -35,6 +35,9 @@ struct BoxConfig {
     working_dir: Option<String>,
     user: Option<String>,
     ready_timeout_ms: Option<u64>,
+    detach: bool,
+    auto_stop_ms: Option<u64>,
+    auto_remove: bool,
 }
 
 impl BoxConfig {
@@ -48,6 +51,9 @@ impl BoxConfig {
             working_dir: self.working_dir,
             user: self.user,
             ready_timeout_ms: self.ready_timeout_ms.unwrap_or(defaults.ready_timeout_ms),
+            detach: self.detach,
+            auto_stop_ms: self.auto_stop_ms,
+            auto_remove: self.auto_remove,
             ..defaults
         }
     }
@@ -62,7 +68,10 @@ impl BoxConfig {
 /// `[A-Za-z0-9_.-]`), `"cpus"` (1-64, default 1), `"memory_mib"` (128-65536, default 512),
 /// `"env"` (`{"KEY": "value"}` over the image's Env), `"working_dir"` (absolute path, over the
 /// image's WorkingDir), `"user"` (over the image's User), `"ready_timeout_ms"` (how long the guest
-/// may take to answer after its VM starts, default 30000). Unknown keys are rejected.
+/// may take to answer after its VM starts, default 30000), `"detach"` (true: the box keeps running
+/// after this process ends; default false: it stops cleanly when this process ends),
+/// `"auto_stop_ms"` (stop after this long with no command running), `"auto_remove"` (remove the
+/// box once it stops). Unknown keys are rejected.
 /// `out`: receives the new box handle on success (untouched on failure); free it with
 /// `boxlite_box_free`.
 ///

@@ -159,7 +159,7 @@ impl From<RuntimeConfig> for boxlite::RuntimeOptions {
             .into_iter()
             .map(|r| boxlite::RegistryConfig { host: r.host, insecure: r.insecure, username: r.username, password: r.password })
             .collect();
-        boxlite::RuntimeOptions { home: c.home, registries, accel: c.accel, assets_dir: c.assets_dir }
+        boxlite::RuntimeOptions { home: c.home, registries, accel: c.accel, assets_dir: c.assets_dir, ..Default::default() }
     }
 }
 

@@ -59,6 +59,9 @@ pub struct RuntimeOptions {
     pub accel: Option<Accel>,
     /// Directory with the guest `vmlinux` and `initramfs.cpio`; default [`crate::assets::assets_dir`].
     pub assets_dir: Option<PathBuf>,
+    /// Most bytes one image may unpack to (all layers together); default
+    /// [`crate::image::store::DEFAULT_MAX_UNPACKED_BYTES`]. Bigger images fail with an `IMAGE` error.
+    pub max_unpacked_bytes: Option<u64>,
 }
 
 /// Options of a new box.

@@ -124,7 +124,10 @@ impl Runtime {
             },
             other => other,
         })?;
-        let images = ImageStore::new(home.join("images"))?;
+        let mut images = ImageStore::new(home.join("images"))?;
+        if let Some(limit) = options.max_unpacked_bytes {
+            images = images.with_max_unpacked_bytes(limit);
+        }
         let rt = Runtime {
             inner: Arc::new(Inner {
                 home,

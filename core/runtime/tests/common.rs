@@ -35,12 +35,12 @@ pub fn home() -> PathBuf {
 /// A runtime on the shared home that searches the test registry.
 pub fn runtime() -> Runtime {
     let registries = vec![RegistryConfig { host: registry(), insecure: true, ..Default::default() }];
-    Runtime::new(RuntimeOptions { home: Some(home()), registries, accel: None, assets_dir: None }).expect("runtime")
+    Runtime::new(RuntimeOptions { home: Some(home()), registries, accel: None, assets_dir: None, ..Default::default() }).expect("runtime")
 }
 
 /// A runtime on a fresh home of its own.
 pub fn isolated_runtime(registries: Vec<RegistryConfig>) -> (Runtime, tempfile::TempDir) {
     let dir = tempfile::Builder::new().prefix("bxi").tempdir_in("/tmp").expect("tempdir");
-    let rt = Runtime::new(RuntimeOptions { home: Some(dir.path().to_path_buf()), registries, accel: None, assets_dir: None }).expect("runtime");
+    let rt = Runtime::new(RuntimeOptions { home: Some(dir.path().to_path_buf()), registries, accel: None, assets_dir: None, ..Default::default() }).expect("runtime");
     (rt, dir)
 }

@@ -58,7 +58,7 @@ async fn a_vm_that_dies_fails_at_once_with_its_logs() {
     std::fs::copy(boxlite::assets::assets_dir().join("initramfs.cpio"), assets.path().join("initramfs.cpio"))
         .expect("guest assets missing: run scripts/setup.sh");
     let registries = vec![RegistryConfig { host: common::registry(), insecure: true, ..Default::default() }];
-    let rt = Runtime::new(RuntimeOptions { home: Some(common::home()), registries, accel: None, assets_dir: Some(assets.path().into()) }).unwrap();
+    let rt = Runtime::new(RuntimeOptions { home: Some(common::home()), registries, accel: None, assets_dir: Some(assets.path().into()), ..Default::default() }).unwrap();
     let b = rt.create(BoxOptions::new("busybox:latest")).await.unwrap();
     let started = Instant::now();
     let err = b.start().await.err().expect("must fail");
@@ -84,7 +84,7 @@ async fn the_ready_timeout_is_an_option_and_quotes_the_console() {
 #[tokio::test(flavor = "multi_thread")]
 async fn explicit_kvm_fails_with_the_reason_when_kvm_cannot_run_guests() {
     let registries = vec![RegistryConfig { host: common::registry(), insecure: true, ..Default::default() }];
-    let rt = Runtime::new(RuntimeOptions { home: Some(common::home()), registries, accel: Some(boxlite::Accel::Kvm), assets_dir: None }).unwrap();
+    let rt = Runtime::new(RuntimeOptions { home: Some(common::home()), registries, accel: Some(boxlite::Accel::Kvm), assets_dir: None, ..Default::default() }).unwrap();
     let b = rt.create(BoxOptions::new("busybox:latest")).await.unwrap();
     let result = b.start().await;
     match boxlite::engine::qemu::kvm_verdict() {
