@@ -17,6 +17,10 @@ export declare class Box {
   start(cancel?: CancelToken | undefined | null): Promise<void>
   /** Stops the VM; the disk is kept. */
   stop(): Promise<void>
+  /** Ends the VM at once, without syncing the guest's writes; the disk is kept. */
+  kill(): Promise<void>
+  /** CPU, memory and command counters; zeros when the box is not running. */
+  metrics(): Promise<BoxMetrics>
   /** Starts `argv` in the box (booting it first if needed). */
   exec(argv: Array<string>, options?: ExecOptions | undefined | null, cancel?: CancelToken | undefined | null): Promise<Execution>
 }
@@ -59,7 +63,7 @@ export declare class Runtime {
   get home(): string
   /** Creates a box, pulling its image if needed. It boots on `start` or its first exec. */
   create(options: BoxOptions, cancel?: CancelToken | undefined | null): Promise<Box>
-  /** The box with this id or name, or null. */
+  /** The box with this id or name, or null. A box started by another process is reachable too. */
   get(idOrName: string): Promise<Box | null>
   /** Every box, oldest first. */
   list(): Promise<BoxInfo[]>
@@ -67,6 +71,8 @@ export declare class Runtime {
   remove(idOrName: string, force: boolean): Promise<void>
   /** Pulls an image (and builds its base disk); `onProgress` gets events on the JS thread. */
   pull(reference: string, onProgress?: (((arg: PullEvent) => void)) | undefined | null, cancel?: CancelToken | undefined | null): Promise<ImageInfo>
+  /** This runtime's counters and the number of running boxes in its home. */
+  metrics(): Promise<RuntimeMetrics>
   /** Images pulled into this home. */
   images(): Promise<ImageInfo[]>
 }
@@ -75,12 +81,33 @@ export interface BoxInfo {
   id: string
   name?: string
   image: string
-  /** `created`, `running` or `stopped`. */
+  /** `created`, `starting`, `running`, `stopping`, `stopped` or `failed`. */
   status: string
+  /** The VM process while running. */
   pid?: number
   createdAtMs: number
+  /** When the VM last became ready. */
+  startedAtMs?: number
   cpus: number
   memoryMib: number
+  detach: boolean
+  autoRemove: boolean
+  /** Why the box failed (or how it last stopped). */
+  reason?: string
+}
+
+export interface BoxMetrics {
+  /** VM CPU use since the previous sample, percent of one core. */
+  cpuPercent: number
+  /** Resident memory of the VM process on the host. */
+  memoryBytes: number
+  /** Commands started since the box last started, by any process. */
+  commandsExecuted: number
+  /** Commands that could not start, since the box last started. */
+  execErrors: number
+  /** VM spawn to a guest that answered, for the current run. */
+  bootDurationMs: number
+  vmPid?: number
 }
 
 export interface BoxOptions {
@@ -92,6 +119,12 @@ export interface BoxOptions {
   workingDir?: string
   user?: string
   readyTimeoutMs?: number
+  /** Keep running after this process ends (until stopped, removed or idle for `auto_stop_ms`). */
+  detach?: boolean
+  /** Stop after this many milliseconds with no command running. */
+  autoStopMs?: number
+  /** Remove the box (record and disk) once it has stopped. */
+  autoRemove?: boolean
 }
 
 export interface ExecOptions {
@@ -132,6 +165,14 @@ export interface RegistryOptions {
   insecure?: boolean
   username?: string
   password?: string
+}
+
+export interface RuntimeMetrics {
+  boxesCreatedTotal: number
+  boxesFailedTotal: number
+  numRunningBoxes: number
+  totalCommandsExecuted: number
+  totalExecErrors: number
 }
 
 export interface RuntimeOptions {

@@ -117,6 +117,12 @@ pub struct BoxOptions {
     pub working_dir: Option<String>,
     pub user: Option<String>,
     pub ready_timeout_ms: Option<u32>,
+    /// Keep running after this process ends (until stopped, removed or idle for `auto_stop_ms`).
+    pub detach: Option<bool>,
+    /// Stop after this many milliseconds with no command running.
+    pub auto_stop_ms: Option<u32>,
+    /// Remove the box (record and disk) once it has stopped.
+    pub auto_remove: Option<bool>,
 }
 
 #[napi(object)]
@@ -124,12 +130,43 @@ pub struct BoxInfo {
     pub id: String,
     pub name: Option<String>,
     pub image: String,
-    /// `created`, `running` or `stopped`.
+    /// `created`, `starting`, `running`, `stopping`, `stopped` or `failed`.
     pub status: String,
+    /// The VM process while running.
     pub pid: Option<u32>,
     pub created_at_ms: f64,
+    /// When the VM last became ready.
+    pub started_at_ms: Option<f64>,
     pub cpus: u32,
     pub memory_mib: u32,
+    pub detach: bool,
+    pub auto_remove: bool,
+    /// Why the box failed (or how it last stopped).
+    pub reason: Option<String>,
+}
+
+#[napi(object)]
+pub struct BoxMetrics {
+    /// VM CPU use since the previous sample, percent of one core.
+    pub cpu_percent: f64,
+    /// Resident memory of the VM process on the host.
+    pub memory_bytes: f64,
+    /// Commands started since the box last started, by any process.
+    pub commands_executed: f64,
+    /// Commands that could not start, since the box last started.
+    pub exec_errors: f64,
+    /// VM spawn to a guest that answered, for the current run.
+    pub boot_duration_ms: f64,
+    pub vm_pid: Option<u32>,
+}
+
+#[napi(object)]
+pub struct RuntimeMetrics {
+    pub boxes_created_total: f64,
+    pub boxes_failed_total: f64,
+    pub num_running_boxes: f64,
+    pub total_commands_executed: f64,
+    pub total_exec_errors: f64,
 }
 
 #[napi(object)]
@@ -179,8 +216,33 @@ fn box_info(rec: boxlite::BoxRecord) -> BoxInfo {
         status: rec.status.to_string(),
         pid: rec.pid,
         created_at_ms: rec.created_at as f64,
+        started_at_ms: rec.started_at.map(|t| t as f64),
         cpus: rec.options.cpus,
         memory_mib: rec.options.memory_mib,
+        detach: rec.options.detach,
+        auto_remove: rec.options.auto_remove,
+        reason: rec.reason,
+    }
+}
+
+fn box_metrics(m: boxlite::BoxMetrics) -> BoxMetrics {
+    BoxMetrics {
+        cpu_percent: m.cpu_percent,
+        memory_bytes: m.memory_bytes as f64,
+        commands_executed: m.commands_executed as f64,
+        exec_errors: m.exec_errors as f64,
+        boot_duration_ms: m.boot_duration_ms as f64,
+        vm_pid: m.vm_pid,
+    }
+}
+
+fn runtime_metrics(m: boxlite::RuntimeMetrics) -> RuntimeMetrics {
+    RuntimeMetrics {
+        boxes_created_total: m.boxes_created_total as f64,
+        boxes_failed_total: m.boxes_failed_total as f64,
+        num_running_boxes: m.num_running_boxes as f64,
+        total_commands_executed: m.total_commands_executed as f64,
+        total_exec_errors: m.total_exec_errors as f64,
     }
 }
 
@@ -225,6 +287,7 @@ fn runtime_options(options: RuntimeOptions) -> Outcome<boxlite::RuntimeOptions> 
         registries,
         accel,
         assets_dir: options.assets_dir.map(Into::into),
+        ..Default::default()
     })
 }
 
@@ -237,6 +300,9 @@ fn box_options(options: BoxOptions) -> boxlite::BoxOptions {
     opts.working_dir = options.working_dir;
     opts.user = options.user;
     opts.ready_timeout_ms = options.ready_timeout_ms.map(u64::from).unwrap_or(opts.ready_timeout_ms);
+    opts.detach = options.detach.unwrap_or(false);
+    opts.auto_stop_ms = options.auto_stop_ms.map(u64::from);
+    opts.auto_remove = options.auto_remove.unwrap_or(false);
     opts
 }
 
@@ -273,7 +339,7 @@ impl Runtime {
         }))
     }
 
-    /// The box with this id or name, or null.
+    /// The box with this id or name, or null. A box started by another process is reachable too.
     #[napi(ts_return_type = "Promise<Box | null>")]
     pub fn get<'env>(&self, env: &'env Env, id_or_name: String) -> Result<PromiseRaw<'env, Option<JsBox>>> {
         let rt = self.inner.clone();
@@ -325,6 +391,13 @@ impl Runtime {
         }))
     }
 
+    /// This runtime's counters and the number of running boxes in its home.
+    #[napi(ts_return_type = "Promise<RuntimeMetrics>")]
+    pub fn metrics<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, RuntimeMetrics>> {
+        let rt = self.inner.clone();
+        promise(env, async move { Ok(runtime_metrics(rt.metrics()?)) })
+    }
+
     /// Images pulled into this home.
     #[napi(ts_return_type = "Promise<ImageInfo[]>")]
     pub fn images<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<ImageInfo>>> {
@@ -364,6 +437,20 @@ impl JsBox {
     pub fn stop<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let b = self.inner.clone();
         promise(env, async move { Ok(b.stop().await?) })
+    }
+
+    /// Ends the VM at once, without syncing the guest's writes; the disk is kept.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn kill<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(b.kill().await?) })
+    }
+
+    /// CPU, memory and command counters; zeros when the box is not running.
+    #[napi(ts_return_type = "Promise<BoxMetrics>")]
+    pub fn metrics<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, BoxMetrics>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(box_metrics(b.metrics().await?)) })
     }
 
     /// Starts `argv` in the box (booting it first if needed).
