@@ -3,6 +3,7 @@ export { Box, Execution, Images, Runtime } from './runtime'
 export { InputStream, OutputStream } from './streams'
 export type {
   BoxInfo,
+  BoxMetrics,
   BoxOptions,
   BoxStatus,
   ExecOptions,
@@ -11,5 +12,7 @@ export type {
   PullOptions,
   PullProgress,
   RegistryOptions,
+  RemoveOptions,
+  RuntimeMetrics,
   RuntimeOptions,
 } from './types'

@@ -4,6 +4,7 @@ import { native, type NativeBox, type NativeExecution, type NativeRuntime } from
 import { InputStream, OutputStream } from './streams'
 import type {
   BoxInfo,
+  BoxMetrics,
   BoxOptions,
   BoxStatus,
   ExecOptions,
@@ -11,6 +12,8 @@ import type {
   ImageInfo,
   PullOptions,
   PullProgress,
+  RemoveOptions,
+  RuntimeMetrics,
   RuntimeOptions,
 } from './types'
 import { optionalCount, stringRecord } from './validate'
@@ -27,8 +30,12 @@ function boxInfo(info: NativeBoxInfo): BoxInfo {
     status: info.status as BoxStatus,
     pid: info.pid ?? null,
     createdAt: new Date(info.createdAtMs),
+    startedAt: info.startedAtMs === undefined ? null : new Date(info.startedAtMs),
     cpus: info.cpus,
     memoryMib: info.memoryMib,
+    detach: info.detach,
+    autoRemove: info.autoRemove,
+    reason: info.reason ?? null,
   }
 }
 
@@ -90,15 +97,27 @@ export class Runtime {
       workingDir: options.workingDir,
       user: options.user,
       readyTimeoutMs: optionalCount('readyTimeoutMs', options.readyTimeoutMs),
+      detach: options.detach,
+      autoStopMs: optionalCount('autoStopMs', options.autoStopMs),
+      autoRemove: options.autoRemove,
     }
     const created = await cancellable(options.signal, 'box creation', (token) => this.#native.create(nativeOptions, token))
     return new Box(created, this)
   }
 
-  /** The box with this id or name, or `null`. */
+  /**
+   * The box with this id or name, or `null`. Any box of the home is reachable, including one that
+   * another process created and started (a detached box outlives it).
+   */
   async get(idOrName: string): Promise<Box | null> {
     const found = await coded(() => this.#native.get(idOrName))
     return found ? new Box(found, this) : null
+  }
+
+  /** The settings and status of the box with this id or name, or `null`. */
+  async getInfo(idOrName: string): Promise<BoxInfo | null> {
+    const box = await this.get(idOrName)
+    return box ? box.info() : null
   }
 
   /** Every box in this home, oldest first. */
@@ -106,11 +125,33 @@ export class Runtime {
     return (await coded(() => this.#native.list())).map(boxInfo)
   }
 
-  /** Removes a box and its disk. A running box needs `force: true` (it is stopped first). */
-  async remove(idOrName: string, options: { force?: boolean } = {}): Promise<void> {
-    await coded(() => this.#native.remove(idOrName, options.force ?? false))
+  /** The same as {@link Runtime.list} (the name other BoxLite SDKs use). */
+  listInfo(): Promise<BoxInfo[]> {
+    return this.list()
+  }
+
+  /**
+   * Removes a box and its disk. A running box needs force (it is stopped first), given as
+   * `remove(id, { force: true })` or `remove(id, true)`.
+   */
+  async remove(idOrName: string, options: RemoveOptions | boolean = {}): Promise<void> {
+    const force = typeof options === 'boolean' ? options : (options.force ?? false)
+    await coded(() => this.#native.remove(idOrName, force))
+  }
+
+  /** This runtime's counters, and how many boxes of its home are running now. */
+  async metrics(): Promise<RuntimeMetrics> {
+    const m = await coded(() => this.#native.metrics())
+    return {
+      boxesCreatedTotal: m.boxesCreatedTotal,
+      boxesFailedTotal: m.boxesFailedTotal,
+      numRunningBoxes: m.numRunningBoxes,
+      totalCommandsExecuted: m.totalCommandsExecuted,
+      totalExecErrors: m.totalExecErrors,
+    }
   }
 }
+
 
 /** The images of one runtime home. */
 export class Images {
@@ -160,13 +201,33 @@ export class Box {
     await cancellable(options.signal, 'the box start', (token) => this.#native.start(token))
   }
 
-  /** Stops the VM. The disk (and everything written to it) is kept for the next start. */
+  /**
+   * Stops the VM cleanly, from any process. The disk (and everything written to it) is kept for
+   * the next start.
+   */
   async stop(): Promise<void> {
     await coded(() => this.#native.stop())
   }
 
+  /** Ends the VM at once, without letting the guest sync its writes; the disk is kept. */
+  async kill(): Promise<void> {
+    await coded(() => this.#native.kill())
+  }
+
+  /** CPU, memory and command figures of the running box; zeros when it is not running. */
+  async metrics(): Promise<BoxMetrics> {
+    const m = await coded(() => this.#native.metrics())
+    return {
+      cpuPercent: m.cpuPercent,
+      memoryBytes: m.memoryBytes,
+      commandsExecuted: m.commandsExecuted,
+      execErrors: m.execErrors,
+      bootDurationMs: m.bootDurationMs,
+    }
+  }
+
   /** Removes the box and its disk; see `Runtime.remove`. */
-  async remove(options: { force?: boolean } = {}): Promise<void> {
+  async remove(options: RemoveOptions | boolean = {}): Promise<void> {
     await this.#runtime.remove(this.id, options)
   }
 

@@ -34,11 +34,25 @@ export interface BoxOptions {
   user?: string
   /** How long the guest may take to come up (default 30000). */
   readyTimeoutMs?: number
+  /**
+   * Keep the box running after this process ends, until it is stopped, removed or idle for
+   * `autoStopMs`; any process on the same home can reach it. Without it the box stops cleanly
+   * when the process that started it ends.
+   */
+  detach?: boolean
+  /** Stop the box after this many milliseconds with no command running. */
+  autoStopMs?: number
+  /** Remove the box (record and disk) once it has stopped. */
+  autoRemove?: boolean
   /** Cancels the creation (image pull included). */
   signal?: AbortSignal
 }
 
-export type BoxStatus = 'created' | 'running' | 'stopped'
+/**
+ * `created` (never started), `starting`, `running`, `stopping`, `stopped` (its disk is kept), or
+ * `failed` (did not boot, or ended without being asked to: `reason` says why; it can start again).
+ */
+export type BoxStatus = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
 
 export interface BoxInfo {
   id: string
@@ -48,8 +62,44 @@ export interface BoxInfo {
   /** The VM process while running. */
   pid: number | null
   createdAt: Date
+  /** When the VM last became ready; `null` if it never has. */
+  startedAt: Date | null
   cpus: number
   memoryMib: number
+  /** Whether the box outlives the process that started it. */
+  detach: boolean
+  /** Whether the box is removed once it stops. */
+  autoRemove: boolean
+  /** Why the box failed (or how it last stopped). */
+  reason: string | null
+}
+
+/** One box's figures; zeros when it is not running. */
+export interface BoxMetrics {
+  /** VM CPU use since the previous sample, percent of one core. */
+  cpuPercent: number
+  /** Resident memory of the VM process on the host. */
+  memoryBytes: number
+  /** Commands started since the box last started, by any process. */
+  commandsExecuted: number
+  /** Commands that could not start, since the box last started. */
+  execErrors: number
+  /** Milliseconds from VM spawn to a guest that answered, for the current run. */
+  bootDurationMs: number
+}
+
+/** Counters of one `Runtime` (this process's use of its home). */
+export interface RuntimeMetrics {
+  /** Boxes this runtime created. */
+  boxesCreatedTotal: number
+  /** Creates and starts by this runtime that failed. */
+  boxesFailedTotal: number
+  /** Boxes of the home running now, started by any process. */
+  numRunningBoxes: number
+  /** Commands this runtime started. */
+  totalCommandsExecuted: number
+  /** Commands this runtime could not start. */
+  totalExecErrors: number
 }
 
 export interface ImageInfo {
@@ -94,4 +144,10 @@ export interface ExitResult {
   signal: number | null
   /** The command was killed because `timeoutMs` passed. */
   timedOut: boolean
+}
+
+/** How `Runtime.remove` and `Box.remove` treat a running box. */
+export interface RemoveOptions {
+  /** Stop a running box first instead of refusing. */
+  force?: boolean
 }
