@@ -1,6 +1,14 @@
 export { CodeBox, DEFAULT_CODE_IMAGE, type CodeBoxOptions } from './code-box'
-export type { ExecResult, SimpleExecOptions } from './exec-args'
+export type { EnvRecord, ExecResult, SimpleExecOptions } from './exec-args'
 export { run } from './run'
 export { SimpleBox, type SimpleBoxOptions } from './simple-box'
 // What a user of this package needs from @boxlite/core, so it need not be a direct dependency.
-export { BoxliteError, Runtime, type ErrorCode, type RegistryOptions } from '@boxlite/core'
+export {
+  BoxliteError,
+  Runtime,
+  type BoxInfo,
+  type BoxMetrics,
+  type BoxStatus,
+  type ErrorCode,
+  type RegistryOptions,
+} from '@boxlite/core'

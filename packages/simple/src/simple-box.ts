@@ -1,13 +1,21 @@
 import {
   BoxliteError,
   type Box,
+  type BoxInfo,
+  type BoxMetrics,
   type BoxOptions,
   type InputStream,
   type RegistryOptions,
   type Runtime,
 } from '@boxlite/core'
 import { defaultRuntime } from './default-runtime'
-import { parseExecArgs, type ExecArgs, type ExecResult, type SimpleExecOptions } from './exec-args'
+import {
+  parseExecArgs,
+  type EnvRecord,
+  type ExecArgs,
+  type ExecResult,
+  type SimpleExecOptions,
+} from './exec-args'
 
 export interface SimpleBoxOptions extends BoxOptions {
   /** The runtime to create the box in. Default: one shared per process for `home` and `registries`. */
@@ -16,6 +24,11 @@ export interface SimpleBoxOptions extends BoxOptions {
   home?: string
   /** Registry settings of the default runtime (e.g. `{ host: '127.0.0.1:5000', insecure: true }`). */
   registries?: RegistryOptions[]
+  /**
+   * Use the box named `name` if the home has one (made earlier, perhaps by another process), and
+   * create it only if not; `created` then says which happened. Needs `name`.
+   */
+  reuseExisting?: boolean
 }
 
 /**
@@ -31,24 +44,63 @@ export class SimpleBox implements AsyncDisposable {
   readonly #boxOptions: BoxOptions
   readonly #runtime: Runtime | undefined
   readonly #runtimeOptions: Pick<SimpleBoxOptions, 'home' | 'registries'>
+  readonly #reuseExisting: boolean
   // Shared by concurrent first calls, so there is only ever one creation in flight.
   #creation: Promise<Box> | undefined
   #box: Box | undefined
+  #created: boolean | undefined
   #removal: Promise<void> | undefined
 
   constructor(options: SimpleBoxOptions) {
-    const { runtime, home, registries, ...boxOptions } = options
+    const { runtime, home, registries, reuseExisting, ...boxOptions } = options
     if (runtime && (home !== undefined || registries !== undefined)) {
       throw new BoxliteError('INVALID_ARGUMENT', 'pass either a runtime or home/registries, not both')
+    }
+    if (reuseExisting && boxOptions.name === undefined) {
+      throw new BoxliteError('INVALID_ARGUMENT', 'reuseExisting needs a name: the box to reuse is found by it')
     }
     this.#boxOptions = boxOptions
     this.#runtime = runtime
     this.#runtimeOptions = { home, registries }
+    this.#reuseExisting = reuseExisting ?? false
   }
 
-  /** The box's id, once it has been created (by `start()` or the first `exec()`). */
+  /** The box's id, once it has been created or found (by the first call that needs the box). */
   get id(): string | undefined {
     return this.#box?.id
+  }
+
+  /** The name the box was given, if any. */
+  get name(): string | undefined {
+    return this.#boxOptions.name
+  }
+
+  /**
+   * Whether this SimpleBox created its box (`true`) or reused one already there (`false`, only
+   * with `reuseExisting`); `undefined` until the first call that needs the box.
+   */
+  get created(): boolean | undefined {
+    return this.#created
+  }
+
+  /** The box's id, creating the box first if needed. */
+  async getId(): Promise<string> {
+    return (await this.#ensureBox()).id
+  }
+
+  /** The box's settings and status, creating the box first if needed (it does not boot it). */
+  async info(): Promise<BoxInfo> {
+    return (await this.#ensureBox()).info()
+  }
+
+  /** The same as {@link SimpleBox.info} (the reference SDK's name). */
+  getInfo(): Promise<BoxInfo> {
+    return this.info()
+  }
+
+  /** CPU, memory and command figures; zeros while the box is not running. */
+  async metrics(): Promise<BoxMetrics> {
+    return (await this.#ensureBox()).metrics()
   }
 
   /** Creates the box if needed and boots it; `exec` does both by itself. */
@@ -58,14 +110,19 @@ export class SimpleBox implements AsyncDisposable {
   }
 
   /**
-   * Runs a command and collects its output: `exec('echo', 'hi')`, or with options
-   * `exec('sh', ['-c', 'cat'], { stdin: 'hi', env, cwd, user, timeoutMs, signal })`.
+   * Runs a command and collects its output: `exec('echo', 'hi')`; with an environment as the last
+   * argument, `exec('env', { FOO: 'bar' })`; or with options
+   * `exec('sh', ['-c', 'cat'], { stdin: 'hi', env, cwd, user, timeoutMs, signal })`, or
+   * `exec('env', [], { FOO: 'bar' }, { timeoutSecs: 5 })`. An object after the argument array is
+   * read as options when all its keys are option names, else as the environment.
    * Resolves with the exit code even when it is non-zero; rejects with a {@link BoxliteError} when
    * the command cannot start (`INVALID_ARGUMENT`: not found, no such cwd or user) or is aborted
    * (`ABORTED`).
    */
   exec(cmd: string, ...args: string[]): Promise<ExecResult>
-  exec(cmd: string, args: string[], options?: SimpleExecOptions): Promise<ExecResult>
+  exec(cmd: string, ...argsThenEnv: [...string[], EnvRecord]): Promise<ExecResult>
+  exec(cmd: string, args: string[], options?: SimpleExecOptions | EnvRecord): Promise<ExecResult>
+  exec(cmd: string, args: string[], env: EnvRecord | null | undefined, options?: SimpleExecOptions): Promise<ExecResult>
   async exec(cmd: string, ...rest: ExecArgs): Promise<ExecResult> {
     const { args, options } = parseExecArgs(rest)
     const { stdin, ...execOptions } = options
@@ -107,12 +164,32 @@ export class SimpleBox implements AsyncDisposable {
   async #create(): Promise<Box> {
     try {
       const runtime = this.#runtime ?? defaultRuntime(this.#runtimeOptions)
-      this.#box = await runtime.create(this.#boxOptions)
-      return this.#box
+      const { box, created } = await this.#getOrCreate(runtime)
+      this.#box = box
+      this.#created = created
+      return box
     } catch (error) {
       // Lets a later call try again (e.g. once the registry is up).
       this.#creation = undefined
       throw error
+    }
+  }
+
+  async #getOrCreate(runtime: Runtime): Promise<{ box: Box; created: boolean }> {
+    const name = this.#boxOptions.name
+    if (!this.#reuseExisting || name === undefined) {
+      return { box: await runtime.create(this.#boxOptions), created: true }
+    }
+    const existing = await runtime.get(name)
+    if (existing) return { box: existing, created: false }
+    try {
+      return { box: await runtime.create(this.#boxOptions), created: true }
+    } catch (error) {
+      // Another process created it between our look and our create: use theirs.
+      if (!(error instanceof BoxliteError && error.code === 'ALREADY_EXISTS')) throw error
+      const raced = await runtime.get(name)
+      if (!raced) throw error
+      return { box: raced, created: false }
     }
   }
 
