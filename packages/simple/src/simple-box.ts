@@ -201,9 +201,21 @@ export class SimpleBox implements AsyncDisposable {
 
   async #removeOnce(): Promise<void> {
     const box = await this.#settledBox()
-    await box?.remove({ force: true })
+    if (!box) return
+    // A boot already under way when the removal began can finish between the runtime's stop and
+    // its removal; the runtime then refuses with INVALID_STATE and asks to try again. No new boot
+    // can start (this SimpleBox refuses use once removal began), so a few tries are enough.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await box.remove({ force: true })
+      } catch (error) {
+        if (attempt >= REMOVE_ATTEMPTS || !(error instanceof BoxliteError && error.code === 'INVALID_STATE')) throw error
+      }
+    }
   }
 }
+
+const REMOVE_ATTEMPTS = 3
 
 async function feed(stdin: InputStream, text: string | undefined): Promise<void> {
   try {

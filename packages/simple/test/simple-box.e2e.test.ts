@@ -66,6 +66,33 @@ describe('SimpleBox', () => {
     expect(result).toMatchObject({ exitCode: 0, stdout: 'from-stdin\nfrom-options\n/tmp\n65534\n' })
   })
 
+  it('takes the environment as a trailing object, or after the argument array with timeoutSecs', async () => {
+    await expect(box.exec('sh', '-c', 'echo $FOO', { FOO: 'trailing' })).resolves.toMatchObject({ stdout: 'trailing\n' })
+    await expect(box.exec('sh', ['-c', 'echo $FOO'], { FOO: 'after-array' })).resolves.toMatchObject({
+      stdout: 'after-array\n',
+    })
+    const timed = await box.exec('sh', ['-c', 'echo $FOO; sleep 30'], { FOO: 'timed' }, { timeoutSecs: 0.5 })
+    expect(timed).toMatchObject({ stdout: 'timed\n', exitCode: 137, timedOut: true })
+  })
+
+  it('reports its id, name, info and metrics', async () => {
+    expect(box).toMatchObject({ id: expect.any(String), name: 'shared', created: true })
+    await expect(box.getId()).resolves.toBe(box.id)
+    const info = await box.info()
+    expect(info).toMatchObject({ id: box.id, name: 'shared', status: 'running', detach: false, startedAt: expect.any(Date) })
+    const metrics = await box.metrics()
+    expect(metrics.memoryBytes).toBeGreaterThan(0)
+    expect(metrics.bootDurationMs).toBeGreaterThan(0)
+    expect(metrics.commandsExecuted).toBeGreaterThan(0)
+  })
+
+  it('is reused by a second SimpleBox with reuseExisting and the same name', async () => {
+    const again = new SimpleBox({ image, runtime, name: 'shared', reuseExisting: true })
+    expect(again.created).toBeUndefined()
+    await expect(again.exec('echo', 'same box')).resolves.toMatchObject({ stdout: 'same box\n' })
+    expect({ id: again.id, created: again.created }).toEqual({ id: box.id, created: false })
+  })
+
   it('returns the result of a command that ignores its stdin', async () => {
     const result = await box.exec('true', [], { stdin: 'x'.repeat(4 << 20) })
     expect(result).toMatchObject({ exitCode: 0 })
@@ -99,6 +126,26 @@ describe('SimpleBox', () => {
     const stopped = await runtime.get(box.id!)
     await expect(stopped?.info()).resolves.toMatchObject({ status: 'stopped' })
     await expect(box.exec('cat', '/root/file')).resolves.toMatchObject({ stdout: 'kept\n' })
+  })
+})
+
+describe('reuseExisting', () => {
+  it('creates the box the first time (created: true) and reuses it the next (created: false)', async () => {
+    const first = new SimpleBox({ image, runtime, name: 'reused', reuseExisting: true, autoRemove: true })
+    const info = await first.info()
+    expect(first.created).toBe(true)
+    expect(info).toMatchObject({ name: 'reused', status: 'created', autoRemove: true })
+    const second = new SimpleBox({ image, runtime, name: 'reused', reuseExisting: true })
+    await expect(second.getInfo()).resolves.toMatchObject({ id: first.id })
+    expect(second.created).toBe(false)
+    await second.remove()
+    expect(await runtime.getInfo('reused')).toBeNull()
+  })
+
+  it('needs a name', () => {
+    expect(() => new SimpleBox({ image, runtime, reuseExisting: true })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    )
   })
 })
 
