@@ -86,15 +86,7 @@ impl Guest {
     /// Starts a command. Errors if it could not be started (not found, bad cwd or user).
     pub async fn exec(&self, start: ExecStart) -> Result<Execution> {
         let argv0 = start.argv.first().cloned().unwrap_or_default();
-        let request = ExecInput { kind: Some(exec_input::Kind::Start(start)) };
-        // Checked here: past the limit the transport fails with a bare HTTP/2 protocol error.
-        let size = request.encoded_len();
-        if size > MAX_MESSAGE_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "the command's arguments and environment take {size} bytes, over the {MAX_MESSAGE_BYTES}-byte \
-                 limit of one exec request; pass big inputs through stdin or a file"
-            )));
-        }
+        let request = check_exec_request(start)?;
         let (input_tx, input_rx) = mpsc::channel::<ExecInput>(16);
         input_tx.send(request).await.map_err(|_| Error::Internal("exec input closed".into()))?;
         let mut outputs = self
@@ -145,6 +137,20 @@ impl Guest {
             exit: exit_rx,
         })
     }
+}
+
+/// The start message of an exec, refused when it is over the message limit (past it the
+/// transport fails with a bare HTTP/2 protocol error). Checked before a box is booted for it.
+pub fn check_exec_request(start: ExecStart) -> Result<ExecInput> {
+    let request = ExecInput { kind: Some(exec_input::Kind::Start(start)) };
+    let size = request.encoded_len();
+    if size > MAX_MESSAGE_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "the command's arguments and environment take {size} bytes, over the {MAX_MESSAGE_BYTES}-byte \
+             limit of one exec request; pass big inputs through stdin or a file"
+        )));
+    }
+    Ok(request)
 }
 
 /// Output chunks queued per stream before the guest is made to wait.

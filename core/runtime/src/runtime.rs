@@ -634,9 +634,11 @@ impl LiteBox {
         for (k, v) in &cmd.env {
             crate::options::validate_env(k, v)?;
         }
-        let guest = self.rt.start_box(&self.id).await?;
         let rec = self.info()?;
         let start = exec_start(&rec, cmd);
+        // A request the guest could never take is refused before a VM is booted for it.
+        crate::guest::check_exec_request(start.clone())?;
+        let guest = self.rt.start_box(&self.id).await?;
         let m = &self.rt.inner.metrics;
         m.commands.fetch_add(1, Ordering::Relaxed);
         let started = guest.exec(start).await;
