@@ -76,7 +76,10 @@ async fn the_ready_timeout_is_an_option_and_quotes_the_console() {
     let err = b.start().await.err().expect("must fail");
     assert_eq!(err.code(), "GUEST_BOOT", "{err}");
     assert!(err.to_string().contains("within 50 ms") && err.to_string().contains("console log"), "{err}");
-    assert_eq!(b.info().unwrap().status, boxlite::BoxStatus::Created);
+    // A box that did not boot is `failed`, with the reason on record.
+    let info = b.info().unwrap();
+    assert_eq!(info.status, boxlite::BoxStatus::Failed);
+    assert!(info.reason.unwrap_or_default().contains("within 50 ms"));
     rt.remove(b.id(), false).await.unwrap();
 }
 

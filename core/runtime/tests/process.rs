@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "BOXLITE_TEST_CHILD";
 
+/// The tests here run one at a time: they count processes and fds of this process, and two
+/// cores run one booting VM at a time best.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 async fn sh(b: &LiteBox, script: &str) -> String {
     let out = b.exec(ExecCommand::new("sh", ["-c", script])).await.expect("exec").output().await.expect("output");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -101,6 +108,7 @@ async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_detached_box_outlives_its_process_and_serves_several_at_once() {
+    let _serial = serial();
     let rt = common::runtime();
     let name = "detached-shared";
     let status = spawn_child("create-detached", name).wait().unwrap();
@@ -130,6 +138,7 @@ async fn a_detached_box_outlives_its_process_and_serves_several_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_box_stops_cleanly_when_its_owner_is_killed() {
+    let _serial = serial();
     let rt = common::runtime();
     let name = "owned-by-child";
     let mut child = spawn_child("create-and-wait", name);
@@ -152,6 +161,7 @@ async fn a_box_stops_cleanly_when_its_owner_is_killed() {
 /// record says so, nothing is left, and the box starts again with its synced data.
 #[tokio::test(flavor = "multi_thread")]
 async fn whatever_is_killed_callers_hear_what_died_and_the_box_recovers() {
+    let _serial = serial();
     let rt = common::runtime();
     let b = rt.create(BoxOptions::new("busybox:latest")).await.unwrap();
     for (round, victim) in ["vm", "supervisor"].iter().enumerate() {
@@ -188,6 +198,7 @@ async fn whatever_is_killed_callers_hear_what_died_and_the_box_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_box_stops_itself_and_an_auto_remove_box_goes_away() {
+    let _serial = serial();
     let rt = common::runtime();
     let b = rt.create(BoxOptions { auto_stop_ms: Some(1500), ..BoxOptions::new("busybox:latest") }).await.unwrap();
     // A command that runs longer than the idle limit keeps the box up.
@@ -211,6 +222,7 @@ fn open_fds() -> usize {
 /// 50 cycles of create, exec, stop, remove leave no process, fd, file or row behind.
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_cycles_leak_nothing() {
+    let _serial = serial();
     let (rt, _home) = common::isolated_runtime(vec![boxlite::RegistryConfig { host: common::registry(), insecure: true, ..Default::default() }]);
     // The first cycle pulls the image and warms every lazy resource.
     let b = rt.create(BoxOptions::new("busybox:latest")).await.unwrap();
