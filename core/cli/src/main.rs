@@ -1,6 +1,6 @@
 //! `boxlite`: run commands in micro-VMs from OCI images.
 
-use boxlite::{BoxOptions, ExecCommand, LiteBox, RegistryConfig, Runtime, RuntimeOptions};
+use boxlite::{BoxMetrics, BoxOptions, BoxRecord, BoxStatus, ExecCommand, LiteBox, RegistryConfig, Runtime, RuntimeOptions};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ const EXIT_NOT_FOUND: u8 = 127;
 const INTERRUPTS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 /// After an interrupt is passed on to the command, how long it gets to end before the box stops.
 const COMMAND_GRACE: Duration = Duration::from_secs(3);
+/// How often `stats` refreshes without `--no-stream`.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Parser)]
 #[command(name = "boxlite", version, about = "Run commands in micro-VMs booted from OCI images")]
@@ -44,7 +46,10 @@ struct Cli {
 enum Command {
     /// Create a box from IMAGE, run a command in it (default: the image's entrypoint and cmd), stop it.
     Run {
-        /// Remove the box when the command ends.
+        /// Boot the box, print its id and leave it running (no command is run: use `exec`).
+        #[arg(short = 'd', long, conflicts_with_all = ["timeout", "interactive"])]
+        detach: bool,
+        /// Remove the box when the command ends (with -d: once the box stops).
         #[arg(long)]
         rm: bool,
         /// Name the box.
@@ -77,6 +82,58 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Run a command in a running box.
+    Exec {
+        /// Forward this terminal's stdin to the command.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Run the command on a pseudo-terminal (its stderr merges into stdout).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Environment variable KEY=VALUE (repeatable).
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// Working directory inside the box.
+        #[arg(short = 'w', long = "workdir")]
+        workdir: Option<String>,
+        /// User inside the box (name, uid or uid:gid).
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        /// Box id or name.
+        #[arg(value_name = "BOX")]
+        sandbox: String,
+        /// Command and arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Start boxes created with `run -d` (they keep running after boxlite exits).
+    Start {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Stop boxes and start them again.
+    Restart {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Print a box's record as JSON, with its metrics while it runs.
+    Inspect {
+        #[arg(value_name = "BOX")]
+        sandbox: String,
+    },
+    /// Print the guest console log of a box's current (or last) run.
+    Logs {
+        #[arg(value_name = "BOX")]
+        sandbox: String,
+    },
+    /// Show CPU, memory and command counts of running boxes (default: all of them).
+    Stats {
+        /// Print once instead of every second.
+        #[arg(long)]
+        no_stream: bool,
+        #[arg(value_name = "BOX")]
+        boxes: Vec<String>,
+    },
     /// Pull an image and build its base disk.
     Pull { image: String },
     /// List pulled images.
@@ -84,13 +141,20 @@ enum Command {
     /// List boxes.
     #[command(alias = "list", alias = "ps")]
     Ls,
-    /// Stop boxes (their disks are kept).
-    Stop { boxes: Vec<String> },
+    /// Stop boxes gracefully (their disks are kept).
+    Stop {
+        /// End the VM at once, without syncing the guest's writes.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
     /// Remove boxes and their disks.
     Rm {
         /// Stop running boxes first.
         #[arg(short, long)]
         force: bool,
+        #[arg(required = true, value_name = "BOX")]
         boxes: Vec<String>,
     },
 }
@@ -208,9 +272,29 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
         .chain(cli.registries.iter().map(|h| RegistryConfig { host: h.clone(), ..Default::default() }))
         .collect();
     let accel = cli.accel.as_deref().map(str::parse).transpose()?;
-    let runtime = Runtime::new(RuntimeOptions { home: cli.home, registries, accel, assets_dir: None })?;
+    let runtime = Runtime::new(RuntimeOptions { home: cli.home, registries, accel, ..Default::default() })?;
     match cli.command {
-        Command::Run { rm, name, cpus, memory_mib, env, workdir, user, timeout, interactive, image, command } => {
+        Command::Run { detach: true, rm, name, cpus, memory_mib, env, workdir, user, image, command, .. } => {
+            if !command.is_empty() {
+                return Err(boxlite::Error::InvalidArgument(
+                    "run -d boots the box and runs nothing in it: run the command with `boxlite exec BOX CMD...`".into(),
+                ));
+            }
+            let options = BoxOptions {
+                image,
+                name,
+                cpus,
+                memory_mib,
+                env: parse_env(&env)?,
+                working_dir: workdir,
+                user,
+                detach: true,
+                auto_remove: rm,
+                ..Default::default()
+            };
+            run_detached(&runtime, options).await
+        }
+        Command::Run { rm, name, cpus, memory_mib, env, workdir, user, timeout, interactive, image, command, .. } => {
             if timeout == Some(0) {
                 return Err(boxlite::Error::InvalidArgument(
                     "--timeout 0: give at least 1 second, or leave --timeout out for no limit".into(),
@@ -222,30 +306,85 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
                 created = runtime.create(options) => created?,
                 sig = interrupted(&mut interrupts) => return Ok(ExitCode::from(128 + sig as u8)),
             };
-            let ended = run_in_box(&sandbox, command, timeout, interactive, interrupts.clone()).await;
+            let cmd = ExecCommand { argv: command, timeout: timeout.map(Duration::from_secs), ..Default::default() };
+            let ended = run_in_box(&sandbox, cmd, interactive, interrupts.clone()).await;
             // A box whose command never ran holds nothing of the user's: it goes, named or not.
             let cleanup = if rm || matches!(ended, Ended::NotStarted(_)) {
                 runtime.remove(sandbox.id(), true).await
             } else {
                 sandbox.stop().await
             };
-            let code = match ended {
-                Ended::Exited(code) => code,
-                Ended::NotStarted(e) => {
-                    report(&e);
-                    start_failure_exit_code(&e)
-                }
-                Ended::Failed(e) => {
-                    report(&e);
-                    EXIT_BOXLITE_ERROR
-                }
-                Ended::Interrupted(sig) => 128 + sig as u8,
-            };
+            let code = exit_code(ended);
             cleanup?;
             // An interrupt during the cleanup is answered by the cleanup itself (a graceful stop).
             let late_interrupt = *interrupts.borrow();
             Ok(ExitCode::from(late_interrupt.map_or(code, |sig| 128 + sig as u8)))
         }
+        Command::Exec { interactive, tty, env, workdir, user, sandbox, command } => {
+            let sandbox = runtime.get(&sandbox)?;
+            let rec = sandbox.info()?;
+            // `exec` would otherwise boot a stopped box for as long as this process lives.
+            if rec.status != BoxStatus::Running {
+                return Err(boxlite::Error::InvalidState(format!(
+                    "box {} is {}: start it first (boxlite start {})",
+                    display_name(&rec),
+                    rec.status,
+                    display_name(&rec)
+                )));
+            }
+            let interrupts = watch_interrupts()?;
+            let cmd = ExecCommand { argv: command, env: parse_env(&env)?, cwd: workdir, user, tty, ..Default::default() };
+            let _raw = if tty && interactive { RawTerminal::enable()? } else { None };
+            Ok(ExitCode::from(exit_code(run_in_box(&sandbox, cmd, interactive, interrupts).await)))
+        }
+        Command::Start { boxes } => {
+            for b in boxes {
+                let sandbox = detached_box(&runtime, &b)?;
+                sandbox.start().await?;
+                println!("{b}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restart { boxes } => {
+            for b in boxes {
+                let sandbox = detached_box(&runtime, &b)?;
+                sandbox.stop().await?;
+                sandbox.start().await?;
+                println!("{b}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { sandbox } => {
+            let sandbox = runtime.get(&sandbox)?;
+            let rec = sandbox.info()?;
+            let mut json = to_json(&rec)?;
+            if rec.status == BoxStatus::Running {
+                json["metrics"] = to_json(&sandbox.metrics().await?)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&json).map_err(|e| boxlite::Error::Internal(e.to_string()))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs { sandbox } => {
+            let rec = runtime.get(&sandbox)?.info()?;
+            let path = boxlite::engine::console_log_path(&runtime.home().join("boxes").join(&rec.id));
+            match std::fs::read(&path) {
+                Ok(log) => {
+                    let _ = std::io::stdout().lock().write_all(&log);
+                }
+                // A box that never booted has no console log yet.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(boxlite::Error::storage("read", path, e)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stats { no_stream, boxes } => loop {
+            print_stats(&runtime, &boxes).await?;
+            if no_stream {
+                return Ok(ExitCode::SUCCESS);
+            }
+            tokio::time::sleep(STATS_INTERVAL).await;
+            println!();
+        },
         Command::Pull { image } => {
             let img = runtime.pull(&image, None).await?;
             println!("{} {} ({} layers)", img.reference, img.manifest_digest, img.layer_count);
@@ -260,15 +399,23 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls => {
-            println!("{:<14} {:<16} {:<30} {:<8}", "ID", "NAME", "IMAGE", "STATUS");
+            println!("{:<14} {:<16} {:<30} {:<8} REASON", "ID", "NAME", "IMAGE", "STATUS");
             for b in runtime.list()? {
-                println!("{:<14} {:<16} {:<30} {:<8}", b.id, b.name.as_deref().unwrap_or("-"), b.image.reference, b.status);
+                // A reason says why a box failed or how it last stopped; an active box has none.
+                let reason = b.reason.as_deref().filter(|_| !b.status.is_active()).unwrap_or("");
+                let line = format!("{:<14} {:<16} {:<30} {:<8} {reason}", b.id, b.name.as_deref().unwrap_or("-"), b.image.reference, b.status);
+                println!("{}", line.trim_end());
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Stop { boxes } => {
+        Command::Stop { force, boxes } => {
             for b in boxes {
-                runtime.get(&b)?.stop().await?;
+                let sandbox = runtime.get(&b)?;
+                if force {
+                    sandbox.kill().await?;
+                } else {
+                    sandbox.stop().await?;
+                }
                 println!("{b}");
             }
             Ok(ExitCode::SUCCESS)
@@ -283,27 +430,150 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
     }
 }
 
-/// Runs the command, streaming its output here. On an interrupt the command gets the signal and
+/// `run -d`: creates the box, boots it and prints its id; it runs on after boxlite exits.
+/// An interrupt while it boots lets the boot finish, then removes the box.
+async fn run_detached(runtime: &Runtime, options: BoxOptions) -> boxlite::Result<ExitCode> {
+    let mut interrupts = watch_interrupts()?;
+    let sandbox = tokio::select! {
+        created = runtime.create(options) => created?,
+        sig = interrupted(&mut interrupts) => return Ok(ExitCode::from(128 + sig as u8)),
+    };
+    if let Err(e) = sandbox.start().await {
+        // As with `run`: a box that never booted holds nothing of the user's.
+        let _ = runtime.remove(sandbox.id(), true).await;
+        return Err(e);
+    }
+    if let Some(sig) = *interrupts.borrow() {
+        runtime.remove(sandbox.id(), true).await?;
+        return Ok(ExitCode::from(128 + sig as u8));
+    }
+    println!("{}", sandbox.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A box that `start` can leave running: one created detached. Any other stops when the process
+/// that starts it ends, which for the CLI is at once.
+fn detached_box(runtime: &Runtime, id_or_name: &str) -> boxlite::Result<LiteBox> {
+    let sandbox = runtime.get(id_or_name)?;
+    let rec = sandbox.info()?;
+    if !rec.options.detach {
+        return Err(boxlite::Error::InvalidState(format!(
+            "box {} was not created with `run -d`: it runs only as long as the process that starts it, \
+             so boxlite cannot leave it running; run commands in it with `boxlite run`, or create it with `run -d`",
+            display_name(&rec)
+        )));
+    }
+    Ok(sandbox)
+}
+
+fn display_name(rec: &BoxRecord) -> &str {
+    rec.name.as_deref().unwrap_or(&rec.id)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> boxlite::Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| boxlite::Error::Internal(e.to_string()))
+}
+
+/// One `stats` table: the given boxes (or every running one), `-` for a box that is not running.
+async fn print_stats(runtime: &Runtime, boxes: &[String]) -> boxlite::Result<()> {
+    let records = if boxes.is_empty() {
+        runtime.list()?.into_iter().filter(|b| b.status == BoxStatus::Running).collect()
+    } else {
+        boxes.iter().map(|b| runtime.get(b)?.info()).collect::<boxlite::Result<Vec<_>>>()?
+    };
+    let mut lines = vec![format!("{:<14} {:<16} {:>7} {:>10} {:>9}", "ID", "NAME", "CPU%", "MEM", "COMMANDS")];
+    for rec in records {
+        let name = rec.name.as_deref().unwrap_or("-");
+        let metrics = match rec.status {
+            BoxStatus::Running => Some(runtime.get(&rec.id)?.metrics().await?),
+            _ => None,
+        };
+        lines.push(match metrics {
+            Some(BoxMetrics { cpu_percent, memory_bytes, commands_executed, .. }) => format!(
+                "{:<14} {:<16} {:>6.1}% {:>10} {:>9}",
+                rec.id,
+                name,
+                cpu_percent,
+                format!("{:.1}MiB", memory_bytes as f64 / (1024.0 * 1024.0)),
+                commands_executed
+            ),
+            None => format!("{:<14} {:<16} {:>7} {:>10} {:>9}", rec.id, name, "-", "-", "-"),
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", lines.join("\n")).and_then(|_| out.flush());
+    Ok(())
+}
+
+/// The exit code for how a command ended, reporting boxlite's own failures.
+fn exit_code(ended: Ended) -> u8 {
+    match ended {
+        Ended::Exited(code) => code,
+        Ended::NotStarted(e) => {
+            report(&e);
+            start_failure_exit_code(&e)
+        }
+        Ended::Failed(e) => {
+            report(&e);
+            EXIT_BOXLITE_ERROR
+        }
+        Ended::Interrupted(sig) => 128 + sig as u8,
+    }
+}
+
+/// This terminal in raw mode while the guest's pseudo-terminal does the line editing, echo and
+/// Ctrl-C; restored on drop. `None` when stdin is not a terminal.
+struct RawTerminal {
+    saved: libc::termios,
+}
+
+impl RawTerminal {
+    fn enable() -> boxlite::Result<Option<RawTerminal>> {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Ok(None);
+        }
+        // SAFETY: termios is plain data; tcgetattr fills it for a descriptor that is a terminal.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; stdin is open for the life of the process.
+        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut saved) } != 0 {
+            return Err(boxlite::Error::Internal(format!("tcgetattr: {}", std::io::Error::last_os_error())));
+        }
+        let mut raw = saved;
+        // SAFETY: cfmakeraw only edits the struct it is given.
+        unsafe { libc::cfmakeraw(&mut raw) };
+        // SAFETY: sets attributes read from the same terminal above.
+        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) } != 0 {
+            return Err(boxlite::Error::Internal(format!("tcsetattr: {}", std::io::Error::last_os_error())));
+        }
+        Ok(Some(RawTerminal { saved }))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores the attributes this terminal had before `enable`.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
+    }
+}
+
+/// Runs the command (default: the image's entrypoint and cmd), streaming its output here. On an interrupt the command gets the signal and
 /// [`COMMAND_GRACE`] to end; the caller then stops the box.
 async fn run_in_box(
     sandbox: &LiteBox,
-    command: Vec<String>,
-    timeout: Option<u64>,
+    mut cmd: ExecCommand,
     interactive: bool,
     mut interrupts: watch::Receiver<Option<libc::c_int>>,
 ) -> Ended {
-    let argv = if command.is_empty() {
+    if cmd.argv.is_empty() {
         match sandbox.info() {
-            Ok(rec) => [rec.image.config.entrypoint, rec.image.config.cmd].concat(),
+            Ok(rec) => cmd.argv = [rec.image.config.entrypoint, rec.image.config.cmd].concat(),
             Err(e) => return Ended::NotStarted(e),
         }
-    } else {
-        command
-    };
-    let Some((program, args)) = argv.split_first() else {
+    }
+    if cmd.argv.is_empty() {
         return Ended::NotStarted(boxlite::Error::InvalidArgument("no command given and the image has no entrypoint or cmd".into()));
-    };
-    let cmd = ExecCommand { timeout: timeout.map(Duration::from_secs), ..ExecCommand::new(program.clone(), args.to_vec()) };
+    }
+    let timeout = cmd.timeout;
     let started = tokio::select! {
         started = sandbox.exec(cmd) => started,
         sig = interrupted(&mut interrupts) => return Ended::Interrupted(sig),
@@ -361,7 +631,7 @@ async fn run_in_box(
     match status {
         Ok(status) => {
             if status.timed_out {
-                eprintln!("boxlite: command killed after its {}s timeout", timeout.unwrap_or_default());
+                eprintln!("boxlite: command killed after its {}s timeout", timeout.unwrap_or_default().as_secs());
             }
             Ended::Exited(status.exit_code().clamp(0, 255) as u8)
         }
