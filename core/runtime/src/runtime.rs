@@ -296,22 +296,30 @@ impl Runtime {
     /// Removes a box and its disk. A running box needs `force` (it is then stopped first).
     pub async fn remove(&self, id_or_name: &str, force: bool) -> Result<()> {
         let rec = self.get(id_or_name)?.info()?;
-        if rec.status.is_active() {
-            if !force {
-                return Err(Error::InvalidState(format!(
-                    "box {} is {}; stop it first or remove it with force",
-                    rec.id, rec.status
-                )));
+        if rec.status.is_active() && !force {
+            return Err(Error::InvalidState(format!(
+                "box {} is {}; stop it first or remove it with force",
+                rec.id, rec.status
+            )));
+        }
+        // With force: stop it, and again if a start elsewhere won the race for its lock.
+        let mut attempts = 0;
+        let (_guard, _lock) = loop {
+            if force {
+                self.stop_box(&rec.id, false).await?;
             }
-            self.stop_box(&rec.id, false).await?;
-        }
-        let slot = self.slot(&rec.id);
-        let _guard = slot.lock().await;
-        let _lock = BoxLock::lock(&self.box_dir(&rec.id)).await?;
-        let now = self.record(&rec.id)?;
-        if now.status.is_active() {
-            return Err(Error::InvalidState(format!("box {} was started again while being removed; try again", rec.id)));
-        }
+            let slot = self.slot(&rec.id);
+            let guard = slot.lock_owned().await;
+            let lock = BoxLock::lock(&self.box_dir(&rec.id)).await?;
+            let now = self.record(&rec.id)?;
+            if !now.status.is_active() {
+                break (guard, lock);
+            }
+            attempts += 1;
+            if !force || attempts >= 5 {
+                return Err(Error::InvalidState(format!("box {} was started again while being removed; try again", rec.id)));
+            }
+        };
         self.state().delete(&rec.id)?;
         let dir = self.box_dir(&rec.id);
         std::fs::remove_dir_all(&dir).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
@@ -500,7 +508,7 @@ pub struct RuntimeMetrics {
     pub boxes_failed_total: u64,
     /// Boxes of the home running now (started by any process).
     pub num_running_boxes: u64,
-    /// Commands this runtime started.
+    /// Commands this runtime asked boxes to run (including those that could not start).
     pub total_commands_executed: u64,
     /// Commands this runtime could not start.
     pub total_exec_errors: u64,
