@@ -11,7 +11,7 @@ eval "$("$root/scripts/test-images.sh")"
 export BOXLITE_ASSETS_DIR=${BOXLITE_ASSETS_DIR:-$cache/assets}
 baseline=$(mktemp)
 "$root/scripts/boot-baseline.sh" "$BOXLITE_ASSETS_DIR/vmlinux" 10 | tail -1 >"$baseline"
-cargo build --quiet --release -p boxlite-bench --manifest-path "$root/Cargo.toml"
+cargo build --quiet --release -p boxlite-bench -p boxlite-shim --manifest-path "$root/Cargo.toml"
 "$CARGO_TARGET_DIR/release/boxlite-bench" "$REGISTRY" "$out" "$baseline"
 rm -f "$baseline"
 # The SDK's overhead on a warm exec (Node round trip minus Rust round trip), through the built packages.

@@ -509,7 +509,13 @@ fn read_chunk<'env>(env: &'env Env, stream: &SharedStream) -> Result<PromiseRaw<
     promise(env, async move {
         let mut guard = stream.lock().await;
         let Some(s) = guard.as_mut() else { return Ok(None) };
-        let Some(mut batch) = s.next().await else { return Ok(None) };
+        // A stream cut off by a failure (the VM died) rejects, as `wait()` does; a clean end is null.
+        let Some(mut batch) = s.next().await else {
+            return match s.failure() {
+                Some(e) => Err(e.into()),
+                None => Ok(None),
+            };
+        };
         while batch.len() < READ_BATCH_BYTES {
             match s.try_next() {
                 Some(more) => batch.extend_from_slice(&more),

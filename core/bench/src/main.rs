@@ -137,8 +137,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     results.insert("stdout_20mb_ms".into(), json!(ms(t.elapsed())));
     results.insert("stdout_mb_per_s".into(), json!(((20.0 / secs) * 10.0).round() / 10.0));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pid = b.info()?.pid.ok_or("running box has no pid")?;
+    let info = b.info()?;
+    let pid = info.pid.ok_or("running box has no pid")?;
     results.insert("idle_box_rss_mib".into(), json!(rss_kib(pid) / 1024));
+    let shim = info.shim_pid.ok_or("running box has no supervisor")?;
+    results.insert("shim_rss_kib".into(), json!(rss_kib(shim)));
+    // Another runtime (as a new process would) attaching to the running box: get + first exec.
+    let mut attaches = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let other = Runtime::new(RuntimeOptions { home: Some(home.path().into()), ..Default::default() })?;
+        other.get(b.id())?.exec(ExecCommand::new("true", Vec::<String>::new())).await?.wait().await?;
+        attaches.push(ms(t.elapsed()));
+    }
+    results.insert("attach_first_exec_ms".into(), stats(attaches));
     rt.remove(b.id(), true).await?;
     for b in boxes {
         rt.remove(b.id(), true).await?;

@@ -110,7 +110,9 @@ impl Guest {
         let (stdout_tx, stdout_rx) = mpsc::channel(OUTPUT_QUEUE);
         let (stderr_tx, stderr_rx) = mpsc::channel(OUTPUT_QUEUE);
         let (exit_tx, exit_rx) = oneshot::channel();
+        let failure: Failure = Arc::default();
         let lost = self.lost.clone();
+        let failed = failure.clone();
         tokio::spawn(async move {
             let mut stdout_tx = Some(stdout_tx);
             let mut stderr_tx = Some(stderr_tx);
@@ -127,11 +129,16 @@ impl Guest {
                     _ => break Err(Error::Guest("guest sent an unexpected exec message".into())),
                 }
             };
+            // Recorded before the output streams close, so a reader that sees their end can
+            // tell a failure from a clean end of output.
+            if let Err(e) = &exit {
+                let _ = failed.set((e.code(), e.to_string()));
+            }
             let _ = exit_tx.send(exit);
         });
         Ok(Execution {
-            stdout: Some(OutputStream { rx: stdout_rx }),
-            stderr: Some(OutputStream { rx: stderr_rx }),
+            stdout: Some(OutputStream { rx: stdout_rx, failure: failure.clone() }),
+            stderr: Some(OutputStream { rx: stderr_rx, failure }),
             stdin: Some(Stdin { tx: input_tx.clone() }),
             control: ExecControl { tx: input_tx },
             exit: exit_rx,
@@ -232,12 +239,22 @@ impl ExitStatus {
     }
 }
 
+/// What ended a command's streams when it did not end normally (code name, message).
+type Failure = Arc<std::sync::OnceLock<(&'static str, String)>>;
+
 /// One stream of a command's output, as raw byte chunks in the order produced.
 pub struct OutputStream {
     rx: mpsc::Receiver<Vec<u8>>,
+    failure: Failure,
 }
 
 impl OutputStream {
+    /// After the stream ended: the error that ended it (the box's VM died, the connection broke),
+    /// or `None` when the output simply ended.
+    pub fn failure(&self) -> Option<Error> {
+        self.failure.get().map(|(code, msg)| Error::from_code(code, msg.clone()))
+    }
+
     /// The next chunk, or `None` at end of stream.
     pub async fn next(&mut self) -> Option<Vec<u8>> {
         self.rx.recv().await

@@ -122,4 +122,21 @@ describe('life cycle from this process', () => {
     expect(await runtime.getInfo('cycle')).toBeNull()
     expect(await runtime.getInfo('no-such-box')).toBeNull()
   })
+
+  it('rejects a reader of the output, as wait() does, when the VM is killed', async () => {
+    const box = await runtime.create({ image: busybox })
+    const ex = await box.exec('sh', ['-c', 'while true; do echo tick; sleep 0.05; done'])
+    const chunks = ex.stdout[Symbol.asyncIterator]()
+    expect((await chunks.next()).done).toBe(false)
+    process.kill((await box.info()).pid!, 'SIGKILL')
+    const drain = async () => {
+      while (!(await chunks.next()).done) {
+        // keep reading until the stream ends or rejects
+      }
+    }
+    await expect(drain()).rejects.toThrow(/killed by signal 9/)
+    await expect(ex.wait()).rejects.toThrow(/killed by signal 9/)
+    expect(await box.info()).toMatchObject({ status: 'failed' })
+    await runtime.remove(box.id, true)
+  })
 })
