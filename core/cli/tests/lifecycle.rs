@@ -1,5 +1,5 @@
 //! A detached box driven by one short-lived `boxlite` process after another, as with docker:
-//! `run -d`, `exec`, `inspect`, `stats`, `logs`, `stop`, `start`, `restart`, `stop --force`, `rm -f`.
+//! `run -d`, `exec` (and an interrupted one), `inspect`, `stats`, `logs`, `stop`, `start`, `restart`, `stop --force`, `rm -f`.
 
 use boxlite::{BoxOptions, RegistryConfig, Runtime, RuntimeOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -104,17 +104,28 @@ fn a_detached_box_is_driven_from_one_cli_process_after_another() {
     let out = expect(home, &["exec", "-t", "web", "tty"], 0);
     assert!(text(&out.stdout).starts_with("/dev/pts/"), "{}", text(&out.stdout));
 
+    // An interrupt ends the command (130, as `run`), not the box.
+    let mut sleeper = boxlite(home, &["exec", "web", "sh", "-c", "echo ready; sleep 100"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(sleeper.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: plain kill of a child this test spawned and has not reaped yet.
+    assert_eq!(unsafe { libc::kill(sleeper.id() as i32, libc::SIGINT) }, 0);
+    let out = sleeper.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert_eq!(status(home, "web"), "running");
+
     let rec = inspect(home, "web");
     assert_eq!(rec["status"], "running", "{rec:#}");
     assert_eq!(rec["options"]["detach"], true, "{rec:#}");
-    assert_eq!(rec["metrics"]["commands_executed"], 5, "{rec:#}");
+    assert_eq!(rec["metrics"]["commands_executed"], 6, "{rec:#}");
     assert_eq!(rec["metrics"]["exec_errors"], 1, "{rec:#}");
     assert!(rec["metrics"]["memory_bytes"].as_u64().unwrap() > 0, "{rec:#}");
 
     let stats = text(&expect(home, &["stats", "--no-stream"], 0).stdout);
     assert!(stats.starts_with("ID ") && stats.contains("CPU%") && stats.contains("MEM"), "{stats}");
     let row = stats.lines().find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("web missing from stats: {stats}"));
-    assert!(row.contains("web") && row.contains("MiB") && row.trim_end().ends_with(" 5"), "{row}");
+    assert!(row.contains("web") && row.contains("MiB") && row.trim_end().ends_with(" 6"), "{row}");
     // Streaming: a table a second until interrupted.
     let mut streaming = boxlite(home, &["stats", "web"]).stdout(Stdio::piped()).spawn().unwrap();
     let tables = BufReader::new(streaming.stdout.take().unwrap()).lines().map_while(Result::ok).filter(|l| l.starts_with("ID ")).take(2).count();
