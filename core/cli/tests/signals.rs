@@ -94,7 +94,7 @@ fn a_signal_stops_a_kept_box_with_its_writes_synced() {
     assert!(listed.lines().any(|l| l.contains("kept") && l.contains("stopped")), "{listed}");
 
     let registries = vec![RegistryConfig { host: registry(), insecure: true, ..Default::default() }];
-    let rt = Runtime::new(RuntimeOptions { home: Some(home.path().into()), registries, accel: None, assets_dir: None }).unwrap();
+    let rt = Runtime::new(RuntimeOptions { home: Some(home.path().into()), registries, accel: None, assets_dir: None, ..Default::default() }).unwrap();
     let tokio = tokio::runtime::Runtime::new().unwrap();
     let out = tokio.block_on(async {
         let kept = rt.get("kept").unwrap();
