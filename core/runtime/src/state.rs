@@ -153,7 +153,11 @@ impl State {
         let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
         for (column, ty) in [("shim_pid", "INTEGER"), ("reason", "TEXT"), ("started_at", "INTEGER")] {
             if !have.iter().any(|c| c == column) {
-                conn.execute_batch(&format!("ALTER TABLE boxes ADD COLUMN {column} {ty}"))?;
+                match conn.execute_batch(&format!("ALTER TABLE boxes ADD COLUMN {column} {ty}")) {
+                    // Another connection added it since we looked.
+                    Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.contains("duplicate column") => {}
+                    other => other?,
+                }
             }
         }
         Ok(())
