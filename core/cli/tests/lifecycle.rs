@@ -4,24 +4,12 @@
 use boxlite::{BoxOptions, RegistryConfig, Runtime, RuntimeOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn registry() -> String {
-    std::env::var("REGISTRY").unwrap_or_else(|_| {
-        panic!("REGISTRY is not set: run the tests through `bash scripts/test.sh`, or `eval \"$(bash scripts/test-images.sh)\"` first")
-    })
-}
+mod common;
 
-fn boxlite(home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_boxlite"));
-    cmd.arg("--home").arg(home).arg("--insecure-registry").arg(registry()).args(args);
-    cmd
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{boxlite, registry, text};
 
 /// Runs boxlite to completion; panics unless it exits with `code`.
 fn expect(home: &Path, args: &[&str], code: i32) -> Output {

@@ -7,21 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn registry() -> String {
-    std::env::var("REGISTRY").unwrap_or_else(|_| {
-        panic!("REGISTRY is not set: run the tests through `bash scripts/test.sh`, or `eval \"$(bash scripts/test-images.sh)\"` first")
-    })
-}
+mod common;
 
-fn boxlite(home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_boxlite"));
-    cmd.arg("--home").arg(home).arg("--insecure-registry").arg(registry()).args(args);
-    cmd
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{boxlite, registry, text};
 
 fn ls(home: &Path) -> String {
     text(&boxlite(home, &["ls"]).output().expect("run boxlite ls").stdout)

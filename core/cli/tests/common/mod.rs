@@ -1,0 +1,24 @@
+//! What every CLI test needs: the test registry and the `boxlite` binary pointed at a home.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+/// The local test registry (`scripts/test-images.sh`), or a failure that says how to start it.
+pub fn registry() -> String {
+    std::env::var("REGISTRY").unwrap_or_else(|_| {
+        panic!("REGISTRY is not set: run the tests through `bash scripts/test.sh`, or `eval \"$(bash scripts/test-images.sh)\"` first")
+    })
+}
+
+/// `boxlite --home HOME --insecure-registry REGISTRY ARGS...`.
+pub fn boxlite(home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_boxlite"));
+    cmd.arg("--home").arg(home).arg("--insecure-registry").arg(registry()).args(args);
+    cmd
+}
+
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
