@@ -401,7 +401,9 @@ impl Runtime {
             Err(e) => {
                 // The supervisor records its own failures; one that never got that far is
                 // recorded here.
-                if let Ok(Some(now)) = self.state().get(&rec.id) {
+                // (Bound first: the state lock must be released before `update` takes it again.)
+                let now = self.state().get(&rec.id);
+                if let Ok(Some(now)) = now {
                     if now.status == BoxStatus::Starting {
                         let _ = self.state().update(&rec.id, BoxStatus::Failed, StatusUpdate { reason: Some(first_line(&e.to_string())), ..Default::default() });
                     }
@@ -477,7 +479,8 @@ impl Runtime {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if let Some(rec) = self.state().get(id)? {
+        let now = self.state().get(id)?;
+        if let Some(rec) = now {
             if rec.status.is_active() {
                 self.mark_supervisor_gone(rec)?;
             }
