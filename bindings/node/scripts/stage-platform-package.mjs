@@ -12,7 +12,7 @@ const platformDir = join(here, 'npm', 'linux-x64-gnu')
 const cache = process.env.XDG_CACHE_HOME || join(homedir(), '.cache')
 const assets = process.env.BOXLITE_ASSETS_DIR || join(cache, 'boxlite', 'assets')
 
-for (const file of ['vmlinux', 'initramfs.cpio', 'boxlite-shim']) {
+for (const file of ['vmlinux', 'initramfs.cpio']) {
   if (!existsSync(join(assets, file))) {
     console.error(`stage-platform-package: ${join(assets, file)} is missing: run scripts/setup.sh first`)
     process.exit(1)
@@ -20,7 +20,17 @@ for (const file of ['vmlinux', 'initramfs.cpio', 'boxlite-shim']) {
 }
 copyFileSync(join(here, addon), join(platformDir, addon))
 mkdirSync(join(platformDir, 'boxlite-guest'), { recursive: true })
-for (const file of ['vmlinux', 'initramfs.cpio', 'boxlite-shim']) {
+for (const file of ['vmlinux', 'initramfs.cpio']) {
   copyFileSync(join(assets, file), join(platformDir, 'boxlite-guest', file))
 }
+// The box supervisor of the same build profile as the addon (the package's `bin` entry keeps its
+// executable bit through pack and install).
+const profile = process.argv[2] === 'debug' ? 'debug' : 'release'
+const target = process.env.CARGO_TARGET_DIR || join(here, '..', '..', 'target')
+const shim = join(target, profile, 'boxlite-shim')
+if (!existsSync(shim)) {
+  console.error(`stage-platform-package: ${shim} is missing: run cargo build ${profile === 'release' ? '--release ' : ''}-p boxlite-shim`)
+  process.exit(1)
+}
+copyFileSync(shim, join(platformDir, 'boxlite-guest', 'boxlite-shim'))
 chmodSync(join(platformDir, 'boxlite-guest', 'boxlite-shim'), 0o755)
