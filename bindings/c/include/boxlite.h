@@ -135,7 +135,10 @@ const char *boxlite_errmsg(void);
 // `[A-Za-z0-9_.-]`), `"cpus"` (1-64, default 1), `"memory_mib"` (128-65536, default 512),
 // `"env"` (`{"KEY": "value"}` over the image's Env), `"working_dir"` (absolute path, over the
 // image's WorkingDir), `"user"` (over the image's User), `"ready_timeout_ms"` (how long the guest
-// may take to answer after its VM starts, default 30000). Unknown keys are rejected.
+// may take to answer after its VM starts, default 30000), `"detach"` (true: the box keeps running
+// after this process ends; default false: it stops cleanly when this process ends),
+// `"auto_stop_ms"` (stop after this long with no command running), `"auto_remove"` (remove the
+// box once it stops). Unknown keys are rejected.
 // `out`: receives the new box handle on success (untouched on failure); free it with
 // `boxlite_box_free`.
 //
@@ -200,6 +203,35 @@ boxlite_result boxlite_box_stop(boxlite_box *b);
 // # Safety
 // `b` is NULL or a live box handle.
 boxlite_result boxlite_box_remove(boxlite_box *b, bool force);
+
+// The box's record as a JSON object: `"id"`, `"name"` (or null), `"image"`, `"status"` (one of
+// `"created"`, `"starting"`, `"running"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
+// process while running, else null), `"cpus"`, `"memory_mib"`, `"created_at"` and
+// `"started_at"` (unix milliseconds; `started_at` null before the first boot), `"detach"`,
+// `"auto_remove"` and `"reason"` (why it is failed, or how it last stopped; else null). The box
+// may have been started by another process. `out` receives a string to free with
+// `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND` (removed). Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; `out` is NULL or writable.
+boxlite_result boxlite_box_info(const boxlite_box *b, char **out);
+
+// The box's metrics as a JSON object: `"cpu_percent"` (VM CPU since the previous sample, percent
+// of one core), `"memory_bytes"` (the VM process's resident memory), `"commands_executed"` and
+// `"exec_errors"` (since the box last started, from any process), `"boot_duration_ms"` and
+// `"vm_pid"`; zeros and a null pid when it is not running. `out` receives a string to free with
+// `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND`. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; `out` is NULL or writable.
+boxlite_result boxlite_box_metrics(boxlite_box *b, char **out);
+
+// Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`). NULL is a
+// no-op.
+//
+// # Safety
+// `s` is NULL or a string from this library, not yet freed.
+void boxlite_string_free(char *s);
 
 // Frees a box handle; the box itself is untouched (use `boxlite_box_remove` to delete it).
 // NULL is a no-op. Execs made from the handle stay usable. Do not use `b` again, nor free it

@@ -99,8 +99,9 @@ static void release(completed *done) {
   free(done->err.data);
 }
 
-/* VM processes this process started that still run (zombies, which have ended, do not count). */
-static int qemu_children(void) {
+/* Box supervisors (each owns one VM) this process started that still run (zombies, which have
+ * ended, do not count). */
+static int box_supervisors(void) {
   int count = 0;
   DIR *proc = opendir("/proc");
   if (!proc) return -1;
@@ -118,7 +119,7 @@ static int qemu_children(void) {
     char state = 0;
     int ppid = 0;
     if (comm && end && sscanf(end + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid() &&
-        state != 'Z' && strncmp(comm + 1, "qemu", 4) == 0)
+        state != 'Z' && strncmp(comm + 1, "boxlite-shim)", 13) == 0)
       count++;
   }
   closedir(proc);
@@ -197,6 +198,17 @@ static void echo_prints_hi(void) {
     CHECK(done.exit_code == 0 && done.signal == 0 && !done.timed_out);
   }
   release(&done);
+}
+
+static void info_and_metrics_describe_the_running_box(void) {
+  char *info = NULL, *metrics = NULL;
+  CHECK_OK(boxlite_box_info(box, &info));
+  CHECK(info && strstr(info, "\"status\":\"running\"") && strstr(info, "\"name\":\"c-tests\""));
+  CHECK_OK(boxlite_box_metrics(box, &metrics));
+  CHECK(metrics && strstr(metrics, "\"commands_executed\":1,") && !strstr(metrics, "\"memory_bytes\":0,"));
+  boxlite_string_free(info);
+  boxlite_string_free(metrics);
+  boxlite_string_free(NULL);
 }
 
 static void exit_codes_are_results(void) {
@@ -383,11 +395,11 @@ static void remove_cleans_up_and_later_calls_fail(void) {
   const char *argv[] = {"true"};
   char id[64];
   snprintf(id, sizeof id, "%s", boxlite_box_id(box));
-  CHECK(qemu_children() == 1);
+  CHECK(box_supervisors() == 1);
   CHECK_RESULT(boxlite_box_remove(box, false), BOXLITE_ERR_INVALID_STATE);
   CHECK_ERRMSG("running");
   CHECK_OK(boxlite_box_remove(box, true));
-  CHECK(qemu_children() == 0);
+  CHECK(box_supervisors() == 0);
   CHECK(!box_dir_exists(id));
   CHECK(strcmp(boxlite_box_id(box), id) == 0); /* the handle itself stays valid */
   boxlite_exec *exec = NULL;
@@ -424,7 +436,7 @@ static void handles_outlive_their_runtime(void) {
   }
   boxlite_exec_free(exec);
   CHECK_OK(boxlite_box_stop(b));
-  CHECK(qemu_children() == 0);
+  CHECK(box_supervisors() == 0);
   CHECK_OK(boxlite_box_remove(b, false));
   CHECK(!box_dir_exists(id));
   boxlite_box_free(b);
@@ -437,10 +449,10 @@ static void freeing_the_last_handle_stops_its_vms(void) {
   if (!own) return;
   CHECK_OK(boxlite_box_create(own, "busybox:latest", "{\"name\": \"c-abandoned\"}", &b));
   CHECK_OK(boxlite_box_start(b));
-  CHECK(qemu_children() == 1);
+  CHECK(box_supervisors() == 1);
   boxlite_box_free(b);
   boxlite_runtime_free(own);
-  CHECK(qemu_children() == 0);
+  CHECK(box_supervisors() == 0);
   /* The box itself remains, recorded as stopped (a running box could not be removed unforced). */
   boxlite_box *again = NULL;
   CHECK_OK(boxlite_box_get(rt, "c-abandoned", &again));
@@ -456,6 +468,7 @@ int main(void) {
   RUN(a_missing_image_is_an_image_error);
   RUN(a_box_is_created_and_found_by_name_and_id);
   RUN(echo_prints_hi);
+  RUN(info_and_metrics_describe_the_running_box);
   RUN(exit_codes_are_results);
   RUN(stdout_and_stderr_are_separate);
   RUN(env_and_working_dir_layer_image_box_and_exec);

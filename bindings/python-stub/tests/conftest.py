@@ -42,8 +42,8 @@ def box(runtime):
         yield b
 
 
-def vm_processes(home: str, box_id: str) -> int:
-    """Processes whose command line names the box's directory (its VM)."""
+def box_processes(home: str, box_id: str) -> int:
+    """Processes whose command line names the box's directory: its supervisor and its VM."""
     needle = os.path.join(home, "boxes", box_id).encode()
     count = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):

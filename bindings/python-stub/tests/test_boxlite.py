@@ -7,7 +7,7 @@ from pathlib import Path
 
 import boxlite
 import pytest
-from conftest import vm_processes
+from conftest import box_processes
 
 HERE = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -23,6 +23,15 @@ def test_echo_prints_hi(box):
     result = box.exec("echo", "hi")
     assert result == boxlite.ExecResult(0, b"hi\n", b"")
     assert result.text == "hi\n"
+
+
+def test_info_and_metrics_describe_the_running_box(box):
+    box.exec("true")
+    info = box.info()
+    assert (info.status, info.detach, info.reason) == ("running", False, None)
+    assert info.pid > 0 and info.started_at >= info.created_at
+    metrics = box.metrics()
+    assert metrics.memory_bytes > 0 and metrics.commands_executed >= 1 and metrics.vm_pid == info.pid
 
 
 def test_a_non_zero_exit_is_a_result(box):
@@ -90,9 +99,9 @@ def test_out_of_range_memory_is_an_invalid_argument(runtime):
 def test_the_context_manager_removes_the_box_and_leaves_nothing(runtime, home):
     with runtime.create("busybox:latest", memory_mib=128) as b:
         assert b.exec("echo", "inside").text == "inside\n"
-        assert vm_processes(home, b.id) == 1
+        assert box_processes(home, b.id) == 2
         box_id = b.id
-    assert vm_processes(home, box_id) == 0
+    assert box_processes(home, box_id) == 0
     assert not os.path.exists(os.path.join(home, "boxes", box_id))
     with pytest.raises(boxlite.NotFoundError):
         runtime.get(box_id)

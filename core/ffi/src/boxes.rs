@@ -201,6 +201,73 @@ pub unsafe extern "C" fn boxlite_box_remove(b: *mut boxlite_box, force: bool) ->
     })
 }
 
+/// The box's record as a JSON object: `"id"`, `"name"` (or null), `"image"`, `"status"` (one of
+/// `"created"`, `"starting"`, `"running"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
+/// process while running, else null), `"cpus"`, `"memory_mib"`, `"created_at"` and
+/// `"started_at"` (unix milliseconds; `started_at` null before the first boot), `"detach"`,
+/// `"auto_remove"` and `"reason"` (why it is failed, or how it last stopped; else null). The box
+/// may have been started by another process. `out` receives a string to free with
+/// `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND` (removed). Any thread.
+///
+/// # Safety
+/// `b` is NULL or a live box handle; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_info(b: *const boxlite_box, out: *mut *mut c_char) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (both): forwarded from this function's contract.
+        let b = unsafe { handle(b.cast_mut(), "box")? };
+        let out = unsafe { out_param(out, "out")? };
+        let rec = b.lite.info()?;
+        let info = serde_json::json!({
+            "id": rec.id, "name": rec.name, "image": rec.image.reference, "status": rec.status,
+            "pid": rec.pid, "cpus": rec.options.cpus, "memory_mib": rec.options.memory_mib,
+            "created_at": rec.created_at, "started_at": rec.started_at, "detach": rec.options.detach,
+            "auto_remove": rec.options.auto_remove, "reason": rec.reason,
+        });
+        *out = json_string(&info)?;
+        Ok(())
+    })
+}
+
+/// The box's metrics as a JSON object: `"cpu_percent"` (VM CPU since the previous sample, percent
+/// of one core), `"memory_bytes"` (the VM process's resident memory), `"commands_executed"` and
+/// `"exec_errors"` (since the box last started, from any process), `"boot_duration_ms"` and
+/// `"vm_pid"`; zeros and a null pid when it is not running. `out` receives a string to free with
+/// `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND`. Any thread.
+///
+/// # Safety
+/// `b` is NULL or a live box handle; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_metrics(b: *mut boxlite_box, out: *mut *mut c_char) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (both): forwarded from this function's contract.
+        let b = unsafe { handle(b, "box")? };
+        let out = unsafe { out_param(out, "out")? };
+        let lite = b.lite.clone();
+        let metrics = b.ctx.run(async move { lite.metrics().await })?;
+        *out = json_string(&metrics)?;
+        Ok(())
+    })
+}
+
+/// Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`). NULL is a
+/// no-op.
+///
+/// # Safety
+/// `s` is NULL or a string from this library, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_string_free(s: *mut c_char) {
+    if !s.is_null() {
+        // SAFETY: made by CString::into_raw in json_string, per this function's contract.
+        drop(unsafe { CString::from_raw(s) });
+    }
+}
+
+fn json_string(value: &impl serde::Serialize) -> Result<*mut c_char, Failure> {
+    let text = serde_json::to_string(value).map_err(|e| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, e.to_string()))?;
+    Ok(CString::new(text).map_err(|_| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, "JSON with NUL"))?.into_raw())
+}
+
 /// Frees a box handle; the box itself is untouched (use `boxlite_box_remove` to delete it).
 /// NULL is a no-op. Execs made from the handle stay usable. Do not use `b` again, nor free it
 /// while another thread uses it.

@@ -7,6 +7,7 @@ import json
 import threading
 from ctypes import byref, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_void_p
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from . import _native
@@ -159,6 +160,25 @@ class Box:
     def remove(self, force: bool = False) -> None:
         """Deletes the box and its disk. A running box needs `force` (it is stopped first)."""
         check(self._lib.boxlite_box_remove(self._handle(), force))
+
+    def info(self) -> SimpleNamespace:
+        """The box's record: id, name, image, status ("created", "starting", "running", "stopping",
+        "stopped" or "failed"), pid, cpus, memory_mib, created_at, started_at (unix ms), detach,
+        auto_remove and reason. The box may have been started by another process."""
+        return self._json(self._lib.boxlite_box_info)
+
+    def metrics(self) -> SimpleNamespace:
+        """cpu_percent, memory_bytes, commands_executed, exec_errors, boot_duration_ms and vm_pid
+        (zeros and None when the box is not running)."""
+        return self._json(self._lib.boxlite_box_metrics)
+
+    def _json(self, call: Any) -> SimpleNamespace:
+        out = c_void_p()
+        check(call(self._handle(), byref(out)))
+        try:
+            return SimpleNamespace(**json.loads(ctypes.string_at(out.value)))
+        finally:
+            self._lib.boxlite_string_free(out)
 
     def exec(
         self,
