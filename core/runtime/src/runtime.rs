@@ -257,7 +257,7 @@ impl Runtime {
             image,
             status: BoxStatus::Created,
             pid: None,
-            created_at: unix_millis(),
+            created_at: shim::now_millis(),
             shim_pid: None,
             reason: None,
             started_at: None,
@@ -624,7 +624,8 @@ impl LiteBox {
         if rec.status != BoxStatus::Running {
             return Ok(BoxMetrics::default());
         }
-        let guest = self.rt.start_box(&self.id).await?;
+        // Asks the running supervisor directly: reading metrics never boots a box.
+        let guest = Guest::connect(&shim::socket(&self.rt.box_dir(&self.id))).await?;
         let s = guest.shim().status(boxlite_protocol::v1::StatusRequest {}).await.map_err(|s| Error::Guest(s.message().to_string()))?.into_inner();
         Ok(BoxMetrics {
             cpu_percent: s.cpu_percent,
@@ -681,9 +682,6 @@ fn exec_start(rec: &BoxRecord, cmd: ExecCommand) -> ExecStart {
     }
 }
 
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
 
 #[cfg(test)]
 mod tests {

@@ -94,7 +94,7 @@ pub fn alive(pid: u32, box_dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Unix time in milliseconds.
+/// Unix time in milliseconds (record timestamps, idle accounting).
 pub(crate) fn now_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
