@@ -311,7 +311,7 @@ impl Runtime {
             let slot = self.slot(&rec.id);
             let guard = slot.lock_owned().await;
             let lock = BoxLock::lock(&self.box_dir(&rec.id)).await?;
-            let now = self.record(&rec.id)?;
+            let now = self.record_locked(&rec.id)?;
             if !now.status.is_active() {
                 break (guard, lock);
             }
@@ -330,10 +330,19 @@ impl Runtime {
 
     fn record(&self, id: &str) -> Result<BoxRecord> {
         let found = self.state().get(id)?;
-        match found {
-            Some(rec) => self.reconcile(rec),
-            None => Err(Error::NotFound(format!("box {id} does not exist (it was removed)"))),
+        self.reconcile(found.ok_or_else(|| removed(id))?)
+    }
+
+    /// The box's record for a caller that holds its lock, so nobody else is starting or stopping
+    /// it: a supervisor that is gone is recorded so.
+    fn record_locked(&self, id: &str) -> Result<BoxRecord> {
+        let found = self.state().get(id)?;
+        let rec = found.ok_or_else(|| removed(id))?;
+        let dir = self.box_dir(id);
+        if rec.status.is_active() && !rec.shim_pid.is_some_and(|pid| shim::alive(pid, &dir)) {
+            return self.mark_supervisor_gone(rec);
         }
+        Ok(rec)
     }
 
     /// Connects to the box's supervisor, starting one (which boots the VM) unless the box is
@@ -348,11 +357,7 @@ impl Runtime {
         *live = None;
         let dir = self.box_dir(id);
         let _lock = BoxLock::lock(&dir).await?;
-        let rec = self.state().get(id)?.ok_or_else(|| Error::NotFound(format!("box {id} does not exist (it was removed)")))?;
-        let rec = match rec.shim_pid {
-            Some(pid) if rec.status.is_active() && !shim::alive(pid, &dir) => self.mark_supervisor_gone(rec)?,
-            _ => rec,
-        };
+        let rec = self.record_locked(id)?;
         let shim_pid = match (rec.status, rec.shim_pid) {
             (BoxStatus::Running, Some(pid)) => pid,
             (BoxStatus::Starting | BoxStatus::Stopping, _) => {
@@ -448,15 +453,8 @@ impl Runtime {
         *live = None;
         let dir = self.box_dir(id);
         let _lock = BoxLock::lock(&dir).await?;
-        let Some(rec) = self.state().get(id)? else {
-            return Err(Error::NotFound(format!("box {id} does not exist (it was removed)")));
-        };
-        let Some(pid) = rec.shim_pid.filter(|pid| rec.status.is_active() && shim::alive(*pid, &dir)) else {
-            if rec.status.is_active() {
-                self.mark_supervisor_gone(rec)?;
-            }
-            return Ok(());
-        };
+        let rec = self.record_locked(id)?;
+        let (true, Some(pid)) = (rec.status.is_active(), rec.shim_pid) else { return Ok(()) };
         let asked = async {
             let guest = Guest::connect(&shim::socket(&dir)).await?;
             guest.shim().stop(boxlite_protocol::v1::StopRequest { force }).await.map_err(|s| Error::Guest(s.message().to_string()))?;
@@ -479,13 +477,10 @@ impl Runtime {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let now = self.state().get(id)?;
-        if let Some(rec) = now {
-            if rec.status.is_active() {
-                self.mark_supervisor_gone(rec)?;
-            }
+        match self.record_locked(id) {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()), // (gone: an auto_remove box removed itself)
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// Counters of this runtime instance and the number of running boxes in its home.
@@ -586,6 +581,10 @@ fn create_private_dir(path: &Path) -> Result<()> {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
     }
     Ok(())
+}
+
+fn removed(id: &str) -> Error {
+    Error::NotFound(format!("box {id} does not exist (it was removed)"))
 }
 
 fn first_line(s: &str) -> String {
