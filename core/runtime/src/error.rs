@@ -47,7 +47,7 @@ pub enum Error {
     },
     /// The state database failed.
     #[error("state database: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
     /// A bug or an unexpected condition.
     #[error("{0}")]
     Internal(String),
@@ -89,9 +89,32 @@ impl Error {
         }
     }
 
+    /// Whether the disk under the home is full (a write failed with ENOSPC, in a file or in the
+    /// state database).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Storage { source, .. } if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(libc::ENOSPC))
+    }
+
     /// A storage error for `path` while doing `what`.
     pub fn storage(what: &str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Storage { context: format!("{what} {}", path.into().display()), source }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            // A full disk is a storage problem the user fixes by freeing space, not a database bug.
+            Some(rusqlite::ErrorCode::DiskFull) => Error::Storage {
+                context: "the state database could not be written: the disk holding the BoxLite home is full; free space (remove boxes or images)".into(),
+                source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+            },
+            Some(rusqlite::ErrorCode::ReadOnly) => Error::Storage {
+                context: "the state database could not be written: the BoxLite home is read-only (a read-only mount, or not this user's); use a writable home (BOXLITE_HOME)".into(),
+                source: std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
+            },
+            _ => Error::Database(e),
+        }
     }
 }
 
@@ -105,5 +128,17 @@ mod tests {
             assert_eq!(Error::from_code(e.code(), e.to_string()).code(), e.code());
         }
         assert_eq!(Error::from_code("???", "m".into()).code(), "INTERNAL");
+    }
+
+    #[test]
+    fn a_full_or_read_only_disk_under_the_database_is_a_storage_error() {
+        let sqlite = |code| Error::from(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+        let full = sqlite(rusqlite::ffi::SQLITE_FULL);
+        assert_eq!((full.code(), full.is_disk_full()), ("STORAGE", true));
+        assert!(full.to_string().contains("full"), "{full}");
+        let ro = sqlite(rusqlite::ffi::SQLITE_READONLY);
+        assert_eq!((ro.code(), ro.is_disk_full()), ("STORAGE", false));
+        assert!(ro.to_string().contains("read-only"), "{ro}");
+        assert_eq!(sqlite(rusqlite::ffi::SQLITE_CORRUPT).code(), "DATABASE");
     }
 }

@@ -295,7 +295,28 @@ impl Runtime {
 
     /// Removes a box and its disk. A running box needs `force` (it is then stopped first).
     pub async fn remove(&self, id_or_name: &str, force: bool) -> Result<()> {
-        let rec = self.get(id_or_name)?.info()?;
+        let id = self.get(id_or_name)?.id;
+        match self.remove_once(&id, force).await {
+            // A full disk cannot even record the removal: free the box's own disk first, then
+            // record it. Its space comes back once the VM process, which dies with its
+            // supervisor, has closed it.
+            Err(e) if e.is_disk_full() && !self.supervisor_alive(&id)? => {
+                let disk = self.box_dir(&id).join("disk.qcow2");
+                std::fs::remove_file(&disk).or_else(not_found_ok).map_err(|e| Error::storage("remove", disk, e))?;
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    match self.remove_once(&id, force).await {
+                        Err(e) if e.is_disk_full() && Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                        r => return r,
+                    }
+                }
+            }
+            r => r,
+        }
+    }
+
+    async fn remove_once(&self, id: &str, force: bool) -> Result<()> {
+        let rec = self.record(id)?;
         if rec.status.is_active() && !force {
             return Err(Error::InvalidState(format!(
                 "box {} is {}; stop it first or remove it with force",
@@ -322,10 +343,15 @@ impl Runtime {
         };
         self.state().delete(&rec.id)?;
         let dir = self.box_dir(&rec.id);
-        std::fs::remove_dir_all(&dir).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
-            .map_err(|e| Error::storage("remove", dir, e))?;
+        std::fs::remove_dir_all(&dir).or_else(not_found_ok).map_err(|e| Error::storage("remove", dir, e))?;
         self.inner.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.id);
         Ok(())
+    }
+
+    /// Whether the supervisor recorded for box `id` still runs.
+    fn supervisor_alive(&self, id: &str) -> Result<bool> {
+        let rec = self.state().get(id)?;
+        Ok(rec.and_then(|r| r.shim_pid).is_some_and(|pid| shim::alive(pid, &self.box_dir(id))))
     }
 
     fn record(&self, id: &str) -> Result<BoxRecord> {
@@ -569,18 +595,24 @@ impl BoxLock {
     }
 }
 
-fn create_private_dir(path: &Path) -> Result<()> {
+/// Creates `path` (0700) if needed; one made by an older version that others can read is closed
+/// (where the filesystem allows: a read-only home stays readable).
+pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
         Ok(()) => {}
         Err(e) => return Err(Error::storage("create", path, e)),
     }
-    // An existing directory made by an older version may be open to others: close it.
     let meta = std::fs::metadata(path).map_err(|e| Error::storage("stat", path, e))?;
     if meta.permissions().mode() & 0o077 != 0 {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
     }
     Ok(())
+}
+
+/// Treats "already gone" as done when removing a file or directory.
+fn not_found_ok(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
 }
 
 fn removed(id: &str) -> Error {

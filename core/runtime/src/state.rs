@@ -114,9 +114,17 @@ pub struct State {
     conn: Connection,
 }
 
+/// Whether the filesystem holding `path` is mounted read-only.
+fn on_read_only_fs(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path).is_ok_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
 impl State {
     /// Opens (and creates or migrates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        if path.exists() && on_read_only_fs(path) {
+            return Self::open_read_only(path);
+        }
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Switching to WAL and creating the schema can report BUSY at once (the busy handler does
@@ -132,6 +140,21 @@ impl State {
                 other => return other.map(|_| State { conn }).map_err(Error::from),
             }
         }
+    }
+
+    /// Opens an existing database on a read-only filesystem, so that listing boxes and images
+    /// still works; any write then fails as a read-only home.
+    fn open_read_only(path: &Path) -> Result<Self> {
+        use rusqlite::OpenFlags;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let readable = |conn: Connection| conn.query_row("SELECT count(*) FROM boxes", [], |_| Ok(())).map(|_| conn);
+        // A WAL database reads through its existing -wal and -shm files; with none left (a
+        // clean close), only as immutable, which is exact since nobody can write it.
+        let conn = Connection::open_with_flags(path, flags).and_then(readable).or_else(|_| {
+            let uri = format!("file:{}?immutable=1", path.display());
+            Connection::open_with_flags(uri, flags).and_then(readable)
+        })?;
+        Ok(State { conn })
     }
 
     fn init_schema(conn: &Connection) -> rusqlite::Result<()> {

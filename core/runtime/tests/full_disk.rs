@@ -1,9 +1,11 @@
 //! A home on a small tmpfs: a create that runs out of space leaves no ghost box and names the
-//! real cause, and a read-only home is named with its path.
+//! real cause, a running box whose disk fills sees an I/O error instead of freezing, and a
+//! read-only home is named with its path.
 
 mod common;
 
-use boxlite::{BoxOptions, RegistryConfig, Runtime, RuntimeOptions};
+use boxlite::{BoxOptions, ExecCommand, RegistryConfig, Runtime, RuntimeOptions};
+use std::time::{Duration, Instant};
 use std::path::{Path, PathBuf};
 
 /// A tmpfs of `mib` MiB mounted for the test, unmounted when dropped.
@@ -68,9 +70,48 @@ async fn a_create_on_a_full_home_disk_names_the_cause_and_leaves_no_ghost_box() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_read_only_home_is_named_with_its_path() {
-    let fs = Tmpfs::new(16);
-    drop(runtime_at(&fs.path()).unwrap());
+async fn a_box_whose_disk_fills_gets_an_io_error_and_stays_usable_and_removable() {
+    let fs = Tmpfs::new(96);
+    let rt = runtime_at(&fs.path()).unwrap();
+    let b = rt.create(BoxOptions::new("busybox:latest")).await.unwrap();
+    b.exec(ExecCommand::new("true", Vec::<String>::new())).await.unwrap().wait().await.unwrap();
+    // 8 MiB left for the box's overlay: writing 64 MiB must fail inside the guest, not pause
+    // the VM (QEMU's default werror=enospc stops it for good).
+    fill(&fs.path(), 8 << 20);
+    let t = Instant::now();
+    let write = ExecCommand::new("sh", ["-c", "dd if=/dev/zero of=/big bs=1M count=64 conv=fsync"]);
+    let out = tokio::time::timeout(Duration::from_secs(120), async { b.exec(write).await.unwrap().output().await.unwrap() })
+        .await
+        .expect("the write on a full disk froze the box");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.exit_code(), 0, "dd cannot have succeeded on a full disk: {stderr}");
+    assert!(stderr.contains("Input/output error") || stderr.contains("No space"), "{stderr}");
+    eprintln!("the full-disk write failed in the guest after {:?}", t.elapsed());
+    // The box still answers, and is removed on the full disk, which frees its space.
+    let out = b.exec(ExecCommand::new("echo", ["alive"])).await.unwrap().output().await.unwrap();
+    assert_eq!(out.stdout, b"alive\n");
+    rt.remove(b.id(), true).await.unwrap();
+    assert!(rt.list().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(fs.path().join("boxes")).unwrap().count(), 0, "the box directory was left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_home_still_lists_its_boxes_and_names_itself_when_written() {
+    let fs = Tmpfs::new(64);
+    let rt = runtime_at(&fs.path()).unwrap();
+    rt.pull("busybox:latest", None).await.unwrap();
+    let id = rt.create(BoxOptions::new("busybox:latest")).await.unwrap().id().to_string();
+    drop(rt);
+    fs.remount("ro");
+    let rt = runtime_at(&fs.path()).expect("a read-only home must open for reading");
+    assert_eq!(rt.list().unwrap().iter().map(|b| b.id.clone()).collect::<Vec<_>>(), [id.clone()]);
+    assert_eq!(rt.images().unwrap().len(), 1);
+    let err = rt.remove(&id, true).await.err().expect("nothing can be removed from a read-only home");
+    assert_eq!(err.code(), "STORAGE", "{err}");
+    assert!(err.to_string().to_lowercase().contains("read-only"), "{err}");
+    drop(rt);
+    // Without a database there is nothing to read: the error names the home.
+    fs.remount("rw");
     std::fs::remove_dir_all(fs.path().join("db")).unwrap();
     fs.remount("ro");
     let err = runtime_at(&fs.path()).err().expect("a read-only home without a database cannot be opened");

@@ -1,7 +1,7 @@
 //! The image store: pulls images into verified blobs, builds each image's base disk once, and
 //! keeps a reference index that works offline.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,11 +45,7 @@ impl ImageStore {
     /// content and base disks are readable by their owner only.
     pub fn new(root: PathBuf) -> Result<Self> {
         for sub in ["", "blobs", "blobs/sha256", "disks", "refs", "locks", "tmp"] {
-            let dir = root.join(sub);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::storage("cannot create", &dir, e))?;
-            // Also tightens stores made before directories were private.
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| Error::storage("cannot make private", &dir, e))?;
+            crate::runtime::create_private_dir(&root.join(sub))?;
         }
         // Absolute, so that disk paths handed to the VM engine do not depend on the cwd.
         let root =
