@@ -24,6 +24,8 @@ pub mod shim;
 pub mod state;
 
 pub use error::{Error, Result};
+pub use image::Removed;
+pub use runtime::PruneOptions;
 pub use guest::{ExecControl, ExitStatus, Execution, Output, OutputStream, Stdin};
 pub use image::{Image, ImageConfig, PullProgress, RegistryConfig};
 pub use options::{Accel, BoxOptions, RuntimeOptions};

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod registries;
+pub use registries::{default_registries, registries_from_hosts, CONFIG_FILE, INSECURE_REGISTRIES_ENV, REGISTRIES_ENV};
+
 /// vCPUs a box gets when none are asked for.
 pub const DEFAULT_CPUS: u32 = 1;
 /// Most vCPUs one box may have.
@@ -53,7 +56,8 @@ pub struct RuntimeOptions {
     /// State directory; default `$BOXLITE_HOME`, else `~/.boxlite`.
     pub home: Option<PathBuf>,
     /// Registries to search for unqualified image names (in order, before docker.io), and the
-    /// credentials and transport for each host.
+    /// credentials and transport for each host. None: [`default_registries`] (the environment,
+    /// else the home's `config.json`).
     pub registries: Vec<RegistryConfig>,
     /// Accelerator; default `$BOXLITE_ACCEL`, else auto.
     pub accel: Option<Accel>,

@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod images;
+pub use images::PruneOptions;
+
 /// Environment variable for the default home.
 pub const HOME_ENV: &str = "BOXLITE_HOME";
 /// Environment variable for the default accelerator.
@@ -102,7 +105,7 @@ pub struct LiteBox {
 
 impl Runtime {
     /// Opens the runtime: creates the home if needed and reconciles boxes whose VM died.
-    pub fn new(options: RuntimeOptions) -> Result<Self> {
+    pub fn new(mut options: RuntimeOptions) -> Result<Self> {
         let home = options
             .home
             .or_else(|| std::env::var_os(HOME_ENV).filter(|h| !h.is_empty()).map(PathBuf::from))
@@ -111,6 +114,9 @@ impl Runtime {
             Some(a) => a,
             None => std::env::var(ACCEL_ENV).unwrap_or_default().parse()?,
         };
+        if options.registries.is_empty() {
+            options.registries = crate::options::default_registries(&home)?;
+        }
         // Private to the user: box disks, sockets and logs are nobody else's business.
         create_private_dir(&home)?;
         for dir in ["db", "images", "boxes"] {
@@ -242,6 +248,8 @@ impl Runtime {
             }
         }
         let started = Instant::now();
+        // Until the record names the base disk, nothing else keeps a prune from deleting it.
+        let _hold = self.inner.images.hold().await?;
         let image = match self.image(&options.image).await {
             Ok(image) => image,
             Err(e) => {

@@ -54,6 +54,19 @@ pub(crate) fn remove_stale(dir: &Path) {
     }
 }
 
+/// Bytes `path` takes on disk: its allocated blocks, so a sparse file counts only what it holds,
+/// and a directory everything under it (symlinks not followed). 0 if it is gone.
+pub(crate) fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    let children = std::fs::read_dir(path).into_iter().flatten().flatten();
+    own + children.map(|e| allocated_bytes(&e.path())).sum::<u64>()
+}
+
 /// A temp file or directory removed on drop unless persisted.
 pub(crate) struct TempPath(Option<PathBuf>);
 
@@ -107,14 +120,30 @@ pub(crate) fn write_file(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()
 
 /// An exclusive flock on `path`, held until dropped. Blocks, so call it off the async runtime.
 pub(crate) fn lock(path: &Path) -> Result<Flock<File>> {
+    flock(path, FlockArg::LockExclusive)
+}
+
+/// A shared flock on `path`, held until dropped: any number of holders at once, none while an
+/// exclusive [`lock`] is held. Blocks, so call it off the async runtime.
+pub(crate) fn lock_shared(path: &Path) -> Result<Flock<File>> {
+    flock(path, FlockArg::LockShared)
+}
+
+fn flock(path: &Path, how: FlockArg) -> Result<Flock<File>> {
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .map_err(|e| Error::storage("cannot open lock file", path, e))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| Error::storage("cannot lock", path, errno.into()))
+    Flock::lock(file, how).map_err(|(_, errno)| Error::storage("cannot lock", path, errno.into()))
+}
+
+/// [`lock`] or [`lock_shared`] from async code: waits on a blocking thread.
+pub(crate) async fn lock_async(path: PathBuf, shared: bool) -> Result<Flock<File>> {
+    tokio::task::spawn_blocking(move || if shared { lock_shared(&path) } else { lock(&path) })
+        .await
+        .map_err(|e| Error::Internal(format!("lock task failed: {e}")))?
 }
 
 #[cfg(test)]

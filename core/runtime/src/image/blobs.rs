@@ -11,11 +11,13 @@ use super::atomic::{unique_path, TempPath};
 use super::reference::validate_digest;
 use crate::error::{Error, Result};
 
-/// The blob directory plus the temp directory partial blobs are written in.
+/// The blob directory, the temp directory partial blobs are written in, and the directory of
+/// download locks.
 #[derive(Clone, Debug)]
 pub(crate) struct BlobStore {
     dir: PathBuf,
     tmp: PathBuf,
+    locks: PathBuf,
 }
 
 /// A blob being written: a temp file and the running hash of what was written.
@@ -28,9 +30,37 @@ pub(crate) struct BlobWriter {
 }
 
 impl BlobStore {
-    /// A store in `dir` (must exist) writing temp files in `tmp` (same filesystem, for rename).
-    pub fn new(dir: PathBuf, tmp: PathBuf) -> Self {
-        BlobStore { dir, tmp }
+    /// A store in `dir` (must exist) writing temp files in `tmp` (same filesystem, for rename)
+    /// and download locks in `locks`.
+    pub fn new(dir: PathBuf, tmp: PathBuf, locks: PathBuf) -> Self {
+        BlobStore { dir, tmp, locks }
+    }
+
+    /// The lock of one blob's download (`locks/blob-<hex>.lock`), across tasks and processes: a
+    /// pull that finds it held waits for the download under way, then finds the blob stored
+    /// instead of fetching it again.
+    pub async fn download_lock(&self, digest: &str) -> Result<nix::fcntl::Flock<File>> {
+        let path = self.lock_path(digest)?;
+        super::atomic::lock_async(path, false).await
+    }
+
+    /// Where the download lock of `digest` lives.
+    pub fn lock_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self.locks.join(format!("blob-{}.lock", validate_digest(digest)?)))
+    }
+
+    /// The digests of every blob stored, with the bytes each takes on disk.
+    pub fn list(&self) -> Result<Vec<(String, u64)>> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::storage("cannot list", &self.dir, e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::storage("cannot list", &self.dir, e))?;
+            let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+            if validate_digest(&digest).is_ok() {
+                out.push((digest, super::atomic::allocated_bytes(&entry.path())));
+            }
+        }
+        Ok(out)
     }
 
     /// Where the blob with `digest` lives (whether or not it exists).
@@ -134,7 +164,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        let s = BlobStore::new(dir.path().join("blobs"), dir.path().join("tmp"));
+        let s = BlobStore::new(dir.path().join("blobs"), dir.path().join("tmp"), dir.path().to_path_buf());
         (dir, s)
     }
 

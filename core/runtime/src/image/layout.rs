@@ -250,7 +250,7 @@ pub(crate) mod tests {
     fn store(dir: &Path) -> BlobStore {
         std::fs::create_dir_all(dir.join("blobs")).unwrap();
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        BlobStore::new(dir.join("blobs"), dir.join("tmp"))
+        BlobStore::new(dir.join("blobs"), dir.join("tmp"), dir.to_path_buf())
     }
 
     #[test]

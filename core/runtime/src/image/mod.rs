@@ -19,7 +19,24 @@ mod store;
 
 use std::path::PathBuf;
 
-pub use store::{ImageStore, DEFAULT_MAX_UNPACKED_BYTES};
+pub(crate) use atomic::allocated_bytes;
+pub(crate) use store::disk_name;
+pub use store::{ImageStore, StoreLock, StoreUse, DEFAULT_MAX_UNPACKED_BYTES};
+
+/// What a removal or a prune took away, and the bytes it freed on disk.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Removed {
+    /// Ids of the boxes removed (a prune that includes stopped boxes).
+    pub boxes: Vec<String>,
+    /// References removed from the image index.
+    pub images: Vec<String>,
+    /// Digests of the blobs (manifests, configs, layers) deleted.
+    pub blobs: Vec<String>,
+    /// Base disks deleted, by the config digest of their image.
+    pub base_disks: Vec<String>,
+    /// Bytes freed on disk (allocated blocks: a sparse base disk counts what it held).
+    pub bytes_freed: u64,
+}
 
 /// A registry the user configured.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]

@@ -230,8 +230,13 @@ impl Registries {
         let oci_ref = &oci_ref;
         let mut downloads =
             futures::stream::iter(digests.iter().cloned().map(|(digest, size)| async move {
+                // Another pull of the same blob (a task here, or another process) shares its
+                // download: this one waits for it, then finds the blob stored.
                 if !blobs.contains(&digest)? {
-                    self.fetch_blob(oci_ref, &digest, size, blobs).await?;
+                    let _download = blobs.download_lock(&digest).await?;
+                    if !blobs.contains(&digest)? {
+                        self.fetch_blob(oci_ref, &digest, size, blobs).await?;
+                    }
                 }
                 Ok::<_, Error>((digest, size))
             }))
@@ -490,7 +495,7 @@ mod tests {
         }]);
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("b")).unwrap();
-        let blobs = BlobStore::new(dir.path().join("b"), dir.path().to_path_buf());
+        let blobs = BlobStore::new(dir.path().join("b"), dir.path().to_path_buf(), dir.path().to_path_buf());
         let reference = match super::super::reference::parse(&format!("{host}/busybox")).unwrap() {
             super::super::reference::Source::Registry(r) => r,
             _ => unreachable!(),

@@ -16,8 +16,11 @@ use super::layout;
 use super::manifest::{parse_config, Manifest};
 use super::reference::{self, validate_digest, Source};
 use super::registry::Registries;
-use super::{ext4, Image, PullProgress, RegistryConfig};
+use super::{ext4, Image, PullProgress, RegistryConfig, Removed};
 use crate::error::{Error, Result};
+use nix::fcntl::Flock;
+use std::collections::HashSet;
+use std::fs::File;
 
 /// Bytes of file content an image may unpack to, all layers together, unless the store is told
 /// otherwise ([`ImageStore::with_max_unpacked_bytes`]). Real images are far smaller; the bound is
@@ -30,6 +33,19 @@ pub struct ImageStore {
     root: PathBuf,
     blobs: BlobStore,
     max_unpacked_bytes: u64,
+}
+
+/// A shared hold on the store that keeps garbage collection out while it lives: a pull holds one
+/// from start to recorded reference, a box creation from finding its image until its record
+/// (naming the base disk) is written. Any number of holds at once, in any process.
+pub struct StoreUse {
+    _lock: Flock<File>,
+}
+
+/// The store's exclusive lock, held while images are removed or pruned: no pull or box creation
+/// runs meanwhile, in any process, so what is unreferenced stays so.
+pub struct StoreLock {
+    _lock: Flock<File>,
 }
 
 /// What a pull resolved to, before the disk is built.
@@ -51,7 +67,7 @@ impl ImageStore {
         let root =
             std::fs::canonicalize(&root).map_err(|e| Error::storage("cannot resolve", &root, e))?;
         atomic::remove_stale(&root.join("tmp"));
-        let blobs = BlobStore::new(root.join("blobs/sha256"), root.join("tmp"));
+        let blobs = BlobStore::new(root.join("blobs/sha256"), root.join("tmp"), root.join("locks"));
         Ok(ImageStore { root, blobs, max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES })
     }
 
@@ -87,6 +103,7 @@ impl ImageStore {
         registries: &[RegistryConfig],
         progress: Option<UnboundedSender<PullProgress>>,
     ) -> Result<Image> {
+        let _hold = self.hold().await?;
         let send = |event: PullProgress| {
             if let Some(tx) = &progress {
                 // A dropped receiver only means nobody is watching.
@@ -196,6 +213,123 @@ impl ImageStore {
         let record = image.clone();
         blocking(move || store.write_ref(&record)).await?;
         Ok(image)
+    }
+
+    /// A [`StoreUse`]; waits while images are removed or pruned. Holding one while taking another
+    /// (a creation that pulls) is fine: flock grants a shared lock while an exclusive one waits.
+    pub async fn hold(&self) -> Result<StoreUse> {
+        Ok(StoreUse { _lock: atomic::lock_async(self.gc_lock_path(), true).await? })
+    }
+
+    /// The [`StoreLock`]; waits for the pulls and creations under way to finish.
+    pub async fn lock(&self) -> Result<StoreLock> {
+        Ok(StoreLock { _lock: atomic::lock_async(self.gc_lock_path(), false).await? })
+    }
+
+    fn gc_lock_path(&self) -> PathBuf {
+        self.root.join("locks").join("gc.lock")
+    }
+
+    /// The record of `reference`, whether or not its base disk is still there: by the name it is
+    /// listed under (so a local layout that was deleted can still be named), else as a pull would
+    /// resolve it.
+    pub fn find(&self, reference: &str, registries: &[RegistryConfig]) -> Result<Option<Image>> {
+        if let Some(image) = self.read_ref(reference.trim())? {
+            return Ok(Some(image));
+        }
+        for name in normalized_names(&reference::parse(reference)?, registries) {
+            if let Some(image) = self.read_ref(&name)? {
+                return Ok(Some(image));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the record of `image` (its blobs and disk stay until [`ImageStore::collect`]).
+    pub fn remove_ref(&self, _lock: &StoreLock, image: &Image) -> Result<()> {
+        let path = self.ref_path(&image.reference);
+        std::fs::remove_file(&path).or_else(not_found_ok).map_err(|e| Error::storage("cannot remove", &path, e))?;
+        let _ = std::fs::remove_file(self.ref_lock_path(&path));
+        Ok(())
+    }
+
+    /// Deletes the blobs and base disks that no recorded image references and no box uses
+    /// (`disks_in_use`: the file names of the base disks of every box). `only`: consider just the
+    /// blobs and disk of this image (a removal), instead of everything in the store (a prune).
+    pub fn collect(&self, _lock: &StoreLock, only: Option<&Image>, disks_in_use: &HashSet<String>) -> Result<Removed> {
+        let mut kept_blobs = HashSet::new();
+        let mut kept_disks = disks_in_use.clone();
+        for image in self.list()? {
+            kept_blobs.extend(self.blobs_of(&image));
+            kept_disks.extend(disk_name(&image.base_disk));
+        }
+        let blobs: Vec<(String, u64)> = match only {
+            None => self.blobs.list()?,
+            Some(image) => {
+                let mut blobs = Vec::new();
+                for digest in self.blobs_of(image) {
+                    let bytes = atomic::allocated_bytes(&self.blobs.path(&digest)?);
+                    blobs.push((digest, bytes));
+                }
+                blobs
+            }
+        };
+        let disks: Vec<String> = match only {
+            None => {
+                let dir = self.root.join("disks");
+                let entries = std::fs::read_dir(&dir).map_err(|e| Error::storage("cannot list", &dir, e))?;
+                entries.flatten().filter_map(|e| e.file_name().to_str().filter(|n| n.ends_with(".ext4")).map(String::from)).collect()
+            }
+            Some(image) => disk_name(&image.base_disk).into_iter().collect(),
+        };
+        let mut removed = Removed::default();
+        for (digest, bytes) in blobs {
+            if kept_blobs.contains(&digest) {
+                continue;
+            }
+            let path = self.blobs.path(&digest)?;
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    removed.bytes_freed += bytes;
+                    removed.blobs.push(digest.clone());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::storage("cannot remove", path, e)),
+            }
+            let _ = std::fs::remove_file(self.blobs.lock_path(&digest)?);
+        }
+        for name in disks {
+            if kept_disks.contains(&name) {
+                continue;
+            }
+            let path = self.root.join("disks").join(&name);
+            let bytes = atomic::allocated_bytes(&path);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    removed.bytes_freed += bytes;
+                    removed.base_disks.push(format!("sha256:{}", name.trim_end_matches(".ext4")));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::storage("cannot remove", path, e)),
+            }
+            let _ = std::fs::remove_file(self.root.join("locks").join(format!("disk-{}.lock", name.trim_end_matches(".ext4"))));
+        }
+        removed.blobs.sort();
+        removed.base_disks.sort();
+        Ok(removed)
+    }
+
+    /// The blobs an image record needs: its manifest, config and layers. A manifest that cannot
+    /// be read leaves only the first two (its layers are a cache a pull fetches again).
+    fn blobs_of(&self, image: &Image) -> Vec<String> {
+        let mut out = vec![image.manifest_digest.clone(), image.config_digest.clone()];
+        let manifest = self.blobs.read(&image.manifest_digest).and_then(|b| super::manifest::parse_document(&b, &image.reference));
+        match manifest {
+            Ok(super::manifest::Document::Manifest(m)) => out.extend(m.layers.into_iter().map(|l| l.digest)),
+            Ok(super::manifest::Document::Index(_)) => {}
+            Err(e) => tracing::warn!(image = %image.reference, error = %e, "cannot read the manifest of an image; its layers are not kept from garbage collection"),
+        }
+        out
     }
 
     /// Every image recorded, sorted by reference. Unreadable records are skipped with a warning.
@@ -362,18 +496,14 @@ impl ImageStore {
         Ok(image.filter(|i| i.reference == normalized))
     }
 
+    fn ref_lock_path(&self, ref_path: &Path) -> PathBuf {
+        let name = ref_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        self.root.join("locks").join(format!("ref-{name}.lock"))
+    }
+
     fn write_ref(&self, image: &Image) -> Result<()> {
         let path = self.ref_path(&image.reference);
-        let lock_name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let _lock = atomic::lock(
-            &self
-                .root
-                .join("locks")
-                .join(format!("ref-{lock_name}.lock")),
-        )?;
+        let _lock = atomic::lock(&self.ref_lock_path(&path))?;
         let json = serde_json::to_vec_pretty(image)
             .map_err(|e| Error::Internal(format!("cannot serialize image record: {e}")))?;
         atomic::write_file(&self.root.join("tmp"), &path, &json)
@@ -392,6 +522,16 @@ fn read_image(path: &Path) -> Result<Option<Image>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::storage("cannot read", path, e)),
     }
+}
+
+/// The file name of a base disk (`<config hex>.ext4`): how disks are told apart, whatever the
+/// path the home had when a record was written.
+pub(crate) fn disk_name(path: &Path) -> Option<String> {
+    path.file_name().and_then(|n| n.to_str()).map(String::from)
+}
+
+fn not_found_ok(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
 }
 
 /// The normalized names a reference may have been recorded under, in pull order.
@@ -436,6 +576,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 mod tests {
     use super::*;
     use crate::image::layout::tests::write_layout;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn an_abandoned_disk_build_leaves_no_disk_and_no_temp_files() {
@@ -497,6 +638,47 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(out.stdout, b"hi\n");
+    }
+
+    #[tokio::test]
+    async fn collect_deletes_only_what_no_record_and_no_box_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        write_layout(&layout, "latest");
+        let store = ImageStore::new(dir.path().join("images")).unwrap();
+        let image = store.pull(&format!("oci:{}:latest", layout.display()), &[], None).await.unwrap();
+        let nothing_in_use = HashSet::new();
+        let lock = store.lock().await.unwrap();
+        assert_eq!(store.collect(&lock, None, &nothing_in_use).unwrap(), Removed::default());
+
+        let stray = sha256_digest(b"stray");
+        store.blobs.put(&stray, b"stray").unwrap();
+        let removed = store.collect(&lock, None, &nothing_in_use).unwrap();
+        assert_eq!((removed.blobs, removed.base_disks.len()), (vec![stray], 0));
+
+        // A box still uses the base disk: the image's blobs go, its disk stays.
+        store.remove_ref(&lock, &image).unwrap();
+        let in_use = HashSet::from([disk_name(&image.base_disk).unwrap()]);
+        let removed = store.collect(&lock, Some(&image), &in_use).unwrap();
+        assert_eq!((removed.blobs.len(), removed.base_disks.len()), (3, 0), "{removed:?}");
+        assert!(image.base_disk.is_file());
+        let removed = store.collect(&lock, None, &nothing_in_use).unwrap();
+        assert_eq!(removed.base_disks, [image.config_digest.clone()]);
+        assert!(removed.bytes_freed > 0 && !image.base_disk.exists());
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_store_lock_waits_for_every_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(dir.path().join("images")).unwrap();
+        let (a, b) = (store.hold().await.unwrap(), store.hold().await.unwrap());
+        drop(a);
+        assert!(tokio::time::timeout(Duration::from_millis(200), store.lock()).await.is_err());
+        drop(b);
+        let lock = tokio::time::timeout(Duration::from_secs(5), store.lock()).await.expect("lock once nothing holds").unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(200), store.hold()).await.is_err());
+        drop(lock);
     }
 
     #[test]
