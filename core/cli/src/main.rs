@@ -1,6 +1,6 @@
 //! `boxlite`: run commands in micro-VMs from OCI images.
 
-use boxlite::{BoxMetrics, BoxOptions, BoxRecord, BoxStatus, ExecCommand, LiteBox, RegistryConfig, Runtime, RuntimeOptions};
+use boxlite::{BoxMetrics, BoxOptions, BoxRecord, BoxStatus, ExecCommand, LiteBox, PruneOptions, Removed, Runtime, RuntimeOptions};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+
+mod progress;
 
 /// Exit code for BoxLite's own failures (as `docker run` does), so they differ from the command's.
 const EXIT_BOXLITE_ERROR: u8 = 125;
@@ -136,8 +138,20 @@ enum Command {
     },
     /// Pull an image and build its base disk.
     Pull { image: String },
-    /// List pulled images.
-    Images,
+    /// List pulled images, or remove some (`images rm`).
+    Images {
+        #[command(subcommand)]
+        command: Option<ImagesCommand>,
+    },
+    /// Remove what nothing uses: image blobs and base disks no image or box needs.
+    Prune {
+        /// Also remove every box that is not running (created, stopped or failed), with its disk.
+        #[arg(long)]
+        boxes: bool,
+        /// Also remove the images no box uses.
+        #[arg(short, long)]
+        all: bool,
+    },
     /// List boxes.
     #[command(alias = "list", alias = "ps")]
     Ls,
@@ -156,6 +170,21 @@ enum Command {
         force: bool,
         #[arg(required = true, value_name = "BOX")]
         boxes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// List pulled images (the default).
+    Ls,
+    /// Remove images; their blobs and base disk go once no other image or box needs them.
+    #[command(alias = "remove")]
+    Rm {
+        /// Remove an image that boxes use: its base disk is kept until they are gone.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
     },
 }
 
@@ -265,12 +294,8 @@ fn parse_env(entries: &[String]) -> boxlite::Result<Vec<(String, String)>> {
 }
 
 async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
-    let registries = cli
-        .insecure_registries
-        .iter()
-        .map(|h| RegistryConfig { host: h.clone(), insecure: true, ..Default::default() })
-        .chain(cli.registries.iter().map(|h| RegistryConfig { host: h.clone(), ..Default::default() }))
-        .collect();
+    // None given: the runtime takes them from the environment, else the home's config.json.
+    let registries = boxlite::options::registries_from_hosts(("--registry", &cli.registries), ("--insecure-registry", &cli.insecure_registries))?;
     let accel = cli.accel.as_deref().map(str::parse).transpose()?;
     let runtime = Runtime::new(RuntimeOptions { home: cli.home, registries, accel, ..Default::default() })?;
     match cli.command {
@@ -303,7 +328,7 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
             let mut interrupts = watch_interrupts()?;
             let options = BoxOptions { image, name, cpus, memory_mib, env: parse_env(&env)?, working_dir: workdir, user, ..Default::default() };
             let sandbox = tokio::select! {
-                created = runtime.create(options) => created?,
+                created = progress::create(&runtime, options) => created?,
                 sig = interrupted(&mut interrupts) => return Ok(ExitCode::from(128 + sig as u8)),
             };
             let cmd = ExecCommand { argv: command, timeout: timeout.map(Duration::from_secs), ..Default::default() };
@@ -386,11 +411,27 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
             println!();
         },
         Command::Pull { image } => {
-            let img = runtime.pull(&image, None).await?;
+            let img = progress::pull(&runtime, &image).await?;
             println!("{} {} ({} layers)", img.reference, img.manifest_digest, img.layer_count);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Images => {
+        Command::Images { command: Some(ImagesCommand::Rm { force, images }) } => {
+            let mut total = Removed::default();
+            for image in images {
+                let removed = runtime.remove_image(&image, force).await?;
+                print_removed(&removed);
+                total.bytes_freed += removed.bytes_freed;
+            }
+            println!("Total reclaimed space: {}", human_bytes(total.bytes_freed));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune { boxes, all } => {
+            let removed = runtime.prune(PruneOptions { boxes, all_images: all }).await?;
+            print_removed(&removed);
+            println!("Total reclaimed space: {}", human_bytes(removed.bytes_freed));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Images { command: None | Some(ImagesCommand::Ls) } => {
             println!("{:<40} {:<20} {:>10}", "REFERENCE", "DIGEST", "SIZE");
             for img in runtime.images()? {
                 let digest: String = img.manifest_digest.chars().take(19).collect();
@@ -430,12 +471,36 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
     }
 }
 
+/// What a removal or prune took away, one line each, as `docker image rm` and `docker system prune` print it.
+fn print_removed(removed: &Removed) {
+    let mut out = std::io::stdout().lock();
+    let lines = (removed.boxes.iter().map(|b| format!("Deleted box: {b}")))
+        .chain(removed.images.iter().map(|i| format!("Untagged: {i}")))
+        .chain(removed.blobs.iter().map(|b| format!("Deleted blob: {b}")))
+        .chain(removed.base_disks.iter().map(|d| format!("Deleted base disk: {d}")));
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// Bytes as docker prints them (`12.3MB`), in binary units.
+fn human_bytes(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes}B") } else { format!("{value:.1}{}", units[unit]) }
+}
+
 /// `run -d`: creates the box, boots it and prints its id; it runs on after boxlite exits.
 /// An interrupt while it boots lets the boot finish, then removes the box.
 async fn run_detached(runtime: &Runtime, options: BoxOptions) -> boxlite::Result<ExitCode> {
     let mut interrupts = watch_interrupts()?;
     let sandbox = tokio::select! {
-        created = runtime.create(options) => created?,
+        created = progress::create(runtime, options) => created?,
         sig = interrupted(&mut interrupts) => return Ok(ExitCode::from(128 + sig as u8)),
     };
     if let Err(e) = sandbox.start().await {
