@@ -226,8 +226,8 @@ boxlite_result boxlite_box_info(const boxlite_box *b, char **out);
 // `b` is NULL or a live box handle; `out` is NULL or writable.
 boxlite_result boxlite_box_metrics(boxlite_box *b, char **out);
 
-// Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`). NULL is a
-// no-op.
+// Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`,
+// `boxlite_images_list`, `boxlite_image_remove`, `boxlite_images_prune`). NULL is a no-op.
 //
 // # Safety
 // `s` is NULL or a string from this library, not yet freed.
@@ -383,13 +383,65 @@ boxlite_result boxlite_exec_wait(boxlite_exec *exec,
 // `exec` is NULL or an exec handle not yet freed.
 void boxlite_exec_free(boxlite_exec *exec);
 
+// The images pulled into the runtime's home, as a JSON array sorted by reference; each an object
+// with `"reference"` (normalized, e.g. `"127.0.0.1:5000/busybox:latest"`), `"digest"` (of the
+// manifest), `"config_digest"`, `"layers"`, `"size_bytes"` (the layers as stored) and
+// `"pulled_at"` (unix seconds). `out` receives a string to free with `boxlite_string_free`.
+// Errors: `BOXLITE_ERR_STORAGE`. Any thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; `out` is NULL or writable.
+boxlite_result boxlite_images_list(const boxlite_runtime *rt, char **out);
+
+// Removes an image: its reference, then its blobs and base disk unless another image or a box
+// still needs them.
+//
+// `reference`: as `boxlite_images_list` names it, or as a pull would resolve it (`"busybox"`
+// with the runtime's registries). `force`: remove an image whose base disk boxes use; the disk
+// is then kept until those boxes are removed (a later prune frees it). `out` receives a JSON
+// object, freed with `boxlite_string_free`: `"boxes"` (empty here), `"images"` (references
+// removed), `"blobs"` (digests deleted), `"base_disks"` (config digests of the disks deleted)
+// and `"bytes_freed"` (on disk).
+//
+// Errors: `BOXLITE_ERR_NOT_FOUND` (no such image in the home), `BOXLITE_ERR_INVALID_STATE`
+// (boxes use its base disk and `force` is false; the message names them),
+// `BOXLITE_ERR_STORAGE`. Waits for pulls and box creations under way, in any process. Any thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; `reference` is NULL or NUL-terminated; `out` is NULL or
+// writable.
+boxlite_result boxlite_image_remove(boxlite_runtime *rt,
+                                    const char *reference,
+                                    bool force,
+                                    char **out);
+
+// Deletes the image blobs and base disks that no image references and no box uses.
+//
+// `options_json`: NULL, or a JSON object with `"boxes"` (true: first remove every box that is not
+// running, i.e. created, stopped or failed, with its disk) and `"all"` (true: also remove the
+// images no box uses). Unknown keys are rejected. `out` receives a JSON object as
+// `boxlite_image_remove`'s (`"boxes"` lists the ids of the boxes removed), freed with
+// `boxlite_string_free`.
+//
+// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (bad options), `BOXLITE_ERR_STORAGE`. Waits for pulls
+// and box creations under way, in any process. Any thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; `options_json` is NULL or NUL-terminated; `out` is NULL or
+// writable.
+boxlite_result boxlite_images_prune(boxlite_runtime *rt, const char *options_json, char **out);
+
 // Opens a runtime: creates the home directory if needed and reconciles boxes whose VM died.
 //
 // `options_json`: NULL for every default, or a JSON object with any of:
 // - `"home"`: state directory (default `$BOXLITE_HOME`, else `~/.boxlite`);
 // - `"registries"`: `[{"host": "127.0.0.1:5000", "insecure": true, "username": "u",
 //   "password": "p"}]`, searched in order for unqualified image names (before docker.io);
-//   `insecure` means plain http; credentials are optional;
+//   `insecure` means plain http; credentials are optional. None (or an empty list): the
+//   comma-separated `host[:port]` lists in `BOXLITE_REGISTRIES` and
+//   `BOXLITE_INSECURE_REGISTRIES` (plain http), else `{"registries": [...],
+//   "insecure_registries": [...]}` in `config.json` in the home; a malformed entry or file is
+//   `BOXLITE_ERR_INVALID_ARGUMENT` naming it;
 // - `"accel"`: `"auto"` (default: KVM when it can run a guest, else TCG with one warning),
 //   `"kvm"` or `"tcg"`;
 // - `"assets_dir"`: directory with the guest `vmlinux` and `initramfs.cpio` (default: see

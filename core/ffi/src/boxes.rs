@@ -250,8 +250,8 @@ pub unsafe extern "C" fn boxlite_box_metrics(b: *mut boxlite_box, out: *mut *mut
     })
 }
 
-/// Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`). NULL is a
-/// no-op.
+/// Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`,
+/// `boxlite_images_list`, `boxlite_image_remove`, `boxlite_images_prune`). NULL is a no-op.
 ///
 /// # Safety
 /// `s` is NULL or a string from this library, not yet freed.
@@ -263,7 +263,7 @@ pub unsafe extern "C" fn boxlite_string_free(s: *mut c_char) {
     }
 }
 
-fn json_string(value: &impl serde::Serialize) -> Result<*mut c_char, Failure> {
+pub(crate) fn json_string(value: &impl serde::Serialize) -> Result<*mut c_char, Failure> {
     let text = serde_json::to_string(value).map_err(|e| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, e.to_string()))?;
     Ok(CString::new(text).map_err(|_| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, "JSON with NUL"))?.into_raw())
 }

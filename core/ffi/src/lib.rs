@@ -14,6 +14,7 @@ mod boxes;
 mod cancel;
 mod error;
 mod exec;
+mod images;
 mod runtime;
 
 pub use boxes::boxlite_box;

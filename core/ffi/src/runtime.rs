@@ -187,7 +187,11 @@ fn init_logging() {
 /// - `"home"`: state directory (default `$BOXLITE_HOME`, else `~/.boxlite`);
 /// - `"registries"`: `[{"host": "127.0.0.1:5000", "insecure": true, "username": "u",
 ///   "password": "p"}]`, searched in order for unqualified image names (before docker.io);
-///   `insecure` means plain http; credentials are optional;
+///   `insecure` means plain http; credentials are optional. None (or an empty list): the
+///   comma-separated `host[:port]` lists in `BOXLITE_REGISTRIES` and
+///   `BOXLITE_INSECURE_REGISTRIES` (plain http), else `{"registries": [...],
+///   "insecure_registries": [...]}` in `config.json` in the home; a malformed entry or file is
+///   `BOXLITE_ERR_INVALID_ARGUMENT` naming it;
 /// - `"accel"`: `"auto"` (default: KVM when it can run a guest, else TCG with one warning),
 ///   `"kvm"` or `"tcg"`;
 /// - `"assets_dir"`: directory with the guest `vmlinux` and `initramfs.cpio` (default: see
