@@ -459,7 +459,8 @@ boxlite_result boxlite_runtime_new(const char *options_json, boxlite_runtime **o
 //
 // Boxes and execs made from it stay usable until they are freed too. When the last of these
 // handles is freed, the boxes booted through this runtime that still run are stopped (as
-// `boxlite_box_stop`, so that call may block for their shutdown) and the runtime's threads end.
+// `boxlite_box_stop`, so that call may block for their shutdown), except those created with
+// `"detach": true`, which run on; then the runtime's threads end.
 // Do not use `rt` again, nor free it while another thread uses it.
 //
 // # Safety

@@ -31,17 +31,21 @@ pub(crate) struct Context {
 }
 
 impl Drop for Context {
-    /// Stops the VMs this runtime booted, as `boxlite_box_stop` would: their disks are synced
-    /// and their records say stopped. (Dropping the tokio runtime alone would kill them and
-    /// leave their records saying running.)
+    /// Stops the VMs this runtime booted, detached boxes apart, as `boxlite_box_stop` would: their
+    /// disks are synced and their records say stopped. (Dropping the tokio runtime alone would
+    /// kill them and leave their records saying running.)
     fn drop(&mut self) {
         let ids = std::mem::take(&mut *lock(&self.booted));
         let runtime = self.runtime.clone();
         self.tokio.block_on(async move {
             let mut stops = tokio::task::JoinSet::new();
             for id in ids {
-                if let Ok(b) = runtime.get(&id) {
-                    stops.spawn(async move { b.stop().await });
+                // A detached box is meant to outlive this process, so this runtime too.
+                match runtime.get(&id) {
+                    Ok(b) if !b.info().is_ok_and(|rec| rec.options.detach) => {
+                        stops.spawn(async move { b.stop().await });
+                    }
+                    _ => {}
                 }
             }
             while stops.join_next().await.is_some() {}
@@ -227,7 +231,8 @@ pub unsafe extern "C" fn boxlite_runtime_new(options_json: *const c_char, out: *
 ///
 /// Boxes and execs made from it stay usable until they are freed too. When the last of these
 /// handles is freed, the boxes booted through this runtime that still run are stopped (as
-/// `boxlite_box_stop`, so that call may block for their shutdown) and the runtime's threads end.
+/// `boxlite_box_stop`, so that call may block for their shutdown), except those created with
+/// `"detach": true`, which run on; then the runtime's threads end.
 /// Do not use `rt` again, nor free it while another thread uses it.
 ///
 /// # Safety

@@ -22,6 +22,17 @@ def _options(**values: Any) -> bytes:
     return json.dumps({k: v for k, v in values.items() if v is not None}).encode()
 
 
+def _json_result(lib: ctypes.CDLL, call: Any, *args: Any) -> Any:
+    """Calls a C function whose last argument receives a JSON string, and returns it decoded
+    (the string freed with boxlite_string_free)."""
+    out = c_void_p()
+    check(call(*args, byref(out)))
+    try:
+        return json.loads(ctypes.string_at(out.value))
+    finally:
+        lib.boxlite_string_free(out)
+
+
 @dataclass(frozen=True)
 class ExecResult:
     """How a command ended and everything it printed. A non-zero exit is a result, not an error."""
@@ -46,7 +57,9 @@ class Runtime:
 
     `home`: state directory (default $BOXLITE_HOME, else ~/.boxlite). `registries`: dicts with
     `host` and optionally `insecure` (plain http), `username`, `password`, searched in order for
-    unqualified image names. `accel`: "auto" (default), "kvm" or "tcg".
+    unqualified image names; without them, the comma-separated host[:port] lists in
+    $BOXLITE_REGISTRIES and $BOXLITE_INSECURE_REGISTRIES (plain http), else `registries` and
+    `insecure_registries` in the home's config.json. `accel`: "auto" (default), "kvm" or "tcg".
     """
 
     def __init__(
@@ -84,13 +97,47 @@ class Runtime:
         env: Optional[Mapping[str, str]] = None,
         working_dir: Optional[str] = None,
         user: Optional[str] = None,
+        detach: bool = False,
+        auto_stop_ms: Optional[int] = None,
+        auto_remove: bool = False,
+        ready_timeout_ms: Optional[int] = None,
     ) -> "Box":
         """Creates a box from `image` (pulled if needed). It boots on start() or its first exec.
-        Use it as a context manager to stop and remove it at the end."""
-        options = _options(name=name, cpus=cpus, memory_mib=memory_mib, env=env, working_dir=working_dir, user=user)
+        Use it as a context manager to stop and remove it at the end.
+
+        `detach`: the box keeps running after this process ends (until stopped, removed or idle
+        for `auto_stop_ms`); without it, it stops cleanly when this process ends. `auto_stop_ms`:
+        stop after this many milliseconds with no command running. `auto_remove`: remove the box
+        (record and disk) once it has stopped. `ready_timeout_ms`: how long the guest may take to
+        answer once its VM starts (default 30000)."""
+        options = _options(
+            name=name, cpus=cpus, memory_mib=memory_mib, env=env, working_dir=working_dir, user=user,
+            detach=detach or None, auto_stop_ms=auto_stop_ms, auto_remove=auto_remove or None,
+            ready_timeout_ms=ready_timeout_ms,
+        )
         ptr = c_void_p()
         check(self._lib.boxlite_box_create(self._handle(), image.encode(), options, byref(ptr)))
         return Box(self._lib, ptr)
+
+    def images(self) -> list[SimpleNamespace]:
+        """The images pulled into the home, sorted by reference: reference, digest, config_digest,
+        layers, size_bytes and pulled_at (unix seconds)."""
+        return [SimpleNamespace(**i) for i in _json_result(self._lib, self._lib.boxlite_images_list, self._handle())]
+
+    def remove_image(self, reference: str, force: bool = False) -> SimpleNamespace:
+        """Removes an image: its reference, then its blobs and base disk unless another image or a
+        box still needs them. InvalidStateError (naming the boxes) if boxes use its base disk,
+        unless `force`: then the disk is kept until they are gone. NotFoundError if the home has
+        no such image. Returns what was removed: boxes, images, blobs, base_disks, bytes_freed."""
+        removed = _json_result(self._lib, self._lib.boxlite_image_remove, self._handle(), reference.encode(), force)
+        return SimpleNamespace(**removed)
+
+    def prune(self, boxes: bool = False, all: bool = False) -> SimpleNamespace:
+        """Deletes the blobs and base disks that no image references and no box uses; `boxes`:
+        first remove every box that is not running; `all`: also remove images no box uses.
+        Returns what was removed: boxes (ids), images, blobs, base_disks, bytes_freed."""
+        options = _options(boxes=boxes or None, all=all or None)
+        return SimpleNamespace(**_json_result(self._lib, self._lib.boxlite_images_prune, self._handle(), options))
 
     def get(self, id_or_name: str) -> "Box":
         """An existing box by id or name; NotFoundError if there is none."""
@@ -99,8 +146,8 @@ class Runtime:
         return Box(self._lib, ptr)
 
     def close(self) -> None:
-        """Frees the runtime. Boxes made from it stay usable until closed; VMs still running when
-        the last of them is closed are killed."""
+        """Frees the runtime. Boxes made from it stay usable until closed; the boxes it booted that
+        still run when the last of them is closed are stopped, except detached ones."""
         if self._ptr:
             self._lib.boxlite_runtime_free(self._ptr)
             self._ptr = c_void_p()
@@ -173,12 +220,7 @@ class Box:
         return self._json(self._lib.boxlite_box_metrics)
 
     def _json(self, call: Any) -> SimpleNamespace:
-        out = c_void_p()
-        check(call(self._handle(), byref(out)))
-        try:
-            return SimpleNamespace(**json.loads(ctypes.string_at(out.value)))
-        finally:
-            self._lib.boxlite_string_free(out)
+        return SimpleNamespace(**_json_result(self._lib, call, self._handle()))
 
     def exec(
         self,
