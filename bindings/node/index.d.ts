@@ -75,6 +75,13 @@ export declare class Runtime {
   metrics(): Promise<RuntimeMetrics>
   /** Images pulled into this home. */
   images(): Promise<ImageInfo[]>
+  /**
+   * Removes an image (its blobs and base disk once nothing else needs them); an image whose
+   * base disk boxes use needs `force` (the disk is then kept for them).
+   */
+  removeImage(reference: string, force: boolean): Promise<Removed>
+  /** Deletes the blobs and base disks nothing uses; optionally non-running boxes and unused images first. */
+  prune(options?: PruneOptions | undefined | null): Promise<Removed>
 }
 
 export interface BoxInfo {
@@ -151,6 +158,13 @@ export interface ImageInfo {
   pulledAtMs: number
 }
 
+export interface PruneOptions {
+  /** Also remove every box that is not running (created, stopped or failed). */
+  boxes?: boolean
+  /** Also remove the images no box uses. */
+  all?: boolean
+}
+
 /** One pull progress event: `resolved` (reference, layers), `layer` (digest, bytes) or `disk`. */
 export interface PullEvent {
   kind: string
@@ -165,6 +179,20 @@ export interface RegistryOptions {
   insecure?: boolean
   username?: string
   password?: string
+}
+
+/** What an image removal or a prune took away. */
+export interface Removed {
+  /** Ids of the boxes removed (a prune with `boxes`). */
+  boxes: Array<string>
+  /** References removed. */
+  images: Array<string>
+  /** Digests of the blobs deleted. */
+  blobs: Array<string>
+  /** Config digests of the base disks deleted. */
+  baseDisks: Array<string>
+  /** Bytes freed on disk. */
+  bytesFreed: number
 }
 
 export interface RuntimeMetrics {

@@ -179,6 +179,34 @@ pub struct ImageInfo {
     pub pulled_at_ms: f64,
 }
 
+/// What an image removal or a prune took away.
+#[napi(object)]
+pub struct Removed {
+    /// Ids of the boxes removed (a prune with `boxes`).
+    pub boxes: Vec<String>,
+    /// References removed.
+    pub images: Vec<String>,
+    /// Digests of the blobs deleted.
+    pub blobs: Vec<String>,
+    /// Config digests of the base disks deleted.
+    pub base_disks: Vec<String>,
+    /// Bytes freed on disk.
+    pub bytes_freed: f64,
+}
+
+#[napi(object)]
+#[derive(Default)]
+pub struct PruneOptions {
+    /// Also remove every box that is not running (created, stopped or failed).
+    pub boxes: Option<bool>,
+    /// Also remove the images no box uses.
+    pub all: Option<bool>,
+}
+
+fn removed(r: boxlite::Removed) -> Removed {
+    Removed { boxes: r.boxes, images: r.images, blobs: r.blobs, base_disks: r.base_disks, bytes_freed: r.bytes_freed as f64 }
+}
+
 /// One pull progress event: `resolved` (reference, layers), `layer` (digest, bytes) or `disk`.
 #[napi(object)]
 #[derive(Default)]
@@ -403,6 +431,23 @@ impl Runtime {
     pub fn images<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<ImageInfo>>> {
         let rt = self.inner.clone();
         promise(env, async move { Ok(rt.images()?.into_iter().map(image_info).collect()) })
+    }
+
+    /// Removes an image (its blobs and base disk once nothing else needs them); an image whose
+    /// base disk boxes use needs `force` (the disk is then kept for them).
+    #[napi(ts_return_type = "Promise<Removed>")]
+    pub fn remove_image<'env>(&self, env: &'env Env, reference: String, force: bool) -> Result<PromiseRaw<'env, Removed>> {
+        let rt = self.inner.clone();
+        promise(env, async move { Ok(removed(rt.remove_image(&reference, force).await?)) })
+    }
+
+    /// Deletes the blobs and base disks nothing uses; optionally non-running boxes and unused images first.
+    #[napi(ts_return_type = "Promise<Removed>")]
+    pub fn prune<'env>(&self, env: &'env Env, options: Option<PruneOptions>) -> Result<PromiseRaw<'env, Removed>> {
+        let rt = self.inner.clone();
+        let options = options.unwrap_or_default();
+        let prune = boxlite::PruneOptions { boxes: options.boxes.unwrap_or(false), all_images: options.all.unwrap_or(false) };
+        promise(env, async move { Ok(removed(rt.prune(prune).await?)) })
     }
 }
 

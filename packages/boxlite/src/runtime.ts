@@ -10,8 +10,11 @@ import type {
   ExecOptions,
   ExitResult,
   ImageInfo,
+  ImageRemoveOptions,
+  PruneOptions,
   PullOptions,
   PullProgress,
+  Removed,
   RemoveOptions,
   RuntimeMetrics,
   RuntimeOptions,
@@ -64,7 +67,7 @@ function pullProgress(event: NativePullEvent): PullProgress {
 /** A BoxLite runtime over one home directory. Opening one is cheap: no VM starts until a box does. */
 export class Runtime {
   readonly #native: NativeRuntime
-  /** Images in this home: `pull` and `list`. */
+  /** Images in this home: `pull`, `list`, `remove` and `prune`. */
   readonly images: Images
 
   constructor(options: RuntimeOptions = {}) {
@@ -172,6 +175,25 @@ export class Images {
   /** Images pulled into this home. */
   async list(): Promise<ImageInfo[]> {
     return (await coded(() => this.#native.images())).map(imageInfo)
+  }
+
+  /**
+   * Removes an image (as listed, or as a pull would resolve it): its reference, then its blobs
+   * and base disk once no other image or box needs them. Boxes' disks are overlays of a base
+   * disk, so an image whose disk boxes use is refused (`INVALID_STATE`, naming them) unless
+   * `force`. `NOT_FOUND` when the home has no such image.
+   */
+  async remove(reference: string, options: ImageRemoveOptions = {}): Promise<Removed> {
+    return await coded(() => this.#native.removeImage(reference, options.force ?? false))
+  }
+
+  /**
+   * Deletes the blobs and base disks that no image references and no box uses (optionally
+   * non-running boxes and unused images first). Waits for pulls and box creations under way, in
+   * any process.
+   */
+  async prune(options: PruneOptions = {}): Promise<Removed> {
+    return await coded(() => this.#native.prune({ boxes: options.boxes, all: options.all }))
   }
 }
 

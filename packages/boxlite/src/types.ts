@@ -9,7 +9,12 @@ export interface RegistryOptions {
 export interface RuntimeOptions {
   /** State directory (boxes, images). Default `$BOXLITE_HOME`, else `~/.boxlite`. */
   home?: string
-  /** Registries to pull from, with their credentials; unqualified names go to the first one. */
+  /**
+   * Registries to pull from, with their credentials; unqualified names go to the first one.
+   * Default: the comma-separated `host[:port]` lists in `BOXLITE_REGISTRIES` and
+   * `BOXLITE_INSECURE_REGISTRIES` (plain http), else `registries` / `insecure_registries` in the
+   * home's `config.json`.
+   */
   registries?: RegistryOptions[]
   /** `auto` (default: KVM when usable, else software emulation), `kvm` or `tcg`. */
   accel?: 'auto' | 'kvm' | 'tcg'
@@ -118,6 +123,35 @@ export type PullProgress =
   | { type: 'resolved'; reference: string; layers: number }
   | { type: 'layer'; digest: string; bytes: number }
   | { type: 'disk' }
+
+/** What `images.remove` or `images.prune` took away. */
+export interface Removed {
+  /** Ids of the boxes removed (a prune with `boxes`). */
+  boxes: string[]
+  /** References removed. */
+  images: string[]
+  /** Digests of the blobs (manifests, configs, layers) deleted. */
+  blobs: string[]
+  /** Config digests of the base disks deleted. */
+  baseDisks: string[]
+  /** Bytes freed on disk. */
+  bytesFreed: number
+}
+
+export interface ImageRemoveOptions {
+  /**
+   * Remove an image whose base disk boxes use (otherwise refused with `INVALID_STATE` naming
+   * them). The base disk is kept until those boxes are removed; a later prune frees it.
+   */
+  force?: boolean
+}
+
+export interface PruneOptions {
+  /** First remove every box that is not running (created, stopped or failed), with its disk. */
+  boxes?: boolean
+  /** Also remove the images no box uses (not only blobs and disks no image references). */
+  all?: boolean
+}
 
 export interface PullOptions {
   onProgress?: (event: PullProgress) => void
