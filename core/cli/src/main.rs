@@ -31,7 +31,8 @@ struct Cli {
     /// State directory (default: $BOXLITE_HOME or ~/.boxlite).
     #[arg(long, global = true)]
     home: Option<PathBuf>,
-    /// Registry searched for unqualified image names, spoken to over https (repeatable).
+    /// Registry searched for unqualified image names, spoken to over https (repeatable). Without
+    /// registry flags: $BOXLITE_REGISTRIES / $BOXLITE_INSECURE_REGISTRIES, else the home's config.json.
     #[arg(long = "registry", global = true, value_name = "HOST[:PORT]")]
     registries: Vec<String>,
     /// Registry spoken to over plain http, also searched for unqualified names (repeatable).
