@@ -26,11 +26,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containers/gvisor-tap-vsock/pkg/tap"
 	"github.com/miekg/dns"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -270,19 +270,16 @@ func startBox(t *testing.T, cfg Config) *box {
 // newGuestStack is the "VM": a stack with the guest's address, routing everything via the
 // gateway, on the same framing QEMU uses.
 func newGuestStack(t *testing.T, conn net.Conn) *stack.Stack {
-	endpoint, err := tap.NewLinkEndpoint(false, 1500, testGuestMAC, testGuest, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	link := newQEMULink(endpoint)
+	mac, _ := net.ParseMAC(testGuestMAC)
+	guest := tcpip.AddrFrom4Slice(net.ParseIP(testGuest).To4())
+	link := newQEMULink(1500, mac, guest)
 	st := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
-	if err := st.CreateNIC(1, endpoint); err != nil {
+	if err := st.CreateNIC(1, ethernet.New(link)); err != nil {
 		t.Fatal(err)
 	}
-	guest := tcpip.AddrFrom4Slice(net.ParseIP(testGuest).To4())
 	if err := st.AddProtocolAddress(1, tcpip.ProtocolAddress{
 		Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{Address: guest, PrefixLen: 24},
 	}, stack.AddressProperties{}); err != nil {
@@ -617,6 +614,29 @@ func TestHostPortInUse(t *testing.T) {
 	}
 	if _, err := os.Stat(cfg.QEMUSocket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("qemu socket exists after a set-up failure: %v", err)
+	}
+}
+
+func TestExitOnSIGTERM(t *testing.T) {
+	cfg := testConfig(t, nil)
+	p := runHelper(t, cfg)
+	if !p.first.Ready {
+		t.Fatalf("not ready: %+v", p.first)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("exit on SIGTERM: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		t.Fatal("helper did not exit on SIGTERM")
+	}
+	for _, path := range []string{cfg.QEMUSocket, cfg.ControlSocket} {
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left behind (%v)", path, err)
+		}
 	}
 }
 

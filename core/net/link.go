@@ -8,47 +8,42 @@ import (
 	"net"
 	"sync"
 
-	"github.com/containers/gvisor-tap-vsock/pkg/tap"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// maxFrame bounds a frame length read from QEMU: the largest MTU plus the ethernet header.
-const maxFrame = maxMTU + header.EthernetMinimumSize
-
-// qemuLink carries ethernet frames between a tap.LinkEndpoint and the one QEMU connection, in
-// QEMU's stream framing (-netdev stream): a 4-byte big-endian length, then the frame. It stands
-// in for tap.Switch, which serves many VMs and drops frames to a MAC it has not yet seen: with
-// one VM every frame goes to it, even before the guest has sent anything.
+// qemuLink is a stack's wire to the one QEMU connection, in QEMU's stream framing
+// (-netdev stream): a 4-byte big-endian length, then the ethernet frame. It carries whole
+// frames; gVisor's ethernet endpoint, stacked on it, writes and parses the headers.
+//
+// gvisor-tap-vsock's tap.Switch and tap.LinkEndpoint do this job for gvproxy, but the switch
+// serves many VMs and drops frames to a MAC it has not yet seen (so a published port would not
+// reach a guest that had sent nothing), and the tap package pulls in gopacket, whose tables cost
+// this process 8 MB of resident memory.
 type qemuLink struct {
-	endpoint *tap.LinkEndpoint
+	mtu uint32 // largest frame, ethernet header included
+	mac tcpip.LinkAddress
+	// The stack answers ARP for every address when it spoofs; only these answers go out, so the
+	// guest does not see the rest of the subnet (or its own address) as taken.
+	arpAnswers map[tcpip.Address]bool
+
+	dispatcher stack.NetworkDispatcher
 
 	mu   sync.Mutex // serializes frames on conn
 	conn net.Conn   // nil until QEMU connects; frames sent before are dropped, as on a cable
 }
 
-func newQEMULink(endpoint *tap.LinkEndpoint) *qemuLink {
-	l := &qemuLink{endpoint: endpoint}
-	endpoint.Connect(l)
-	return l
-}
+var _ stack.LinkEndpoint = (*qemuLink)(nil)
 
-// DeliverNetworkPacket sends a frame the stack wrote (tap.NetworkSwitch).
-func (l *qemuLink) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	frame := pkt.ToView().AsSlice()
-	out := make([]byte, 4+len(frame))
-	binary.BigEndian.PutUint32(out, uint32(len(frame)))
-	copy(out[4:], frame)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.conn == nil {
-		return
+func newQEMULink(ipMTU uint32, mac net.HardwareAddr, arpAnswers ...tcpip.Address) *qemuLink {
+	l := &qemuLink{mtu: ipMTU + header.EthernetMinimumSize, mac: tcpip.LinkAddress(mac), arpAnswers: map[tcpip.Address]bool{}}
+	for _, a := range arpAnswers {
+		l.arpAnswers[a] = true
 	}
-	if _, err := l.conn.Write(out); err != nil {
-		logger.Debug("frame to QEMU lost", "err", err)
-	}
+	return l
 }
 
 // start attaches conn (frames are sent on it from now on) and reads QEMU's frames into the stack
@@ -75,8 +70,8 @@ func (l *qemuLink) readFrames(conn net.Conn) error {
 			return err
 		}
 		n := binary.BigEndian.Uint32(length[:])
-		if n < header.EthernetMinimumSize || n > maxFrame {
-			return fmt.Errorf("frame of %d bytes from QEMU", n)
+		if n < header.EthernetMinimumSize || n > l.mtu {
+			return fmt.Errorf("frame of %d bytes from QEMU (largest is %d)", n, l.mtu)
 		}
 		frame := make([]byte, n)
 		if _, err := io.ReadFull(r, frame); err != nil {
@@ -86,17 +81,60 @@ func (l *qemuLink) readFrames(conn net.Conn) error {
 	}
 }
 
-// receive hands the stack frames for the gateway, broadcast and multicast; the guest may send
-// others (to any MAC it likes), and nothing else is on this wire to take them.
+// receive hands the stack frames for this MAC, broadcast and multicast. The guest may send to
+// any MAC it likes; nothing else is on this wire to take those frames.
 func (l *qemuLink) receive(frame []byte) {
-	eth := header.Ethernet(frame)
-	dst := eth.DestinationAddress()
-	if dst != l.endpoint.LinkAddress() && dst != header.EthernetBroadcastAddress && !header.IsMulticastEthernetAddress(dst) {
+	dst := header.Ethernet(frame).DestinationAddress()
+	if dst != l.mac && dst != header.EthernetBroadcastAddress && !header.IsMulticastEthernetAddress(dst) {
 		return
 	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{
-		Payload: buffer.MakeWithData(frame[header.EthernetMinimumSize:]),
-	})
-	l.endpoint.DeliverNetworkPacket(eth.Type(), pkt)
+	if l.dispatcher == nil {
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	l.dispatcher.DeliverNetworkPacket(0, pkt) // the ethernet endpoint reads the type
 	pkt.DecRef()
 }
+
+// WritePackets sends frames the stack wrote.
+func (l *qemuLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, pkt := range pkts.AsSlice() {
+		if pkt.NetworkProtocolNumber == arp.ProtocolNumber {
+			h := header.ARP(pkt.NetworkHeader().Slice())
+			if h.IsValid() && h.Op() == header.ARPReply && !l.arpAnswers[tcpip.AddrFrom4Slice(h.ProtocolAddressSender())] {
+				continue
+			}
+		}
+		if l.conn == nil {
+			continue
+		}
+		frame := pkt.ToView()
+		out := make([]byte, 4+frame.Size())
+		binary.BigEndian.PutUint32(out, uint32(frame.Size()))
+		copy(out[4:], frame.AsSlice())
+		frame.Release()
+		if _, err := l.conn.Write(out); err != nil {
+			logger.Debug("frame to QEMU lost", "err", err)
+		}
+	}
+	return pkts.Len(), nil
+}
+
+// The rest of stack.LinkEndpoint: a plain full-frame link.
+
+func (l *qemuLink) MTU() uint32                                  { return l.mtu }
+func (l *qemuLink) SetMTU(mtu uint32)                            { l.mtu = mtu }
+func (l *qemuLink) MaxHeaderLength() uint16                      { return 0 }
+func (l *qemuLink) LinkAddress() tcpip.LinkAddress               { return l.mac }
+func (l *qemuLink) SetLinkAddress(mac tcpip.LinkAddress)         { l.mac = mac }
+func (l *qemuLink) Capabilities() stack.LinkEndpointCapabilities { return 0 }
+func (l *qemuLink) Attach(d stack.NetworkDispatcher)             { l.dispatcher = d }
+func (l *qemuLink) IsAttached() bool                             { return l.dispatcher != nil }
+func (l *qemuLink) Wait()                                        {}
+func (l *qemuLink) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
+func (l *qemuLink) AddHeader(*stack.PacketBuffer)                {}
+func (l *qemuLink) ParseHeader(*stack.PacketBuffer) bool         { return true }
+func (l *qemuLink) Close()                                       {}
+func (l *qemuLink) SetOnCloseAction(func())                      {}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,6 +26,9 @@ const (
 	maxPeek = 32 << 10
 	// SYNs being dialed at once; more are dropped (the guest retransmits them).
 	maxPendingConnections = 512
+	// Each UDP flow holds a host socket, and one datagram opens one: past this many, new flows
+	// are refused (ICMP unreachable) until old ones go idle.
+	maxUDPFlows = 1024
 )
 
 // Destinations no policy opens: the host's own loopback (reachable only as the host alias), the
@@ -47,6 +51,7 @@ type outbound struct {
 	hostAlias netip.Addr
 	filter    *filter
 	counters  *counters
+	udpFlows  atomic.Int32
 }
 
 // install makes the stack hand every TCP SYN and UDP datagram that no local endpoint (DNS, a
@@ -57,7 +62,7 @@ func (o *outbound) install() {
 	o.stack.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpForwarder.HandlePacket)
 	udpForwarder := udp.NewForwarder(o.stack, o.forwardUDP)
 	o.stack.SetTransportProtocolHandler(udp.ProtocolNumber, func(id stack.TransportEndpointID, pkt *stack.PacketBuffer) bool {
-		if v, _, _ := o.judge(id, false); v == refuse {
+		if v, _, _ := o.judge(id, false); v == refuse || o.udpFlows.Load() >= maxUDPFlows {
 			return false
 		}
 		return udpForwarder.HandlePacket(id, pkt)
@@ -200,7 +205,11 @@ func (o *outbound) forwardUDP(r *udp.ForwarderRequest) {
 		host.Close()
 		return
 	}
-	go o.counters.relayDatagrams(gonet.NewUDPConn(&wq, ep), host)
+	o.udpFlows.Add(1)
+	go func() {
+		o.counters.relayDatagrams(gonet.NewUDPConn(&wq, ep), host)
+		o.udpFlows.Add(-1)
+	}()
 }
 
 // isRefused: a connected UDP socket reports an ICMP port unreachable for an earlier datagram.

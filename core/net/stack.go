@@ -5,8 +5,8 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/containers/gvisor-tap-vsock/pkg/tap"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -21,18 +21,13 @@ const gatewayMAC = "5a:94:ef:e4:0c:dd"
 
 const nicID tcpip.NICID = 1
 
-// newStack builds the host side of the box's link: gvisor-tap-vsock's link endpoint (ethernet
-// headers, ARP answers only for the gateway and the host alias) on our QEMU link, and a gVisor
-// stack on that endpoint that owns the gateway address. Promiscuous mode and spoofing let the stack take
-// packets for any destination and answer as that destination: that is how outbound NAT works.
-// The host alias is a "virtual IP" of the endpoint so that it answers ARP for it.
+// newStack builds the host side of the box's link: a gVisor stack that owns the gateway address,
+// on gVisor's ethernet endpoint on our QEMU link. Promiscuous mode and spoofing let the stack
+// take packets for any destination and answer as that destination: that is how outbound NAT
+// works (as in gvisor-tap-vsock). ARP is answered for the gateway and the host alias only.
 func newStack(s *settings) (*stack.Stack, *qemuLink, error) {
-	link, err := tap.NewLinkEndpoint(false, s.mtu, gatewayMAC, s.gateway.String(), []string{s.hostAlias.String()})
-	if err != nil {
-		return nil, nil, err
-	}
-	qemu := newQEMULink(link)
-
+	mac, _ := net.ParseMAC(gatewayMAC)
+	link := newQEMULink(s.mtu, mac, tcpAddr(s.gateway), tcpAddr(s.hostAlias))
 	st := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
@@ -41,7 +36,7 @@ func newStack(s *settings) (*stack.Stack, *qemuLink, error) {
 	if err := st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		return nil, nil, errors.New(err.String())
 	}
-	if err := st.CreateNIC(nicID, link); err != nil {
+	if err := st.CreateNIC(nicID, ethernet.New(link)); err != nil {
 		return nil, nil, errors.New(err.String())
 	}
 	if err := st.AddProtocolAddress(nicID, tcpip.ProtocolAddress{
@@ -65,7 +60,7 @@ func newStack(s *settings) (*stack.Stack, *qemuLink, error) {
 		return nil, nil, err
 	}
 	st.SetRouteTable([]tcpip.Route{{Destination: subnet, NIC: nicID}})
-	return st, qemu, nil
+	return st, link, nil
 }
 
 func tcpAddr(a netip.Addr) tcpip.Address {
