@@ -619,7 +619,7 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
 }
 
 /// Treats "already gone" as done when removing a file or directory.
-fn not_found_ok(e: std::io::Error) -> std::io::Result<()> {
+pub(crate) fn not_found_ok(e: std::io::Error) -> std::io::Result<()> {
     if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
 }
 

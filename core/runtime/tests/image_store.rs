@@ -212,7 +212,7 @@ async fn removing_and_pruning_images_never_breaks_a_box() {
 
     // With force: the reference and blobs go, the base disk stays for the box.
     let removed = rt.remove_image("busybox:latest", true).await.unwrap();
-    assert_eq!(removed.images, [image.reference.clone()]);
+    assert_eq!(removed.images, std::slice::from_ref(&image.reference));
     assert_eq!((removed.blobs.len(), removed.base_disks.len()), (3, 0), "{removed:?}");
     assert!(removed.bytes_freed > 0 && image.base_disk.is_file());
     assert!(rt.images().unwrap().is_empty() && rt.find_image("busybox:latest").unwrap().is_none());
@@ -227,7 +227,7 @@ async fn removing_and_pruning_images_never_breaks_a_box() {
     // Pruning stopped boxes too frees the disk nothing uses any more.
     let pruned = rt.prune(PruneOptions { boxes: true, ..Default::default() }).await.unwrap();
     assert_eq!(pruned.boxes, [b.id().to_string()]);
-    assert_eq!(pruned.base_disks, [image.config_digest.clone()]);
+    assert_eq!(pruned.base_disks, std::slice::from_ref(&image.config_digest));
     assert!(pruned.bytes_freed > 0);
     assert!(rt.list().unwrap().is_empty());
     assert_eq!((count("blobs/sha256"), count("disks"), count("refs")), (0, 0, 0));

@@ -248,7 +248,7 @@ impl ImageStore {
     /// Deletes the record of `image` (its blobs and disk stay until [`ImageStore::collect`]).
     pub fn remove_ref(&self, _lock: &StoreLock, image: &Image) -> Result<()> {
         let path = self.ref_path(&image.reference);
-        std::fs::remove_file(&path).or_else(not_found_ok).map_err(|e| Error::storage("cannot remove", &path, e))?;
+        std::fs::remove_file(&path).or_else(crate::runtime::not_found_ok).map_err(|e| Error::storage("cannot remove", &path, e))?;
         let _ = std::fs::remove_file(self.ref_lock_path(&path));
         Ok(())
     }
@@ -282,37 +282,31 @@ impl ImageStore {
             }
             Some(image) => disk_name(&image.base_disk).into_iter().collect(),
         };
-        let mut removed = Removed::default();
-        for (digest, bytes) in blobs {
-            if kept_blobs.contains(&digest) {
-                continue;
-            }
-            let path = self.blobs.path(&digest)?;
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    removed.bytes_freed += bytes;
-                    removed.blobs.push(digest.clone());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Whether `path` was there to delete. Its lock file goes too: nobody holds it meanwhile.
+        let delete = |path: &Path, lock: PathBuf| -> Result<bool> {
+            let existed = match std::fs::remove_file(path) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
                 Err(e) => return Err(Error::storage("cannot remove", path, e)),
+            };
+            let _ = std::fs::remove_file(lock);
+            Ok(existed)
+        };
+        let mut removed = Removed::default();
+        for (digest, bytes) in blobs.into_iter().filter(|(d, _)| !kept_blobs.contains(d)) {
+            if delete(&self.blobs.path(&digest)?, self.blobs.lock_path(&digest)?)? {
+                removed.bytes_freed += bytes;
+                removed.blobs.push(digest);
             }
-            let _ = std::fs::remove_file(self.blobs.lock_path(&digest)?);
         }
-        for name in disks {
-            if kept_disks.contains(&name) {
-                continue;
-            }
+        for name in disks.into_iter().filter(|n| !kept_disks.contains(n)) {
             let path = self.root.join("disks").join(&name);
             let bytes = atomic::allocated_bytes(&path);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    removed.bytes_freed += bytes;
-                    removed.base_disks.push(format!("sha256:{}", name.trim_end_matches(".ext4")));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::storage("cannot remove", path, e)),
+            let hex = name.trim_end_matches(".ext4");
+            if delete(&path, self.root.join("locks").join(format!("disk-{hex}.lock")))? {
+                removed.bytes_freed += bytes;
+                removed.base_disks.push(format!("sha256:{hex}"));
             }
-            let _ = std::fs::remove_file(self.root.join("locks").join(format!("disk-{}.lock", name.trim_end_matches(".ext4"))));
         }
         removed.blobs.sort();
         removed.base_disks.sort();
@@ -530,10 +524,6 @@ pub(crate) fn disk_name(path: &Path) -> Option<String> {
     path.file_name().and_then(|n| n.to_str()).map(String::from)
 }
 
-fn not_found_ok(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
-}
-
 /// The normalized names a reference may have been recorded under, in pull order.
 fn normalized_names(source: &Source, registries: &[RegistryConfig]) -> Vec<String> {
     match source {
@@ -663,7 +653,7 @@ mod tests {
         assert_eq!((removed.blobs.len(), removed.base_disks.len()), (3, 0), "{removed:?}");
         assert!(image.base_disk.is_file());
         let removed = store.collect(&lock, None, &nothing_in_use).unwrap();
-        assert_eq!(removed.base_disks, [image.config_digest.clone()]);
+        assert_eq!(removed.base_disks, std::slice::from_ref(&image.config_digest));
         assert!(removed.bytes_freed > 0 && !image.base_disk.exists());
         assert!(store.list().unwrap().is_empty());
     }
