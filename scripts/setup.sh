@@ -14,6 +14,7 @@ command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rus
 vmlinux=$("$root/scripts/build-kernel.sh" | tail -1)
 cp -f "$vmlinux" "$assets/vmlinux.tmp" && mv -f "$assets/vmlinux.tmp" "$assets/vmlinux"
 "$root/scripts/build-guest.sh" "$assets" >/dev/null
+"$root/scripts/build-net.sh" "$assets"
 cargo build --quiet -p boxlite-cli -p boxlite-shim --manifest-path "$root/Cargo.toml" >&2
 # The box supervisor sits with the guest assets, where every binding's runtime finds it.
 cp -f "$CARGO_TARGET_DIR/debug/boxlite-shim" "$assets/boxlite-shim.tmp" && mv -f "$assets/boxlite-shim.tmp" "$assets/boxlite-shim"

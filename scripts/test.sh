@@ -18,6 +18,9 @@ eval "$("$root/scripts/test-images.sh")"
 export REGISTRY AUTH_REGISTRY OCI_LAYOUT OCI_ARCHIVE
 cd "$root"
 
+step "Go: the box network helper (core/net)"
+(cd core/net && PATH="$PATH:/usr/local/go/bin" go test ./...)
+
 step "Rust: cargo test"
 cargo test --workspace --quiet
 

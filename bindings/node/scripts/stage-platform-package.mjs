@@ -1,5 +1,5 @@
-// Puts the built addon, the guest assets (vmlinux, initramfs.cpio) and the box supervisor
-// (boxlite-shim) into the platform package,
+// Puts the built addon, the guest assets (vmlinux, initramfs.cpio), the box supervisor
+// (boxlite-shim) and the box network helper (boxlite-net) into the platform package,
 // where the runtime finds the assets beside the addon (boxlite-guest/) once installed from npm.
 import { chmodSync, copyFileSync, mkdirSync, existsSync } from 'node:fs'
 import { homedir } from 'node:os'
@@ -12,7 +12,8 @@ const platformDir = join(here, 'npm', 'linux-x64-gnu')
 const cache = process.env.XDG_CACHE_HOME || join(homedir(), '.cache')
 const assets = process.env.BOXLITE_ASSETS_DIR || join(cache, 'boxlite', 'assets')
 
-for (const file of ['vmlinux', 'initramfs.cpio']) {
+const assetFiles = ['vmlinux', 'initramfs.cpio', 'boxlite-net']
+for (const file of assetFiles) {
   if (!existsSync(join(assets, file))) {
     console.error(`stage-platform-package: ${join(assets, file)} is missing: run scripts/setup.sh first`)
     process.exit(1)
@@ -20,9 +21,10 @@ for (const file of ['vmlinux', 'initramfs.cpio']) {
 }
 copyFileSync(join(here, addon), join(platformDir, addon))
 mkdirSync(join(platformDir, 'boxlite-guest'), { recursive: true })
-for (const file of ['vmlinux', 'initramfs.cpio']) {
+for (const file of assetFiles) {
   copyFileSync(join(assets, file), join(platformDir, 'boxlite-guest', file))
 }
+chmodSync(join(platformDir, 'boxlite-guest', 'boxlite-net'), 0o755)
 // The box supervisor of the same build profile as the addon (the package's `bin` entry keeps its
 // executable bit through pack and install).
 const profile = process.argv[2] === 'debug' ? 'debug' : 'release'

@@ -40,6 +40,46 @@ async fn warm_exec_rtts(b: &boxlite::LiteBox, runs: usize) -> boxlite::Result<Ve
     Ok(rtts)
 }
 
+/// Warm exec round trips over the old direct path: a VM spawned by this process on the box's
+/// disk (no supervisor, no network), this process connected straight to its agent socket.
+async fn direct_exec_rtts(box_dir: &std::path::Path, runs: usize) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    use boxlite::engine::{qemu::Qemu, Engine, VmSpec};
+    let assets = boxlite::assets::GuestAssets::find(None)?;
+    let spec = VmSpec {
+        cpus: 1,
+        memory_mib: boxlite::options::DEFAULT_MEMORY_MIB,
+        disk: box_dir.join("disk.qcow2"),
+        kernel: assets.kernel.clone(),
+        initrd: assets.initrd.clone(),
+        box_dir: box_dir.to_path_buf(),
+        network: false,
+        hostname: "bench".into(),
+    };
+    let vm = Qemu::new(boxlite::Accel::Auto)?.command(&spec)?;
+    let mut child = tokio::process::Command::new(&vm.program).args(&vm.args).kill_on_drop(true).spawn()?;
+    let guest = loop {
+        if let Ok(g) = boxlite::guest::Guest::connect(&spec.agent_socket()).await {
+            if g.ping().await.is_ok() {
+                break g;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let start = || boxlite_protocol::v1::ExecStart { argv: vec!["true".into()], cwd: "/".into(), ..Default::default() };
+    let mut rtts = Vec::new();
+    for i in 0..runs + 10 {
+        let t = Instant::now();
+        guest.exec(start()).await?.wait().await?;
+        if i >= 10 {
+            rtts.push(ms(t.elapsed()));
+        }
+    }
+    let _ = guest.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    let _ = child.kill().await;
+    Ok(rtts)
+}
+
 async fn warm_exec_only(registry: &str, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     let home = tempfile::Builder::new().prefix("bxb").tempdir_in("/tmp")?;
     let registries = vec![RegistryConfig { host: registry.into(), insecure: true, ..Default::default() }];
@@ -128,7 +168,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Warm exec round trip and throughput on one running box.
     let b = rt.create(BoxOptions::new("busybox:latest")).await?;
     b.start().await?;
-    results.insert("warm_exec_rtt_ms".into(), stats(warm_exec_rtts(&b, 100).await?));
+    // Through the supervisor against the old direct path (this process on the VM's agent
+    // socket, no supervisor), alternating rounds on the same box disk so noise hits both alike.
+    let (mut via_shim, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        b.start().await?;
+        via_shim.extend(warm_exec_rtts(&b, 50).await?);
+        b.stop().await?;
+        direct.extend(direct_exec_rtts(&home.path().join("boxes").join(b.id()), 50).await?);
+    }
+    b.start().await?;
+    let (shim_stats, direct_stats) = (stats(via_shim), stats(direct));
+    if let (Some(a), Some(d)) = (shim_stats["p50"].as_f64(), direct_stats["p50"].as_f64()) {
+        results.insert("supervisor_exec_overhead_p50_ms".into(), json!(((a - d) * 100.0).round() / 100.0));
+    }
+    results.insert("warm_exec_rtt_ms".into(), shim_stats);
+    results.insert("warm_exec_direct_rtt_ms".into(), direct_stats);
     b.exec(ExecCommand::new("dd", ["if=/dev/urandom", "of=/tmp/big", "bs=1M", "count=20"])).await?.wait().await?;
     let t = Instant::now();
     let out = b.exec(ExecCommand::new("cat", ["/tmp/big"])).await?.output().await?;

@@ -45,6 +45,66 @@ struct Cli {
     command: Command,
 }
 
+/// How a new box is made (the flags of `run`).
+#[derive(clap::Args)]
+struct CreateFlags {
+    /// Name the box.
+    #[arg(long)]
+    name: Option<String>,
+    /// vCPUs.
+    #[arg(long, default_value_t = boxlite::options::DEFAULT_CPUS)]
+    cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long = "memory", default_value_t = boxlite::options::DEFAULT_MEMORY_MIB)]
+    memory_mib: u32,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the box.
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// User inside the box (name, uid or uid:gid).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// `none`: no network at all (only loopback). Default: outbound to everything.
+    #[arg(long, value_name = "none|default")]
+    network: Option<String>,
+    /// Allow outbound traffic only to this host name, *.domain, IP or CIDR (repeatable).
+    #[arg(long = "allow-net", value_name = "PATTERN", conflicts_with = "deny_net")]
+    allow_net: Vec<String>,
+    /// Refuse outbound traffic to this host name, *.domain, IP or CIDR (repeatable).
+    #[arg(long = "deny-net", value_name = "PATTERN")]
+    deny_net: Vec<String>,
+    /// Publish a box port on the host: [IP:]HOST_PORT:GUEST_PORT[/udp] (repeatable).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
+}
+
+impl CreateFlags {
+    fn options(self, image: String) -> boxlite::Result<BoxOptions> {
+        let network = match (self.network.as_deref(), self.allow_net.is_empty(), self.deny_net.is_empty()) {
+            (None | Some("default"), true, true) => boxlite::Network::Enabled,
+            (None | Some("default"), false, _) => boxlite::Network::Allow(self.allow_net),
+            (None | Some("default"), _, false) => boxlite::Network::Deny(self.deny_net),
+            (Some("none"), true, true) => boxlite::Network::None,
+            (Some("none"), _, _) => return Err(boxlite::Error::InvalidArgument("--network none cannot be combined with --allow-net or --deny-net".into())),
+            (Some(other), _, _) => return Err(boxlite::Error::InvalidArgument(format!("--network {other}: use none or default"))),
+        };
+        Ok(BoxOptions {
+            image,
+            name: self.name,
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            env: parse_env(&self.env)?,
+            working_dir: self.workdir,
+            user: self.user,
+            network,
+            ports: self.publish.iter().map(|p| boxlite::PortSpec::parse(p)).collect::<boxlite::Result<_>>()?,
+            ..Default::default()
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create a box from IMAGE, run a command in it (default: the image's entrypoint and cmd), stop it.
@@ -55,24 +115,8 @@ enum Command {
         /// Remove the box when the command ends (with -d: once the box stops).
         #[arg(long)]
         rm: bool,
-        /// Name the box.
-        #[arg(long)]
-        name: Option<String>,
-        /// vCPUs.
-        #[arg(long, default_value_t = boxlite::options::DEFAULT_CPUS)]
-        cpus: u32,
-        /// Guest memory in MiB.
-        #[arg(long = "memory", default_value_t = boxlite::options::DEFAULT_MEMORY_MIB)]
-        memory_mib: u32,
-        /// Environment variable KEY=VALUE (repeatable).
-        #[arg(short = 'e', long = "env")]
-        env: Vec<String>,
-        /// Working directory inside the box.
-        #[arg(short = 'w', long = "workdir")]
-        workdir: Option<String>,
-        /// User inside the box (name, uid or uid:gid).
-        #[arg(short = 'u', long)]
-        user: Option<String>,
+        #[command(flatten)]
+        create: CreateFlags,
         /// Kill the command after this many seconds (at least 1; leave it out for no limit).
         #[arg(long)]
         timeout: Option<u64>,
@@ -300,34 +344,23 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
     let accel = cli.accel.as_deref().map(str::parse).transpose()?;
     let runtime = Runtime::new(RuntimeOptions { home: cli.home, registries, accel, ..Default::default() })?;
     match cli.command {
-        Command::Run { detach: true, rm, name, cpus, memory_mib, env, workdir, user, image, command, .. } => {
+        Command::Run { detach: true, rm, create, image, command, .. } => {
             if !command.is_empty() {
                 return Err(boxlite::Error::InvalidArgument(
                     "run -d boots the box and runs nothing in it: run the command with `boxlite exec BOX CMD...`".into(),
                 ));
             }
-            let options = BoxOptions {
-                image,
-                name,
-                cpus,
-                memory_mib,
-                env: parse_env(&env)?,
-                working_dir: workdir,
-                user,
-                detach: true,
-                auto_remove: rm,
-                ..Default::default()
-            };
+            let options = BoxOptions { detach: true, auto_remove: rm, ..create.options(image)? };
             run_detached(&runtime, options).await
         }
-        Command::Run { rm, name, cpus, memory_mib, env, workdir, user, timeout, interactive, image, command, .. } => {
+        Command::Run { rm, create, timeout, interactive, image, command, .. } => {
             if timeout == Some(0) {
                 return Err(boxlite::Error::InvalidArgument(
                     "--timeout 0: give at least 1 second, or leave --timeout out for no limit".into(),
                 ));
             }
             let mut interrupts = watch_interrupts()?;
-            let options = BoxOptions { image, name, cpus, memory_mib, env: parse_env(&env)?, working_dir: workdir, user, ..Default::default() };
+            let options = create.options(image)?;
             let sandbox = tokio::select! {
                 created = progress::create(&runtime, options) => created?,
                 sig = interrupted(&mut interrupts) => return Ok(ExitCode::from(128 + sig as u8)),

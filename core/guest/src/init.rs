@@ -17,7 +17,8 @@ pub fn setup() -> Result<(), String> {
     ] {
         mount_at(src, target, fstype, flags, none)?;
     }
-    let device = root_device(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let device = root_device(&cmdline);
     fs::create_dir_all(ROOTFS).map_err(|e| format!("mkdir {ROOTFS}: {e}"))?;
     // noinit_itable: the base image was built with its inode tables already zeroed, so the
     // kernel must not start a background zeroing thread that would write into every overlay.
@@ -37,7 +38,7 @@ pub fn setup() -> Result<(), String> {
     let ptmx = sub("/dev/ptmx");
     let _ = fs::remove_file(&ptmx);
     let _ = std::os::unix::fs::symlink("pts/ptmx", &ptmx);
-    Ok(())
+    crate::net::setup(&crate::net::NetConfig::from_cmdline(&cmdline)?).map_err(|e| format!("network: {e}"))
 }
 
 fn mount_at(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), String> {

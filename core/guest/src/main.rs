@@ -7,6 +7,7 @@
 mod agent;
 mod exec;
 mod init;
+mod net;
 mod port;
 mod user;
 

@@ -66,6 +66,9 @@ pub struct RuntimeOptions {
     /// Most bytes one image may unpack to (all layers together); default
     /// [`crate::image::store::DEFAULT_MAX_UNPACKED_BYTES`]. Bigger images fail with an `IMAGE` error.
     pub max_unpacked_bytes: Option<u64>,
+    /// DNS servers (`IP[:PORT]`) that boxes' queries are forwarded to; default `$BOXLITE_DNS`,
+    /// else the host's resolvers.
+    pub dns_servers: Vec<String>,
 }
 
 /// Options of a new box.
@@ -95,6 +98,10 @@ pub struct BoxOptions {
     pub auto_stop_ms: Option<u64>,
     /// Remove the box (record and disk) once it has stopped.
     pub auto_remove: bool,
+    /// Its network: on (default), none, or an egress allow/deny list.
+    pub network: crate::net::Network,
+    /// Ports of the box published on the host.
+    pub ports: Vec<crate::net::PortSpec>,
 }
 
 impl Default for BoxOptions {
@@ -111,6 +118,8 @@ impl Default for BoxOptions {
             detach: false,
             auto_stop_ms: None,
             auto_remove: false,
+            network: Default::default(),
+            ports: Vec::new(),
         }
     }
 }
@@ -150,7 +159,7 @@ impl BoxOptions {
         if self.ready_timeout_ms == 0 {
             return bad("ready_timeout_ms must be greater than 0".into());
         }
-        Ok(())
+        crate::net::validate(&self.network, &self.ports)
     }
 }
 

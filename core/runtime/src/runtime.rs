@@ -44,6 +44,8 @@ struct Inner {
     registries: Vec<RegistryConfig>,
     accel: Accel,
     assets_dir: Option<PathBuf>,
+    /// Where boxes' DNS queries go (`IP:PORT`); empty: the host's resolvers.
+    dns_servers: Vec<String>,
     engine: Mutex<Option<Arc<Qemu>>>,
     /// One slot per box this process has touched: serializes its start/stop here, and keeps
     /// the connection to its supervisor.
@@ -134,6 +136,7 @@ impl Runtime {
         if let Some(limit) = options.max_unpacked_bytes {
             images = images.with_max_unpacked_bytes(limit);
         }
+        let dns_servers = crate::net::dns_servers(&options.dns_servers)?;
         let rt = Runtime {
             inner: Arc::new(Inner {
                 home,
@@ -142,6 +145,7 @@ impl Runtime {
                 registries: options.registries,
                 accel,
                 assets_dir: options.assets_dir,
+                dns_servers,
                 engine: Mutex::new(None),
                 slots: Mutex::new(HashMap::new()),
                 metrics: Counters::default(),
@@ -269,6 +273,7 @@ impl Runtime {
             shim_pid: None,
             reason: None,
             started_at: None,
+            ports: Vec::new(),
         };
         // The directory and disk first, the record last: a create that fails (a full disk)
         // leaves neither, and reports the first error, not the cleanup's.
@@ -416,6 +421,15 @@ impl Runtime {
             kernel: assets.kernel.clone(),
             initrd: assets.initrd.clone(),
             box_dir: dir.clone(),
+            network: rec.options.network.enabled(),
+            hostname: crate::net::hostname(rec.name.as_deref(), &rec.id),
+        };
+        let net = match rec.options.network.enabled() {
+            false => None,
+            true => Some(shim::NetHelperSpec {
+                binary: shim::client::helper_binary(crate::net::NET_BIN, crate::net::NET_ENV, "the box network helper", &assets.dirs())?,
+                config: crate::net::HelperConfig::new(&dir, &rec.options.network, &rec.options.ports, self.inner.dns_servers.clone()),
+            }),
         };
         let config = ShimConfig {
             box_id: rec.id.clone(),
@@ -427,6 +441,7 @@ impl Runtime {
             ready_timeout_ms: rec.options.ready_timeout_ms,
             auto_stop_ms: rec.options.auto_stop_ms.filter(|ms| *ms > 0),
             auto_remove: rec.options.auto_remove,
+            net,
         };
         crate::engine::check_socket_path(&shim::socket(&dir))?;
         let binary = shim::client::binary(&assets.dirs())?;
@@ -561,6 +576,12 @@ pub struct BoxMetrics {
     pub boot_duration_ms: u64,
     /// The VM process's pid, while running.
     pub vm_pid: Option<u32>,
+    /// Bytes the box sent to the network, since it last started.
+    pub network_bytes_sent: u64,
+    /// Bytes the box received from the network, since it last started.
+    pub network_bytes_received: u64,
+    /// TCP connections opened by or to the box, since it last started.
+    pub network_tcp_connections: u64,
 }
 
 /// The cross-process lock of one box (`boxes/<id>/lock`), held while it starts, stops or is removed.
@@ -673,7 +694,32 @@ impl LiteBox {
             exec_errors: s.exec_errors,
             boot_duration_ms: s.boot_ms,
             vm_pid: Some(s.vm_pid),
+            network_bytes_sent: s.network_bytes_sent,
+            network_bytes_received: s.network_bytes_received,
+            network_tcp_connections: s.network_tcp_connections,
         })
+    }
+
+    /// Replaces the box's egress policy (an allow or deny list, or everything allowed), on the
+    /// running box at once and for its later starts. A box created with network 'none' keeps it.
+    pub async fn set_network(&self, network: crate::net::Network) -> Result<()> {
+        network.validate()?;
+        let rec = self.info()?;
+        if !rec.options.network.enabled() || !network.enabled() {
+            return Err(Error::InvalidArgument(
+                "a box's network cannot be switched on or off after it is created; set its policy (allow/deny lists) instead".into(),
+            ));
+        }
+        if rec.status == BoxStatus::Running {
+            let guest = Guest::connect(&shim::socket(&self.rt.box_dir(&self.id))).await?;
+            let network_json = serde_json::to_string(&network).map_err(|e| Error::Internal(e.to_string()))?;
+            guest.shim().set_network(boxlite_protocol::v1::SetNetworkRequest { network_json }).await.map_err(|s| match s.code() {
+                tonic::Code::InvalidArgument => Error::InvalidArgument(s.message().to_string()),
+                _ => Error::Engine(format!("setting the network policy of box {}: {}", self.id, s.message())),
+            })?;
+        }
+        let options = crate::options::BoxOptions { network, ..rec.options };
+        self.rt.state().set_options(&self.id, &options)
     }
 
     /// Runs a command, booting the box first if needed. The image's and box's env, working
@@ -758,6 +804,7 @@ mod tests {
             shim_pid: Some(dead.id()),
             reason: None,
             started_at: None,
+            ports: Vec::new(),
         };
         rt.state().insert(&rec).unwrap();
         drop(rt);
@@ -786,6 +833,7 @@ mod tests {
             shim_pid: None,
             reason: None,
             started_at: None,
+            ports: Vec::new(),
         };
         let cmd = ExecCommand { env: vec![("A".into(), "cmd".into())], ..ExecCommand::new("env", Vec::<String>::new()) };
         let start = exec_start(&rec, cmd);

@@ -91,6 +91,9 @@ pub struct BoxRecord {
     /// When the VM last became ready, unix milliseconds.
     #[serde(default)]
     pub started_at: Option<u64>,
+    /// The published ports as last bound (host port 0 replaced by the one picked).
+    #[serde(default)]
+    pub ports: Vec<crate::net::PortSpec>,
 }
 
 /// A status change: what the supervisor (or a runtime reconciling after it) records.
@@ -104,6 +107,8 @@ pub struct StatusUpdate {
     pub reason: Option<String>,
     /// When it became ready (running).
     pub started_at: Option<u64>,
+    /// The ports as bound (running); kept unless given.
+    pub ports: Option<Vec<crate::net::PortSpec>>,
 }
 
 /// How long a statement waits for another connection's lock.
@@ -174,7 +179,7 @@ impl State {
         // Columns added after the first release: added in place, so older homes keep their boxes.
         let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('boxes')")?;
         let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-        for (column, ty) in [("shim_pid", "INTEGER"), ("reason", "TEXT"), ("started_at", "INTEGER")] {
+        for (column, ty) in [("shim_pid", "INTEGER"), ("reason", "TEXT"), ("started_at", "INTEGER"), ("ports", "TEXT")] {
             if !have.iter().any(|c| c == column) {
                 match conn.execute_batch(&format!("ALTER TABLE boxes ADD COLUMN {column} {ty}")) {
                     // Another connection added it since we looked.
@@ -240,8 +245,9 @@ impl State {
     /// unless given.
     pub fn update(&self, id: &str, status: BoxStatus, u: StatusUpdate) -> Result<()> {
         self.conn.execute(
-            "UPDATE boxes SET status = ?2, pid = ?3, shim_pid = ?4, reason = ?5, started_at = COALESCE(?6, started_at) WHERE id = ?1",
-            params![id, status.as_str(), u.pid, u.shim_pid, u.reason, u.started_at.map(|t| t as i64)],
+            "UPDATE boxes SET status = ?2, pid = ?3, shim_pid = ?4, reason = ?5, started_at = COALESCE(?6, started_at),
+             ports = COALESCE(?7, ports) WHERE id = ?1",
+            params![id, status.as_str(), u.pid, u.shim_pid, u.reason, u.started_at.map(|t| t as i64), ports_json(&u.ports)?],
         )?;
         Ok(())
     }
@@ -250,11 +256,18 @@ impl State {
     /// supervisor that lost a race never overwrites a newer one's record. Returns whether it did.
     pub fn update_if_shim(&self, id: &str, shim_pid: u32, status: BoxStatus, u: StatusUpdate) -> Result<bool> {
         let n = self.conn.execute(
-            "UPDATE boxes SET status = ?2, pid = ?3, shim_pid = ?4, reason = ?5, started_at = COALESCE(?6, started_at)
-             WHERE id = ?1 AND shim_pid = ?7",
-            params![id, status.as_str(), u.pid, u.shim_pid, u.reason, u.started_at.map(|t| t as i64), shim_pid],
+            "UPDATE boxes SET status = ?2, pid = ?3, shim_pid = ?4, reason = ?5, started_at = COALESCE(?6, started_at),
+             ports = COALESCE(?8, ports) WHERE id = ?1 AND shim_pid = ?7",
+            params![id, status.as_str(), u.pid, u.shim_pid, u.reason, u.started_at.map(|t| t as i64), shim_pid, ports_json(&u.ports)?],
         )?;
         Ok(n > 0)
+    }
+
+    /// Replaces the options a box was created with (a setting changed on the box since).
+    pub fn set_options(&self, id: &str, options: &BoxOptions) -> Result<()> {
+        let json = serde_json::to_string(options).map_err(|e| Error::Internal(e.to_string()))?;
+        self.conn.execute("UPDATE boxes SET options = ?2 WHERE id = ?1", params![id, json])?;
+        Ok(())
     }
 
     /// Forgets a box.
@@ -264,16 +277,30 @@ impl State {
     }
 }
 
-const COLUMNS: &str = "id, name, options, image, status, pid, created_at, shim_pid, reason, started_at";
+const COLUMNS: &str = "id, name, options, image, status, pid, created_at, shim_pid, reason, started_at, ports";
 
-type Parts = (String, Option<String>, String, String, String, Option<u32>, i64, (Option<u32>, Option<String>, Option<i64>));
+type Parts = (String, Option<String>, String, String, String, Option<u32>, i64, (Option<u32>, Option<String>, Option<i64>, Option<String>));
 
 fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, (row.get(7)?, row.get(8)?, row.get(9)?)))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        (row.get(7)?, row.get(8)?, row.get(9)?, row.get(10)?),
+    ))
 }
 
-fn parts_to_record((id, name, options, image, status, pid, created_at, (shim_pid, reason, started_at)): Parts) -> Result<BoxRecord> {
+fn ports_json(ports: &Option<Vec<crate::net::PortSpec>>) -> Result<Option<String>> {
+    ports.as_ref().map(|p| serde_json::to_string(p).map_err(|e| Error::Internal(e.to_string()))).transpose()
+}
+
+fn parts_to_record((id, name, options, image, status, pid, created_at, (shim_pid, reason, started_at, ports)): Parts) -> Result<BoxRecord> {
     let corrupt = |what: &str, e: serde_json::Error| Error::Internal(format!("box {id}: corrupt {what} in the database: {e}"));
+    let ports = ports.map(|p| serde_json::from_str(&p)).transpose().map_err(|e| corrupt("ports", e))?.unwrap_or_default();
     Ok(BoxRecord {
         options: serde_json::from_str(&options).map_err(|e| corrupt("options", e))?,
         image: serde_json::from_str(&image).map_err(|e| corrupt("image", e))?,
@@ -285,6 +312,7 @@ fn parts_to_record((id, name, options, image, status, pid, created_at, (shim_pid
         shim_pid,
         reason,
         started_at: started_at.map(|t| t as u64),
+        ports,
     })
 }
 
@@ -322,6 +350,7 @@ mod tests {
             shim_pid: None,
             reason: None,
             started_at: None,
+            ports: Vec::new(),
         }
     }
 

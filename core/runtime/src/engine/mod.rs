@@ -21,6 +21,10 @@ pub struct VmSpec {
     pub initrd: PathBuf,
     /// The box directory: sockets and logs are created here.
     pub box_dir: PathBuf,
+    /// Give the VM a NIC, connected to the box's network helper on [`crate::net::socket`].
+    pub network: bool,
+    /// The guest's hostname.
+    pub hostname: String,
 }
 
 impl VmSpec {

@@ -72,7 +72,8 @@ impl Qemu {
             ResolvedAccel::Tcg => ("tcg,thread=multi", "max", " noapictimer"),
         };
         let agent = p(&spec.agent_socket());
-        vec![
+        let net_cmdline = if spec.network { format!(" {}", crate::net::guest_cmdline()) } else { String::new() };
+        let mut args: Vec<String> = vec![
             // rtc=on: without it the guest's clock read stalls ~1 s in about half the boots.
             "-M".into(), "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off".into(),
             "-accel".into(), accel.into(),
@@ -86,7 +87,10 @@ impl Qemu {
             "-serial".into(), "chardev:console".into(),
             "-kernel".into(), p(&spec.kernel),
             "-initrd".into(), p(&spec.initrd),
-            "-append".into(), format!("console=ttyS0 quiet reboot=t panic=-1 boxlite.root=/dev/vda{extra_cmdline}"),
+            "-append".into(), format!(
+                "console=ttyS0 quiet reboot=t panic=-1 boxlite.root=/dev/vda boxlite.hostname={}{net_cmdline}{extra_cmdline}",
+                spec.hostname
+            ),
             "-device".into(), "virtio-rng-device".into(),
             "-device".into(), "virtio-serial-device".into(),
             "-chardev".into(), format!("socket,id=agent,path={agent},server=on,wait=off"),
@@ -96,7 +100,16 @@ impl Qemu {
             format!("file={},if=none,id=root,format=qcow2,discard=unmap,werror=report,rerror=report", p(&spec.disk)),
             "-device".into(), "virtio-blk-device,drive=root".into(),
             "-qmp".into(), format!("unix:{},server=on,wait=off", p(&qmp_socket(&spec.box_dir))),
-        ]
+        ];
+        if spec.network {
+            // The NIC's frames go to the box's network helper, listening on a unix socket
+            // (started first by the supervisor). No host network device is involved.
+            args.extend([
+                "-netdev".into(), format!("stream,id=net0,server=off,addr.type=unix,addr.path={}", p(&crate::net::socket(&spec.box_dir))),
+                "-device".into(), format!("virtio-net-device,netdev=net0,mac={}", crate::net::GUEST_MAC),
+            ]);
+        }
+        args
     }
 }
 
@@ -112,6 +125,7 @@ impl Engine for Qemu {
     fn command(&self, spec: &VmSpec) -> Result<VmCommand> {
         check_socket_path(&spec.agent_socket())?;
         check_socket_path(&qmp_socket(&spec.box_dir))?;
+        check_socket_path(&crate::net::control_socket(&spec.box_dir))?;
         for stale in [spec.agent_socket(), qmp_socket(&spec.box_dir), spec.console_log()] {
             let _ = std::fs::remove_file(stale);
         }
@@ -235,10 +249,16 @@ mod tests {
             kernel: "/k".into(),
             initrd: "/i".into(),
             box_dir: "/b".into(),
+            network: false,
+            hostname: "web".into(),
         };
         let args = q.args(&spec).join(" ");
         assert!(args.contains("microvm,") && args.contains("rtc=on"));
         assert!(args.contains("-accel tcg,thread=multi -cpu max -smp 2 -m 256"));
         assert!(args.contains("socket,id=agent,path=/b/agent.sock,server=on,wait=off"));
+        assert!(args.contains("boxlite.hostname=web") && !args.contains("-netdev") && !args.contains("boxlite.ip="));
+        let args = q.args(&VmSpec { network: true, ..spec }).join(" ");
+        assert!(args.contains("-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/b/net.sock"), "{args}");
+        assert!(args.contains("virtio-net-device,netdev=net0") && args.contains("boxlite.ip=192.168.127.2/24 boxlite.gw=192.168.127.1"), "{args}");
     }
 }

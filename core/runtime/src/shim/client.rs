@@ -14,35 +14,45 @@ pub struct Started {
     pub vm_pid: u32,
     /// Milliseconds from VM spawn to a guest that answered.
     pub boot_ms: u64,
+    /// The published ports as bound.
+    pub ports: Vec<crate::net::PortSpec>,
 }
 
-/// The `boxlite-shim` binary: `$BOXLITE_SHIM`, else beside the running executable (or one level
-/// up, for cargo's test binaries in `deps/`), else beside the loaded library and in the guest
-/// assets directories.
+/// The `boxlite-shim` binary (see [`helper_binary`]).
 pub fn binary(assets_dirs: &[PathBuf]) -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os(SHIM_ENV).filter(|p| !p.is_empty()) {
+    helper_binary(SHIM_BIN, SHIM_ENV, "the box supervisor", assets_dirs)
+}
+
+/// A helper binary of ours (`boxlite-shim`, `boxlite-net`): `$ENV`, else beside the running
+/// executable (or one level up, for cargo's test binaries in `deps/`), else in the guest assets
+/// directories (the runtime's, then the default ones).
+pub fn helper_binary(name: &str, env: &str, what: &str, assets_dirs: &[PathBuf]) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(Error::Engine(format!("{SHIM_ENV}={} does not exist", path.display())))
+            Err(Error::Engine(format!("{env}={} does not exist", path.display())))
         };
     }
     let exe_dir = std::env::current_exe().ok().and_then(|e| std::fs::canonicalize(e).ok()).and_then(|e| e.parent().map(Path::to_path_buf));
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(dir) = exe_dir {
-        candidates.push(dir.join(SHIM_BIN));
+        candidates.push(dir.join(name));
         if let Some(up) = dir.parent() {
-            candidates.push(up.join(SHIM_BIN));
+            candidates.push(up.join(name));
         }
     }
-    candidates.extend(assets_dirs.iter().map(|d| d.join(SHIM_BIN)));
+    // The box's own assets dir first, then the default ones (a runtime given a dir of its own
+    // kernel still finds the helpers set-up installed).
+    let dirs = assets_dirs.iter().cloned().chain(crate::assets::search_dirs().into_iter().filter(|d| !assets_dirs.contains(d)));
+    candidates.extend(dirs.map(|d| d.join(name)));
     if let Some(found) = candidates.iter().find(|p| p.is_file()) {
         return Ok(found.clone());
     }
     let searched: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
     Err(Error::Engine(format!(
-        "the box supervisor binary {SHIM_BIN} was not found (looked for {}): run scripts/setup.sh, or set {SHIM_ENV}",
+        "{what} binary {name} was not found (looked for {}): run scripts/setup.sh, or set {env}",
         searched.join(", ")
     )))
 }
@@ -88,7 +98,7 @@ pub async fn start(binary: &Path, config: &ShimConfig, wait: Duration) -> Result
             log()
         ))),
         Ok(Ok(_)) => match serde_json::from_str::<Report>(line.trim()) {
-            Ok(Report::Ready { shim_pid, vm_pid, boot_ms }) => Ok(Started { shim_pid, vm_pid, boot_ms }),
+            Ok(Report::Ready { shim_pid, vm_pid, boot_ms, ports }) => Ok(Started { shim_pid, vm_pid, boot_ms, ports }),
             Ok(Report::Failed { code, message }) => Err(Error::from_code(&code, message)),
             Err(e) => Err(Error::Engine(format!("the box supervisor sent an unreadable report ({e}): {}", line.trim()))),
         },

@@ -8,6 +8,7 @@
 //! [`client`]; the supervisor itself is [`main`].
 
 pub mod client;
+mod net_helper;
 mod proxy;
 mod supervisor;
 
@@ -43,6 +44,17 @@ pub struct ShimConfig {
     pub auto_stop_ms: Option<u64>,
     /// Remove the box (record and directory) once it has stopped.
     pub auto_remove: bool,
+    /// The box's network helper, started before the VM; `None` for a box without a network.
+    pub net: Option<NetHelperSpec>,
+}
+
+/// How to start a box's network helper.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetHelperSpec {
+    /// The `boxlite-net` binary.
+    pub binary: PathBuf,
+    /// Its configuration (written to `net.json` beside the box's sockets).
+    pub config: crate::net::HelperConfig,
 }
 
 /// The supervisor's one-line report to the process that started it (JSON on its stdout).
@@ -57,6 +69,9 @@ pub enum Report {
         vm_pid: u32,
         /// Milliseconds from VM spawn to a guest that answered.
         boot_ms: u64,
+        /// The published ports, with the host ports that were picked for port 0.
+        #[serde(default)]
+        ports: Vec<crate::net::PortSpec>,
     },
     /// The box could not be started; `code` is an [`crate::Error`] code name.
     Failed {
@@ -79,8 +94,16 @@ pub fn log(box_dir: &Path) -> PathBuf {
 
 /// Files that exist only while a supervisor runs; removed by it on exit, or by whoever
 /// reconciles after it died.
-pub fn runtime_files(box_dir: &Path) -> [PathBuf; 4] {
-    [socket(box_dir), box_dir.join("agent.sock"), box_dir.join("qmp.sock"), box_dir.join("shim.json")]
+pub fn runtime_files(box_dir: &Path) -> [PathBuf; 7] {
+    [
+        socket(box_dir),
+        box_dir.join("agent.sock"),
+        box_dir.join("qmp.sock"),
+        box_dir.join("shim.json"),
+        crate::net::socket(box_dir),
+        crate::net::control_socket(box_dir),
+        box_dir.join("net.json"),
+    ]
 }
 
 /// Whether `pid` is alive and is a process of this box (its command line names the box
@@ -135,7 +158,7 @@ mod tests {
 
     #[test]
     fn reports_round_trip_as_one_json_line() {
-        let r = Report::Ready { shim_pid: 1, vm_pid: 2, boot_ms: 3 };
+        let r = Report::Ready { shim_pid: 1, vm_pid: 2, boot_ms: 3, ports: vec![] };
         let line = serde_json::to_string(&r).unwrap();
         assert!(!line.contains('\n') && line.contains("ready"), "{line}");
         assert!(matches!(serde_json::from_str::<Report>(&line).unwrap(), Report::Ready { vm_pid: 2, .. }));

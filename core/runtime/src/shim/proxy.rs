@@ -4,7 +4,9 @@
 
 use crate::guest::Guest;
 use boxlite_protocol::v1::shim_server::{Shim, ShimServer};
-use boxlite_protocol::v1::{exec_output, ExecOutput, StatusRequest, StatusResponse, StopRequest, StopResponse};
+use boxlite_protocol::v1::{
+    exec_output, ExecOutput, SetNetworkRequest, SetNetworkResponse, StatusRequest, StatusResponse, StopRequest, StopResponse,
+};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::convert::Infallible;
@@ -36,6 +38,8 @@ pub struct Shared {
     last_activity: AtomicU64,
     /// The previous CPU sample (when, VM CPU microseconds) for `cpu_percent`.
     cpu_sample: Mutex<(Instant, u64)>,
+    /// The network helper's control socket, for a box with a network.
+    net_control: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -48,6 +52,7 @@ impl Shared {
         vm_pid: u32,
         boot_ms: u64,
         started_at: u64,
+        net_control: Option<std::path::PathBuf>,
     ) -> Self {
         Shared {
             guest,
@@ -62,6 +67,7 @@ impl Shared {
             active_execs: AtomicU64::new(0),
             last_activity: AtomicU64::new(started_at),
             cpu_sample: Mutex::new((Instant::now(), vm_cpu_micros(vm_pid))),
+            net_control,
         }
     }
 
@@ -234,6 +240,7 @@ impl Shim for ShimService {
             *prev = (Instant::now(), cpu);
             pct
         };
+        let net = super::net_helper::stats(s.net_control.as_deref()).await;
         Ok(tonic::Response::new(StatusResponse {
             shim_pid: s.shim_pid,
             vm_pid: s.vm_pid,
@@ -245,7 +252,26 @@ impl Shim for ShimService {
             started_at: s.started_at,
             last_activity_at: s.last_activity.load(Ordering::Relaxed),
             cpu_percent,
+            network_bytes_sent: net.bytes_sent,
+            network_bytes_received: net.bytes_received,
+            network_tcp_connections: net.tcp_connections,
         }))
+    }
+
+    async fn set_network(&self, req: tonic::Request<SetNetworkRequest>) -> Result<tonic::Response<SetNetworkResponse>, tonic::Status> {
+        let network: crate::net::Network = serde_json::from_str(&req.into_inner().network_json)
+            .map_err(|e| tonic::Status::invalid_argument(format!("network policy: {e}")))?;
+        let Some(control) = self.shared.net_control.as_deref() else {
+            return Err(tonic::Status::failed_precondition("the box has no network (network 'none'); its policy cannot be set"));
+        };
+        if !network.enabled() {
+            return Err(tonic::Status::invalid_argument("a running box's network cannot be removed; stop it and create one with network 'none'"));
+        }
+        let policy = serde_json::to_value(network.policy()).unwrap_or_default();
+        super::net_helper::request(control, serde_json::json!({ "op": "set_policy", "policy": policy }))
+            .await
+            .map_err(tonic::Status::unavailable)?;
+        Ok(tonic::Response::new(SetNetworkResponse {}))
     }
 }
 

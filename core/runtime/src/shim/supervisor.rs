@@ -1,5 +1,6 @@
 //! The supervisor process itself: boot the VM, report, serve, stop, record.
 
+use super::net_helper::NetHelper;
 use super::{proxy, Report, ShimConfig};
 use crate::engine::{console_log_path, log_tail, vmm_log_path};
 use crate::guest::Guest;
@@ -81,12 +82,25 @@ fn report(r: &Report) {
     }
 }
 
+/// Resolves when the network helper exits (never, for a box without one), with its pid.
+async fn helper_exit(net: &mut Option<NetHelper>) -> (u32, std::io::Result<std::process::ExitStatus>) {
+    match net {
+        Some(n) => {
+            let pid = n.pid();
+            (pid, n.wait().await)
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Why the supervisor is ending the box.
 enum End {
     /// The VM process ended by itself.
     VmExited(std::io::Result<std::process::ExitStatus>),
     /// Asked to stop (by a client, the owner's end, the idle limit or a signal).
     Stop { force: bool, reason: Option<String> },
+    /// A helper the box needs (its network stack) died: the box is stopped cleanly and failed.
+    HelperDied(String),
 }
 
 async fn supervise(cfg: ShimConfig) -> i32 {
@@ -109,6 +123,22 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         report(&Report::Failed { code: e.code().into(), message: format!("box supervisor: {e}") });
         return 1;
     }
+    // The network helper listens before the VM starts: QEMU connects to it at once.
+    let mut net = match &cfg.net {
+        None => None,
+        Some(spec) => match NetHelper::start(spec, &cfg.box_dir).await {
+            Ok(helper) => Some(helper),
+            Err(message) => {
+                let message = format!("the box's network could not be set up: {message}");
+                record(BoxStatus::Failed, StatusUpdate { reason: Some(message.clone()), ..Default::default() });
+                let code = if message.contains("in use") { "INVALID_ARGUMENT" } else { "ENGINE" };
+                report(&Report::Failed { code: code.into(), message });
+                remove_runtime_files(&cfg.box_dir);
+                return 1;
+            }
+        },
+    };
+    let ports = net.as_ref().map(|n| n.ports.clone()).unwrap_or_default();
     let spawned = Instant::now();
     let mut vm = match spawn_vm(&cfg, me) {
         Ok(vm) => vm,
@@ -143,7 +173,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     };
     let boot_ms = spawned.elapsed().as_millis() as u64;
     let started_at = super::now_millis();
-    let running = StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), started_at: Some(started_at), ..Default::default() };
+    let running = StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), started_at: Some(started_at), ports: Some(ports.clone()), ..Default::default() };
     if !record(BoxStatus::Running, running) {
         // The box was removed (or taken over) while it booted: nothing to serve.
         let _ = vm.start_kill();
@@ -152,11 +182,12 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         remove_runtime_files(&cfg.box_dir);
         return 1;
     }
-    report(&Report::Ready { shim_pid: me, vm_pid, boot_ms });
+    report(&Report::Ready { shim_pid: me, vm_pid, boot_ms, ports });
 
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
     let (ended_tx, ended_rx) = tokio::sync::watch::channel(false);
-    let shared = Arc::new(proxy::Shared::new(guest.clone(), stop_tx, ended_rx, me, vm_pid, boot_ms, started_at));
+    let net_control = net.as_ref().map(|n| n.control().to_path_buf());
+    let shared = Arc::new(proxy::Shared::new(guest.clone(), stop_tx, ended_rx, me, vm_pid, boot_ms, started_at, net_control));
     tokio::spawn(proxy::serve(listener, shared.clone()));
 
     let (Ok(mut sigterm), Ok(mut sigint)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
@@ -166,6 +197,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     let owner = cfg.owner_pid;
     let end = tokio::select! {
         status = vm.wait() => End::VmExited(status),
+        (pid, status) = helper_exit(&mut net) => End::HelperDied(format!("the box's network helper (pid {pid}) {}; the box was stopped", describe(&status))),
         Some(force) = stop_rx.recv() => End::Stop { force, reason: None },
         _ = owner_gone(owner) => End::Stop { force: false, reason: Some(format!("its owner process {} ended", owner.unwrap_or_default())) },
         _ = shared.idle(cfg.auto_stop_ms) => End::Stop {
@@ -182,6 +214,11 @@ async fn supervise(cfg: ShimConfig) -> i32 {
             record(BoxStatus::Stopping, StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), ..Default::default() });
             stop_vm(&mut vm, &guest, force, &cfg, &mut stop_rx).await;
             (BoxStatus::Stopped, reason)
+        }
+        End::HelperDied(reason) => {
+            record(BoxStatus::Stopping, StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), ..Default::default() });
+            stop_vm(&mut vm, &guest, false, &cfg, &mut stop_rx).await;
+            (BoxStatus::Failed, Some(reason))
         }
     };
     let recorded = record(status, StatusUpdate { reason, ..Default::default() });
