@@ -43,7 +43,8 @@ def box(runtime):
 
 
 def box_processes(home: str, box_id: str) -> int:
-    """Processes whose command line names the box's directory: its supervisor and its VM."""
+    """Processes whose command line names the box's directory: its supervisor, its VM and its
+    network helper."""
     needle = os.path.join(home, "boxes", box_id).encode()
     count = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):

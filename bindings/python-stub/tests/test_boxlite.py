@@ -99,7 +99,7 @@ def test_out_of_range_memory_is_an_invalid_argument(runtime):
 def test_the_context_manager_removes_the_box_and_leaves_nothing(runtime, home):
     with runtime.create("busybox:latest", memory_mib=128) as b:
         assert b.exec("echo", "inside").text == "inside\n"
-        assert box_processes(home, b.id) == 2
+        assert box_processes(home, b.id) == 3
         box_id = b.id
     assert box_processes(home, box_id) == 0
     assert not os.path.exists(os.path.join(home, "boxes", box_id))
