@@ -45,6 +45,20 @@ struct Cli {
     command: Command,
 }
 
+/// How commands run: the flags `run` (for the box) and `exec` (for one command) share.
+#[derive(clap::Args)]
+struct ProcessFlags {
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory inside the box.
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// User inside the box (name, uid or uid:gid).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+}
+
 /// How a new box is made (the flags of `run`).
 #[derive(clap::Args)]
 struct CreateFlags {
@@ -57,15 +71,8 @@ struct CreateFlags {
     /// Guest memory in MiB.
     #[arg(long = "memory", default_value_t = boxlite::options::DEFAULT_MEMORY_MIB)]
     memory_mib: u32,
-    /// Environment variable KEY=VALUE (repeatable).
-    #[arg(short = 'e', long = "env")]
-    env: Vec<String>,
-    /// Working directory inside the box.
-    #[arg(short = 'w', long = "workdir")]
-    workdir: Option<String>,
-    /// User inside the box (name, uid or uid:gid).
-    #[arg(short = 'u', long)]
-    user: Option<String>,
+    #[command(flatten)]
+    process: ProcessFlags,
     /// `none`: no network at all (only loopback). Default: outbound to everything.
     #[arg(long, value_name = "none|default")]
     network: Option<String>,
@@ -95,9 +102,9 @@ impl CreateFlags {
             name: self.name,
             cpus: self.cpus,
             memory_mib: self.memory_mib,
-            env: parse_env(&self.env)?,
-            working_dir: self.workdir,
-            user: self.user,
+            env: parse_env(&self.process.env)?,
+            working_dir: self.process.workdir,
+            user: self.process.user,
             network,
             ports: self.publish.iter().map(|p| boxlite::PortSpec::parse(p)).collect::<boxlite::Result<_>>()?,
             ..Default::default()
@@ -137,15 +144,8 @@ enum Command {
         /// Run the command on a pseudo-terminal (its stderr merges into stdout).
         #[arg(short = 't', long)]
         tty: bool,
-        /// Environment variable KEY=VALUE (repeatable).
-        #[arg(short = 'e', long = "env")]
-        env: Vec<String>,
-        /// Working directory inside the box.
-        #[arg(short = 'w', long = "workdir")]
-        workdir: Option<String>,
-        /// User inside the box (name, uid or uid:gid).
-        #[arg(short = 'u', long)]
-        user: Option<String>,
+        #[command(flatten)]
+        process: ProcessFlags,
         /// Box id or name.
         #[arg(value_name = "BOX")]
         sandbox: String,
@@ -379,7 +379,7 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
             let late_interrupt = *interrupts.borrow();
             Ok(ExitCode::from(late_interrupt.map_or(code, |sig| 128 + sig as u8)))
         }
-        Command::Exec { interactive, tty, env, workdir, user, sandbox, command } => {
+        Command::Exec { interactive, tty, process: ProcessFlags { env, workdir, user }, sandbox, command } => {
             let sandbox = runtime.get(&sandbox)?;
             let rec = sandbox.info()?;
             // `exec` would otherwise boot a stopped box for as long as this process lives.
