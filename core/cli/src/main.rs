@@ -168,6 +168,12 @@ enum Command {
         #[arg(value_name = "BOX")]
         sandbox: String,
     },
+    /// List a running box's published ports as GUEST/PROTO -> HOST_IP:HOST_PORT (the ports picked
+    /// for host port 0 included).
+    Port {
+        #[arg(value_name = "BOX")]
+        sandbox: String,
+    },
     /// Print the guest console log of a box's current (or last) run.
     Logs {
         #[arg(value_name = "BOX")]
@@ -423,6 +429,16 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&json).map_err(|e| boxlite::Error::Internal(e.to_string()))?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Port { sandbox } => {
+            let rec = runtime.get(&sandbox)?.info()?;
+            // Ports are bound only while the box runs (as `docker port`: nothing otherwise).
+            if rec.status == BoxStatus::Running {
+                for p in &rec.ports {
+                    println!("{}/{} -> {}:{}", p.guest_port, p.protocol, p.host_ip, p.host_port);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Logs { sandbox } => {
             let rec = runtime.get(&sandbox)?.info()?;
             let path = boxlite::engine::console_log_path(&runtime.home().join("boxes").join(&rec.id));
@@ -580,7 +596,7 @@ async fn print_stats(runtime: &Runtime, boxes: &[String]) -> boxlite::Result<()>
     } else {
         boxes.iter().map(|b| runtime.get(b)?.info()).collect::<boxlite::Result<Vec<_>>>()?
     };
-    let mut lines = vec![format!("{:<14} {:<16} {:>7} {:>10} {:>9}", "ID", "NAME", "CPU%", "MEM", "COMMANDS")];
+    let mut lines = vec![format!("{:<14} {:<16} {:>7} {:>10} {:>21} {:>9}", "ID", "NAME", "CPU%", "MEM", "NET I/O", "COMMANDS")];
     for rec in records {
         let name = rec.name.as_deref().unwrap_or("-");
         let metrics = match rec.status {
@@ -588,15 +604,16 @@ async fn print_stats(runtime: &Runtime, boxes: &[String]) -> boxlite::Result<()>
             _ => None,
         };
         lines.push(match metrics {
-            Some(BoxMetrics { cpu_percent, memory_bytes, commands_executed, .. }) => format!(
-                "{:<14} {:<16} {:>6.1}% {:>10} {:>9}",
+            Some(BoxMetrics { cpu_percent, memory_bytes, commands_executed, network_bytes_received, network_bytes_sent, .. }) => format!(
+                "{:<14} {:<16} {:>6.1}% {:>10} {:>21} {:>9}",
                 rec.id,
                 name,
                 cpu_percent,
                 format!("{:.1}MiB", memory_bytes as f64 / (1024.0 * 1024.0)),
+                format!("{} / {}", human_bytes(network_bytes_received), human_bytes(network_bytes_sent)),
                 commands_executed
             ),
-            None => format!("{:<14} {:<16} {:>7} {:>10} {:>9}", rec.id, name, "-", "-", "-"),
+            None => format!("{:<14} {:<16} {:>7} {:>10} {:>21} {:>9}", rec.id, name, "-", "-", "-", "-"),
         });
     }
     let mut out = std::io::stdout().lock();
