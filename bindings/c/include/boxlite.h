@@ -138,11 +138,20 @@ const char *boxlite_errmsg(void);
 // may take to answer after its VM starts, default 30000), `"detach"` (true: the box keeps running
 // after this process ends; default false: it stops cleanly when this process ends),
 // `"auto_stop_ms"` (stop after this long with no command running), `"auto_remove"` (remove the
-// box once it stops). Unknown keys are rejected.
+// box once it stops), `"network"` (`"default"`: outbound to everything, the host's 127.0.0.1
+// reachable as `host.docker.internal`; `"none"`: no NIC, only loopback; `{"allow": [...]}` /
+// `{"deny": [...]}`: outbound only to / to all but these host names, `*.` wildcard names, IP
+// addresses and CIDRs, enforced on the host), `"ports"` (published ports: `[{"host_port": 8080,
+// "guest_port": 80, "protocol": "tcp", "host_ip": "127.0.0.1"}]`; `guest_port` 1-65535 is
+// required; `host_port` 0 (the default) picks a free port, which `boxlite_box_info` reports
+// while the box runs; `protocol` `"tcp"` (default) or `"udp"`; `host_ip` default
+// `"127.0.0.1"`). Unknown keys are rejected.
 // `out`: receives the new box handle on success (untouched on failure); free it with
 // `boxlite_box_free`.
 //
-// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (bad option), `BOXLITE_ERR_ALREADY_EXISTS` (name
+// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (bad option, the message naming it: a malformed
+// allow/deny entry, guest port 0, a host port published twice or in use now, ports on a box
+// with network `"none"`), `BOXLITE_ERR_ALREADY_EXISTS` (name
 // taken), `BOXLITE_ERR_IMAGE` / `BOXLITE_ERR_REGISTRY` (pull failed), `BOXLITE_ERR_STORAGE`. A
 // failed create leaves no box behind. Blocks while the image is pulled. Any thread.
 //
@@ -208,8 +217,11 @@ boxlite_result boxlite_box_remove(boxlite_box *b, bool force);
 // `"created"`, `"starting"`, `"running"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
 // process while running, else null), `"cpus"`, `"memory_mib"`, `"created_at"` and
 // `"started_at"` (unix milliseconds; `started_at` null before the first boot), `"detach"`,
-// `"auto_remove"` and `"reason"` (why it is failed, or how it last stopped; else null). The box
-// may have been started by another process. `out` receives a string to free with
+// `"auto_remove"`, `"reason"` (why it is failed, or how it last stopped; else null),
+// `"network"` (as in `boxlite_box_create`'s options: the policy now in force) and `"ports"`
+// (`[{"host_ip", "host_port", "guest_port", "protocol"}]`: while the box runs, as bound, a
+// `host_port` 0 replaced by the port picked; otherwise as asked). The box may have been started
+// by another process. `out` receives a string to free with
 // `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND` (removed). Any thread.
 //
 // # Safety
@@ -218,13 +230,34 @@ boxlite_result boxlite_box_info(const boxlite_box *b, char **out);
 
 // The box's metrics as a JSON object: `"cpu_percent"` (VM CPU since the previous sample, percent
 // of one core), `"memory_bytes"` (the VM process's resident memory), `"commands_executed"` and
-// `"exec_errors"` (since the box last started, from any process), `"boot_duration_ms"` and
-// `"vm_pid"`; zeros and a null pid when it is not running. `out` receives a string to free with
+// `"exec_errors"` (since the box last started, from any process), `"boot_duration_ms"`,
+// `"vm_pid"`, `"network_bytes_sent"` and `"network_bytes_received"` (payload bytes the box sent
+// and received over TCP and UDP, published ports included, DNS excluded) and
+// `"network_tcp_connections"` (TCP connections relayed), all since the box last started; zeros
+// and a null pid when it is not running. `out` receives a string to free with
 // `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND`. Any thread.
 //
 // # Safety
 // `b` is NULL or a live box handle; `out` is NULL or writable.
 boxlite_result boxlite_box_metrics(boxlite_box *b, char **out);
+
+// Replaces the egress policy of a box: at once on the running box (connections already open
+// stay), and for its later starts.
+//
+// `network_json`: a JSON value as `"network"` in `boxlite_box_create`'s options: the JSON string
+// `"default"` (outbound to everything; in C source `"\"default\""`), `{"allow": [...]}` or
+// `{"deny": [...]}`. A box's network cannot be switched on or off after create: `"none"`, or
+// any policy for a box created with `"none"`, is `BOXLITE_ERR_INVALID_ARGUMENT`.
+// `boxlite_box_info` reports the policy in force.
+//
+// Errors: `BOXLITE_ERR_NULL_POINTER`, `BOXLITE_ERR_INVALID_ARGUMENT` (malformed JSON, a bad
+// entry, named; switching on or off), `BOXLITE_ERR_NOT_FOUND` (removed), `BOXLITE_ERR_ENGINE`
+// (the running box's network helper did not take it; the stored policy is then unchanged).
+// Never boots the box. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; `network_json` is NULL or NUL-terminated.
+boxlite_result boxlite_box_set_network(boxlite_box *b, const char *network_json);
 
 // Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`,
 // `boxlite_images_list`, `boxlite_image_remove`, `boxlite_images_prune`). NULL is a no-op.

@@ -3,7 +3,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static boxlite_runtime *rt;
 
@@ -138,6 +142,54 @@ static void malformed_options_json_is_rejected(void) {
   CHECK(box == NULL && other == NULL);
 }
 
+static void bad_network_options_are_named_before_any_work(void) {
+  boxlite_box *box = NULL;
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest", "{\"ports\": [{\"host_port\": 8080, \"guest_port\": 0}]}", &box),
+               BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("port 127.0.0.1:8080:0/tcp: the guest port must be 1 to 65535");
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest", "{\"ports\": [{\"guest_port\": 80}, {\"host_port\": 70000, \"guest_port\": 80}]}", &box),
+               BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("ports[1] {\"guest_port\":80,\"host_port\":70000} is not a port");
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest", "{\"ports\": [{\"hostPort\": 1, \"guest_port\": 80}]}", &box),
+               BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("unknown field `hostPort`");
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest", "{\"ports\": [{\"guest_port\": 53, \"protocol\": \"sctp\"}]}", &box),
+               BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("unknown variant `sctp`");
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest",
+                                  "{\"ports\": [{\"host_port\": 18080, \"guest_port\": 80}, {\"host_port\": 18080, \"guest_port\": 81}]}", &box),
+               BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("host port 127.0.0.1:18080/tcp is published twice");
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest", "{\"network\": \"none\", \"ports\": [{\"guest_port\": 80}]}", &box),
+               BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("ports need a network");
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest", "{\"network\": {\"allow\": [\"pypi.org\", \"http://x\"]}}", &box),
+               BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("network entry 'http://x'");
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest", "{\"network\": \"enabled\"}", &box), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("unknown variant `enabled`");
+  CHECK_RESULT(boxlite_box_set_network(NULL, "\"default\""), BOXLITE_ERR_NULL_POINTER);
+  CHECK_ERRMSG("`box`");
+  CHECK(box == NULL);
+}
+
+/* A port this process holds: the create fails at once, naming it, and leaves no box. */
+static void a_host_port_in_use_fails_the_create_naming_it(void) {
+  int held = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof addr;
+  CHECK(held >= 0 && bind(held, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(held, 1) == 0 &&
+        getsockname(held, (struct sockaddr *)&addr, &len) == 0);
+  char options[256], needle[64];
+  snprintf(options, sizeof options, "{\"ports\": [{\"host_port\": %d, \"guest_port\": 80}]}", ntohs(addr.sin_port));
+  snprintf(needle, sizeof needle, "host port 127.0.0.1:%d/tcp cannot be used", ntohs(addr.sin_port));
+  boxlite_box *box = NULL;
+  CHECK_RESULT(boxlite_box_create(rt, "busybox:latest", options, &box), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG(needle);
+  CHECK(box == NULL);
+  close(held);
+}
+
 static void strings_must_be_utf8(void) {
   boxlite_box *box = NULL;
   CHECK_RESULT(boxlite_box_get(rt, "\xff\xfe", &box), BOXLITE_ERR_INVALID_ARGUMENT);
@@ -191,6 +243,8 @@ int main(void) {
   RUN(out_params_are_untouched_on_failure);
   RUN(out_of_range_options_are_invalid_arguments);
   RUN(malformed_options_json_is_rejected);
+  RUN(bad_network_options_are_named_before_any_work);
+  RUN(a_host_port_in_use_fails_the_create_naming_it);
   RUN(strings_must_be_utf8);
   RUN(errmsg_is_per_thread_and_survives_successful_calls);
   RUN(a_second_runtime_on_the_same_home_works);

@@ -65,8 +65,17 @@ pub(crate) unsafe fn options<T: DeserializeOwned + Default>(ptr: *const c_char, 
         return Ok(T::default());
     }
     // SAFETY: forwarded contract.
+    unsafe { json(ptr, name, "options JSON") }
+}
+
+/// A required JSON argument; a malformed one is named as `what` (e.g. "network JSON").
+///
+/// # Safety
+/// As [`string`].
+pub(crate) unsafe fn json<T: DeserializeOwned>(ptr: *const c_char, name: &str, what: &str) -> Result<T, Failure> {
+    // SAFETY: forwarded contract.
     let text = unsafe { string(ptr, name)? };
-    serde_json::from_str(text).map_err(|e| Failure::invalid(format!("`{name}` is not valid options JSON: {e}")))
+    serde_json::from_str(text).map_err(|e| Failure::invalid(format!("`{name}` is not valid {what}: {e}")))
 }
 
 /// A timeout in milliseconds: negative waits forever.

@@ -1,7 +1,8 @@
 //! `boxlite_box`: a handle to one box (its VM, disk and record).
 
-use crate::args::{free_handle, handle, options, out_param, string};
+use crate::args::{free_handle, handle, json, options, out_param, string};
 use crate::error::{boundary, boxlite_result, pointer_boundary, Failure};
+use crate::net::{port_specs, NetworkConfig};
 use crate::runtime::{boxlite_runtime, context, Context};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -38,12 +39,14 @@ struct BoxConfig {
     detach: bool,
     auto_stop_ms: Option<u64>,
     auto_remove: bool,
+    network: NetworkConfig,
+    ports: Vec<serde_json::Value>,
 }
 
 impl BoxConfig {
-    fn into_options(self, image: &str) -> boxlite::BoxOptions {
+    fn into_options(self, image: &str) -> Result<boxlite::BoxOptions, Failure> {
         let defaults = boxlite::BoxOptions::new(image);
-        boxlite::BoxOptions {
+        Ok(boxlite::BoxOptions {
             name: self.name,
             cpus: self.cpus.unwrap_or(defaults.cpus),
             memory_mib: self.memory_mib.unwrap_or(defaults.memory_mib),
@@ -54,8 +57,10 @@ impl BoxConfig {
             detach: self.detach,
             auto_stop_ms: self.auto_stop_ms,
             auto_remove: self.auto_remove,
+            network: self.network.into(),
+            ports: port_specs(self.ports)?,
             ..defaults
-        }
+        })
     }
 }
 
@@ -71,11 +76,20 @@ impl BoxConfig {
 /// may take to answer after its VM starts, default 30000), `"detach"` (true: the box keeps running
 /// after this process ends; default false: it stops cleanly when this process ends),
 /// `"auto_stop_ms"` (stop after this long with no command running), `"auto_remove"` (remove the
-/// box once it stops). Unknown keys are rejected.
+/// box once it stops), `"network"` (`"default"`: outbound to everything, the host's 127.0.0.1
+/// reachable as `host.docker.internal`; `"none"`: no NIC, only loopback; `{"allow": [...]}` /
+/// `{"deny": [...]}`: outbound only to / to all but these host names, `*.` wildcard names, IP
+/// addresses and CIDRs, enforced on the host), `"ports"` (published ports: `[{"host_port": 8080,
+/// "guest_port": 80, "protocol": "tcp", "host_ip": "127.0.0.1"}]`; `guest_port` 1-65535 is
+/// required; `host_port` 0 (the default) picks a free port, which `boxlite_box_info` reports
+/// while the box runs; `protocol` `"tcp"` (default) or `"udp"`; `host_ip` default
+/// `"127.0.0.1"`). Unknown keys are rejected.
 /// `out`: receives the new box handle on success (untouched on failure); free it with
 /// `boxlite_box_free`.
 ///
-/// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (bad option), `BOXLITE_ERR_ALREADY_EXISTS` (name
+/// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (bad option, the message naming it: a malformed
+/// allow/deny entry, guest port 0, a host port published twice or in use now, ports on a box
+/// with network `"none"`), `BOXLITE_ERR_ALREADY_EXISTS` (name
 /// taken), `BOXLITE_ERR_IMAGE` / `BOXLITE_ERR_REGISTRY` (pull failed), `BOXLITE_ERR_STORAGE`. A
 /// failed create leaves no box behind. Blocks while the image is pulled. Any thread.
 ///
@@ -95,7 +109,7 @@ pub unsafe extern "C" fn boxlite_box_create(
         let config: BoxConfig = unsafe { options(options_json, "options_json")? };
         let out = unsafe { out_param(out, "out")? };
         let runtime = ctx.runtime.clone();
-        let options = config.into_options(image);
+        let options = config.into_options(image)?;
         let lite = ctx.run(async move { runtime.create(options).await })?;
         *out = Box::into_raw(Box::new(boxlite_box::new(ctx, lite)?));
         Ok(())
@@ -205,8 +219,11 @@ pub unsafe extern "C" fn boxlite_box_remove(b: *mut boxlite_box, force: bool) ->
 /// `"created"`, `"starting"`, `"running"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
 /// process while running, else null), `"cpus"`, `"memory_mib"`, `"created_at"` and
 /// `"started_at"` (unix milliseconds; `started_at` null before the first boot), `"detach"`,
-/// `"auto_remove"` and `"reason"` (why it is failed, or how it last stopped; else null). The box
-/// may have been started by another process. `out` receives a string to free with
+/// `"auto_remove"`, `"reason"` (why it is failed, or how it last stopped; else null),
+/// `"network"` (as in `boxlite_box_create`'s options: the policy now in force) and `"ports"`
+/// (`[{"host_ip", "host_port", "guest_port", "protocol"}]`: while the box runs, as bound, a
+/// `host_port` 0 replaced by the port picked; otherwise as asked). The box may have been started
+/// by another process. `out` receives a string to free with
 /// `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND` (removed). Any thread.
 ///
 /// # Safety
@@ -218,11 +235,13 @@ pub unsafe extern "C" fn boxlite_box_info(b: *const boxlite_box, out: *mut *mut 
         let b = unsafe { handle(b.cast_mut(), "box")? };
         let out = unsafe { out_param(out, "out")? };
         let rec = b.lite.info()?;
+        let ports = if rec.status == boxlite::BoxStatus::Running { &rec.ports } else { &rec.options.ports };
         let info = serde_json::json!({
             "id": rec.id, "name": rec.name, "image": rec.image.reference, "status": rec.status,
             "pid": rec.pid, "cpus": rec.options.cpus, "memory_mib": rec.options.memory_mib,
             "created_at": rec.created_at, "started_at": rec.started_at, "detach": rec.options.detach,
             "auto_remove": rec.options.auto_remove, "reason": rec.reason,
+            "network": NetworkConfig::from(&rec.options.network), "ports": ports,
         });
         *out = json_string(&info)?;
         Ok(())
@@ -231,8 +250,11 @@ pub unsafe extern "C" fn boxlite_box_info(b: *const boxlite_box, out: *mut *mut 
 
 /// The box's metrics as a JSON object: `"cpu_percent"` (VM CPU since the previous sample, percent
 /// of one core), `"memory_bytes"` (the VM process's resident memory), `"commands_executed"` and
-/// `"exec_errors"` (since the box last started, from any process), `"boot_duration_ms"` and
-/// `"vm_pid"`; zeros and a null pid when it is not running. `out` receives a string to free with
+/// `"exec_errors"` (since the box last started, from any process), `"boot_duration_ms"`,
+/// `"vm_pid"`, `"network_bytes_sent"` and `"network_bytes_received"` (payload bytes the box sent
+/// and received over TCP and UDP, published ports included, DNS excluded) and
+/// `"network_tcp_connections"` (TCP connections relayed), all since the box last started; zeros
+/// and a null pid when it is not running. `out` receives a string to free with
 /// `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND`. Any thread.
 ///
 /// # Safety
@@ -247,6 +269,33 @@ pub unsafe extern "C" fn boxlite_box_metrics(b: *mut boxlite_box, out: *mut *mut
         let metrics = b.ctx.run(async move { lite.metrics().await })?;
         *out = json_string(&metrics)?;
         Ok(())
+    })
+}
+
+/// Replaces the egress policy of a box: at once on the running box (connections already open
+/// stay), and for its later starts.
+///
+/// `network_json`: a JSON value as `"network"` in `boxlite_box_create`'s options: the JSON string
+/// `"default"` (outbound to everything; in C source `"\"default\""`), `{"allow": [...]}` or
+/// `{"deny": [...]}`. A box's network cannot be switched on or off after create: `"none"`, or
+/// any policy for a box created with `"none"`, is `BOXLITE_ERR_INVALID_ARGUMENT`.
+/// `boxlite_box_info` reports the policy in force.
+///
+/// Errors: `BOXLITE_ERR_NULL_POINTER`, `BOXLITE_ERR_INVALID_ARGUMENT` (malformed JSON, a bad
+/// entry, named; switching on or off), `BOXLITE_ERR_NOT_FOUND` (removed), `BOXLITE_ERR_ENGINE`
+/// (the running box's network helper did not take it; the stored policy is then unchanged).
+/// Never boots the box. Any thread.
+///
+/// # Safety
+/// `b` is NULL or a live box handle; `network_json` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_set_network(b: *mut boxlite_box, network_json: *const c_char) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (both): forwarded from this function's contract.
+        let b = unsafe { handle(b, "box")? };
+        let network: NetworkConfig = unsafe { json(network_json, "network_json", "network JSON")? };
+        let lite = b.lite.clone();
+        b.ctx.run(async move { lite.set_network(network.into()).await })
     })
 }
 

@@ -15,6 +15,7 @@ mod cancel;
 mod error;
 mod exec;
 mod images;
+mod net;
 mod runtime;
 
 pub use boxes::boxlite_box;
