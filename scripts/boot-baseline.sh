@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Bare-kernel boot baseline for the benchmark: boots the guest kernel RUNS times (default 5) with
 # the engine's QEMU flags and an initramfs whose /init (a static busybox script) only writes one
-# line to the virtio-serial port named boxlite.agent and reboots. Prints each boot's wall time from
+# line to the virtio-serial port named boxlite.agent, then 20 MiB of zeros (the raw channel's
+# throughput, with no protocol of ours on it), and reboots. Prints each boot's wall time from
 # spawning qemu to the host reading that line, then, as the last stdout line, JSON:
-#   {"baseline_boot_ms":{"p50":..,"min":..,"max":..,"runs":N}}
+#   {"baseline_boot_ms":{"p50":..,"min":..,"max":..,"runs":N},"raw_channel_mb_per_s":{"p50":..}}
 # Usage: boot-baseline.sh [VMLINUX] [RUNS]   (VMLINUX defaults to the output of build-kernel.sh)
 set -euo pipefail
 
@@ -23,15 +24,16 @@ if [ ! -f "$initrd" ]; then
   root=$(mktemp -d)
   mkdir -p "$root/bin" "$root/dev" "$root/proc" "$root/sys"
   cp /bin/busybox "$root/bin/"
-  for applet in sh mount cat cut reboot; do ln -s busybox "$root/bin/$applet"; done
+  for applet in sh mount cat cut dd reboot; do ln -s busybox "$root/bin/$applet"; done
   cat >"$root/init" <<'INIT'
 #!/bin/sh
 mount -t devtmpfs dev /dev
 mount -t sysfs sys /sys
 mount -t proc proc /proc
 for port in /sys/class/virtio-ports/*; do
-  [ "$(cat "$port/name")" = boxlite.agent ] &&
-    echo "boxlite-baseline uptime=$(cut -d' ' -f1 /proc/uptime)" >"/dev/${port##*/}"
+  [ "$(cat "$port/name")" = boxlite.agent ] || continue
+  echo "boxlite-baseline uptime=$(cut -d' ' -f1 /proc/uptime)" >"/dev/${port##*/}"
+  dd if=/dev/zero bs=64k count=320 >"/dev/${port##*/}" 2>/dev/null
 done
 # Triple-fault reboot (reboot=t); with -no-reboot that ends qemu.
 reboot -f
@@ -53,6 +55,7 @@ import json, os, socket, statistics, subprocess, sys, time
 vmlinux, initrd, work, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 sock_path = os.path.join(work, "agent.sock")
 TIMEOUT_S = 120
+STREAM_BYTES = 20 << 20
 
 def qemu_cmd(log):
     return [
@@ -101,6 +104,13 @@ def boot(i):
             fail("guest closed the port before writing a line", proc, log)
         buf += chunk
     ready_ms = (time.monotonic() - start) * 1000
+    streamed, t0 = len(buf) - buf.index(b"\n") - 1, time.monotonic()
+    while streamed < STREAM_BYTES:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            fail(f"guest closed the port after {streamed} of {STREAM_BYTES} bytes", proc, log)
+        streamed += len(chunk)
+    mb_per_s = STREAM_BYTES / 1e6 / (time.monotonic() - t0)
     try:
         proc.wait(TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -109,11 +119,14 @@ def boot(i):
     if proc.returncode != 0:
         fail(f"qemu exited with {proc.returncode}", proc, log)
     line = buf.split(b"\n")[0].decode()
-    print(f"boot {i + 1}: {ready_ms:.0f} ms to line ({line}), qemu exited at {exit_ms:.0f} ms",
-          flush=True)
-    return ready_ms
+    print(f"boot {i + 1}: {ready_ms:.0f} ms to line ({line}), 20 MiB at {mb_per_s:.0f} MB/s, "
+          f"qemu exited at {exit_ms:.0f} ms", flush=True)
+    return ready_ms, mb_per_s
 
-times = [boot(i) for i in range(runs)]
+samples = [boot(i) for i in range(runs)]
+times, rates = [t for t, _ in samples], [r for _, r in samples]
 print(json.dumps({"baseline_boot_ms": {"p50": round(statistics.median(times)), "min": round(min(times)),
-                                       "max": round(max(times)), "runs": runs}}))
+                                       "max": round(max(times)), "runs": runs},
+                  "raw_channel_mb_per_s": {"p50": round(statistics.median(rates), 1),
+                                           "min": round(min(rates), 1), "max": round(max(rates), 1)}}))
 PY

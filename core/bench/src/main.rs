@@ -23,8 +23,90 @@ fn stats(mut samples: Vec<f64>) -> Value {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `RssAnon:`), 0 when missing.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+/// The pid of `parent`'s child process whose command is `name`.
+fn child_named(parent: u32, name: &str) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+    children.split_whitespace().filter_map(|p| p.parse().ok()).find(|p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
+    })
+}
+
+/// The network's figures: guest -> host TCP throughput (to compare with the raw channel of the
+/// baseline), and the connect round trip through a published port against the same on the host's
+/// own loopback.
+async fn network_bench(rt: &Runtime, b: &boxlite::LiteBox, results: &mut serde_json::Map<String, Value>) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::{Read, Write};
+    const BYTES: usize = 20 << 20;
+    // 20 MiB from the guest to a sink on the host's 127.0.0.1 (the guest sees it as the host alias).
+    let sink = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = sink.local_addr()?.port();
+    let reader = std::thread::spawn(move || -> std::io::Result<f64> {
+        let (mut conn, _) = sink.accept()?;
+        let (mut buf, mut got) = (vec![0u8; 1 << 16], 0);
+        let t = Instant::now();
+        while got < BYTES {
+            match conn.read(&mut buf)? {
+                0 => return Err(std::io::Error::other(format!("the guest sent {got} of {BYTES} bytes"))),
+                n => got += n,
+            }
+        }
+        Ok(t.elapsed().as_secs_f64())
+    });
+    let send = format!("dd if=/dev/zero bs=64k count={} 2>/dev/null | nc {} {port}", BYTES >> 16, boxlite::net::HOST_ALIAS_IP);
+    let sender = b.exec(ExecCommand::new("sh", ["-c", send.as_str()])).await?;
+    let secs = reader.join().map_err(|_| "the sink thread panicked")??;
+    let _ = sender.wait().await;
+    let tcp = BYTES as f64 / 1e6 / secs;
+    results.insert("tcp_guest_to_host_mb_per_s".into(), json!((tcp * 10.0).round() / 10.0));
+    if let Some(raw) = results.get("raw_channel_mb_per_s").and_then(|r| r["p50"].as_f64()) {
+        results.insert("tcp_vs_raw_channel_ratio".into(), json!((tcp / raw * 100.0).round() / 100.0));
+    }
+
+    // Connect + first byte through a published port, to a server that answers each connection
+    // with one byte (python: no fork per connection to measure).
+    let server = rt.create(BoxOptions { ports: vec![boxlite::PortSpec::tcp(0, 7000)], ..BoxOptions::new("python:slim") }).await?;
+    server.start().await?;
+    let code = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',7000))\ns.listen(64)\nprint('up',flush=True)\nwhile True:\n c,_=s.accept(); c.sendall(b'x'); c.close()";
+    let mut listening = server.exec(ExecCommand::new("python3", ["-c", code])).await?;
+    listening.stdout.as_mut().ok_or("no stdout")?.next().await.ok_or("the server in the box did not start")?;
+    let host_port = server.info()?.ports.first().ok_or("no published port")?.host_port;
+    let connect_rtts = |port: u16| -> std::io::Result<Vec<f64>> {
+        let mut rtts = Vec::new();
+        for i in 0..60 {
+            let t = Instant::now();
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte)?;
+            if i >= 10 {
+                rtts.push(ms(t.elapsed()));
+            }
+        }
+        Ok(rtts)
+    };
+    let published = tokio::task::spawn_blocking(move || connect_rtts(host_port)).await??;
+    // The floor: the same exchange with a server on the host's own loopback.
+    let local = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let local_port = local.local_addr()?.port();
+    std::thread::spawn(move || {
+        for mut c in local.incoming().flatten() {
+            let _ = c.write_all(b"x");
+        }
+    });
+    let loopback = tokio::task::spawn_blocking(move || connect_rtts(local_port)).await??;
+    results.insert("published_port_connect_rtt_ms".into(), stats(published));
+    results.insert("host_loopback_connect_rtt_ms".into(), stats(loopback));
+    let _ = listening.kill().await;
+    rt.remove(server.id(), true).await?;
+    Ok(())
 }
 
 /// Round trips of `true` (start, exit, wait) on one running box, after a warm-up.
@@ -142,27 +224,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let overlay = std::fs::metadata(home.path().join("boxes").join(boxes[0].id()).join("disk.qcow2"))?.len();
     results.insert("box_create_overlay_bytes".into(), json!(overlay));
 
-    // Boot-to-ready and first exec, on busybox (the image the baseline compares with in size).
-    let mut boots = Vec::new();
-    let mut first_execs = Vec::new();
-    for _ in 0..5 {
-        let b = rt.create(BoxOptions::new("busybox:latest")).await?;
+    // Boot-to-ready and first exec, on busybox (the image the baseline compares with in size),
+    // alternating with boxes without a network so the network's share of boot is a difference.
+    let (mut boots, mut boots_no_net, mut first_execs) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..10 {
+        let network = if round % 2 == 0 { boxlite::Network::Enabled } else { boxlite::Network::None };
+        let b = rt.create(BoxOptions { network: network.clone(), ..BoxOptions::new("busybox:latest") }).await?;
         let t = Instant::now();
         b.start().await?;
-        boots.push(ms(t.elapsed()));
-        let t = Instant::now();
-        b.exec(ExecCommand::new("true", Vec::<String>::new())).await?.wait().await?;
-        first_execs.push(ms(t.elapsed()));
+        let boot = ms(t.elapsed());
+        if network == boxlite::Network::None {
+            boots_no_net.push(boot);
+        } else {
+            boots.push(boot);
+            let t = Instant::now();
+            b.exec(ExecCommand::new("true", Vec::<String>::new())).await?.wait().await?;
+            first_execs.push(ms(t.elapsed()));
+        }
         rt.remove(b.id(), true).await?;
     }
-    let boot = stats(boots);
+    let (boot, boot_no_net) = (stats(boots), stats(boots_no_net));
+    if let (Some(a), Some(b)) = (boot["p50"].as_f64(), boot_no_net["p50"].as_f64()) {
+        results.insert("network_boot_extra_p50_ms".into(), json!(((a - b) * 100.0).round() / 100.0));
+    }
     results.insert("boot_to_ready_ms".into(), boot.clone());
+    results.insert("boot_to_ready_no_network_ms".into(), boot_no_net);
     results.insert("first_exec_ms".into(), stats(first_execs));
-    if let Some(base) = baseline.as_ref().and_then(|b| b.get("baseline_boot_ms")) {
-        results.insert("baseline_boot_ms".into(), base.clone());
-        if let (Some(a), Some(b)) = (boot["p50"].as_f64(), base["p50"].as_f64()) {
-            results.insert("boot_overhead_ratio_p50".into(), json!((a / b * 100.0).round() / 100.0));
+    if let Some(base) = baseline.as_ref() {
+        for key in ["baseline_boot_ms", "raw_channel_mb_per_s"] {
+            if let Some(v) = base.get(key) {
+                results.insert(key.into(), v.clone());
+            }
         }
+    }
+    if let (Some(a), Some(b)) = (boot["p50"].as_f64(), results.get("baseline_boot_ms").and_then(|b| b["p50"].as_f64())) {
+        results.insert("boot_overhead_ratio_p50".into(), json!((a / b * 100.0).round() / 100.0));
     }
 
     // Warm exec round trip and throughput on one running box.
@@ -191,12 +287,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(out.stdout.len(), 20 << 20);
     results.insert("stdout_20mb_ms".into(), json!(ms(t.elapsed())));
     results.insert("stdout_mb_per_s".into(), json!(((20.0 / secs) * 10.0).round() / 10.0));
+    network_bench(&rt, &b, &mut results).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let info = b.info()?;
     let pid = info.pid.ok_or("running box has no pid")?;
     results.insert("idle_box_rss_mib".into(), json!(rss_kib(pid) / 1024));
     let shim = info.shim_pid.ok_or("running box has no supervisor")?;
     results.insert("shim_rss_kib".into(), json!(rss_kib(shim)));
+    let helper = child_named(shim, "boxlite-net").ok_or("the box's supervisor has no network helper")?;
+    results.insert("net_helper_rss_kib".into(), json!(rss_kib(helper)));
+    results.insert("net_helper_private_kib".into(), json!(status_kib(helper, "RssAnon:")));
     // Another runtime (as a new process would) attaching to the running box: get + first exec.
     let mut attaches = Vec::new();
     for _ in 0..10 {
