@@ -31,6 +31,7 @@ _PROTOTYPES = {
     "boxlite_box_free": (None, [c_void_p]),
     "boxlite_box_info": (c_int, [c_void_p, POINTER(c_void_p)]),
     "boxlite_box_metrics": (c_int, [c_void_p, POINTER(c_void_p)]),
+    "boxlite_box_set_network": (c_int, [c_void_p, c_char_p]),
     "boxlite_string_free": (None, [c_void_p]),
     "boxlite_images_list": (c_int, [c_void_p, POINTER(c_void_p)]),
     "boxlite_image_remove": (c_int, [c_void_p, c_char_p, c_bool, POINTER(c_void_p)]),

@@ -12,14 +12,67 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from . import _native
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT, check
-from .errors import InvalidStateError, NotFoundError
+from .errors import InvalidArgumentError, InvalidStateError, NotFoundError
 
 _READ_CHUNK = 64 * 1024
+
+Network = Union[bool, str, Mapping[str, Sequence[str]], None]
+"""A box's network: False or "none" (no NIC, only loopback); True, None or "default" (outbound to
+everything); {"allow": [...]} or {"deny": [...]} (host names, "*.name" wildcards, IP addresses,
+CIDRs)."""
+
+Port = Union[tuple, Mapping[str, Any]]
+"""A published port: (host_port, guest_port), (host_port, guest_port, "tcp"|"udp"), or a dict
+with guest_port and any of host_port (0 or absent: a free one is picked), protocol ("tcp"),
+host_ip ("127.0.0.1")."""
+
+_PORT_KEYS = ("host_port", "guest_port", "protocol", "host_ip")
 
 
 def _options(**values: Any) -> bytes:
     """An options JSON object with the values that were given."""
     return json.dumps({k: v for k, v in values.items() if v is not None}).encode()
+
+
+def _network(network: Network) -> Union[str, dict]:
+    """The C ABI's "network" value for one of the Python forms; InvalidArgumentError naming it
+    otherwise. The entries themselves are checked by the library."""
+    if network is None or network is True or network == "default":
+        return "default"
+    if network is False or network == "none":
+        return "none"
+    if isinstance(network, Mapping) and len(network) == 1:
+        ((kind, entries),) = network.items()
+        if kind in ("allow", "deny") and isinstance(entries, (list, tuple)) and all(isinstance(e, str) for e in entries):
+            return {kind: list(entries)}
+    raise InvalidArgumentError(
+        "INVALID_ARGUMENT",
+        f"network {network!r} is not False/'none', True/'default', {{'allow': [...]}} or {{'deny': [...]}} "
+        "(lists of host names, *.name wildcards, IP addresses or CIDRs)",
+    )
+
+
+def _ports(ports: Optional[Sequence[Port]]) -> list[dict]:
+    """The C ABI's "ports" value; InvalidArgumentError naming an entry of no known form. The
+    values (numbers, protocol, address, ports in use) are checked by the library, which names
+    the entry too."""
+    if ports is None:
+        return []
+    if isinstance(ports, (str, bytes, Mapping)) or not isinstance(ports, Sequence):
+        raise InvalidArgumentError("INVALID_ARGUMENT", f"ports {ports!r} is not a list of ports")
+    specs = []
+    for entry in ports:
+        if isinstance(entry, tuple) and len(entry) in (2, 3):
+            specs.append(dict(zip(_PORT_KEYS, entry)))
+        elif isinstance(entry, Mapping) and set(entry) <= set(_PORT_KEYS) and "guest_port" in entry:
+            specs.append(dict(entry))
+        else:
+            raise InvalidArgumentError(
+                "INVALID_ARGUMENT",
+                f"port {entry!r} is not (host_port, guest_port), (host_port, guest_port, 'tcp'|'udp') "
+                "or a dict with guest_port and any of host_port, protocol, host_ip",
+            )
+    return specs
 
 
 def _json_result(lib: ctypes.CDLL, call: Any, *args: Any) -> Any:
@@ -101,6 +154,8 @@ class Runtime:
         auto_stop_ms: Optional[int] = None,
         auto_remove: bool = False,
         ready_timeout_ms: Optional[int] = None,
+        network: Network = None,
+        ports: Optional[Sequence[Port]] = None,
     ) -> "Box":
         """Creates a box from `image` (pulled if needed). It boots on start() or its first exec.
         Use it as a context manager to stop and remove it at the end.
@@ -109,11 +164,20 @@ class Runtime:
         for `auto_stop_ms`); without it, it stops cleanly when this process ends. `auto_stop_ms`:
         stop after this many milliseconds with no command running. `auto_remove`: remove the box
         (record and disk) once it has stopped. `ready_timeout_ms`: how long the guest may take to
-        answer once its VM starts (default 30000)."""
+        answer once its VM starts (default 30000).
+
+        `network`: False or "none" (no NIC, only loopback), True / None / "default" (outbound to
+        everything; the host's 127.0.0.1 is host.docker.internal), {"allow": [...]} or
+        {"deny": [...]} (host names, "*.name" wildcards, IP addresses, CIDRs; enforced on the
+        host). `ports`: published ports, e.g. [(8080, 80), (0, 53, "udp"), {"guest_port": 443,
+        "host_ip": "0.0.0.0"}]; host port 0 picks a free one, which info().ports reports while
+        the box runs. A bad network, port or a host port in use raises InvalidArgumentError
+        naming it, before anything is pulled."""
         options = _options(
             name=name, cpus=cpus, memory_mib=memory_mib, env=env, working_dir=working_dir, user=user,
             detach=detach or None, auto_stop_ms=auto_stop_ms, auto_remove=auto_remove or None,
-            ready_timeout_ms=ready_timeout_ms,
+            ready_timeout_ms=ready_timeout_ms, network=None if network is None else _network(network),
+            ports=_ports(ports) or None,
         )
         ptr = c_void_p()
         check(self._lib.boxlite_box_create(self._handle(), image.encode(), options, byref(ptr)))
@@ -211,13 +275,28 @@ class Box:
     def info(self) -> SimpleNamespace:
         """The box's record: id, name, image, status ("created", "starting", "running", "stopping",
         "stopped" or "failed"), pid, cpus, memory_mib, created_at, started_at (unix ms), detach,
-        auto_remove and reason. The box may have been started by another process."""
-        return self._json(self._lib.boxlite_box_info)
+        auto_remove, reason, network ("default", "none", {"allow": [...]} or {"deny": [...]}: the
+        policy in force) and ports (each with host_ip, host_port, guest_port, protocol: while
+        the box runs, as bound, a host port 0 replaced by the one picked; otherwise as asked).
+        The box may have been started by another process."""
+        info = self._json(self._lib.boxlite_box_info)
+        info.ports = [SimpleNamespace(**p) for p in info.ports]
+        return info
 
     def metrics(self) -> SimpleNamespace:
-        """cpu_percent, memory_bytes, commands_executed, exec_errors, boot_duration_ms and vm_pid
-        (zeros and None when the box is not running)."""
+        """cpu_percent, memory_bytes, commands_executed, exec_errors, boot_duration_ms, vm_pid,
+        network_bytes_sent, network_bytes_received (payload bytes over TCP and UDP, DNS excluded)
+        and network_tcp_connections, since the box last started (zeros and None when the box is
+        not running)."""
         return self._json(self._lib.boxlite_box_metrics)
+
+    def set_network(self, network: Network) -> None:
+        """Replaces the box's egress policy: on the running box at once (open connections stay),
+        and for its later starts. `network`: True / None / "default" (everything), {"allow":
+        [...]} or {"deny": [...]}. A network cannot be switched on or off after create: False /
+        "none", or any policy for a box created without a network, raises InvalidArgumentError,
+        as a bad entry does (naming it). Never boots the box."""
+        check(self._lib.boxlite_box_set_network(self._handle(), json.dumps(_network(network)).encode()))
 
     def _json(self, call: Any) -> SimpleNamespace:
         return SimpleNamespace(**_json_result(self._lib, call, self._handle()))
