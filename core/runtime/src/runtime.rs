@@ -704,7 +704,9 @@ impl LiteBox {
     /// running box at once and for its later starts. A box created with network 'none' keeps it.
     pub async fn set_network(&self, network: crate::net::Network) -> Result<()> {
         network.validate()?;
-        let rec = self.info()?;
+        // Held through the update: a start in progress (in any process) reads the policy under it.
+        let _lock = BoxLock::lock(&self.rt.box_dir(&self.id)).await?;
+        let rec = self.rt.record_locked(&self.id)?;
         if !rec.options.network.enabled() || !network.enabled() {
             return Err(Error::InvalidArgument(
                 "a box's network cannot be switched on or off after it is created; set its policy (allow/deny lists) instead".into(),

@@ -196,6 +196,65 @@ async fn whatever_is_killed_callers_hear_what_died_and_the_box_recovers() {
     rt.remove(b.id(), true).await.unwrap();
 }
 
+/// The process of this box whose command is `comm` (as /proc/PID/comm shows it).
+fn process_named(rt: &Runtime, id: &str, comm: &str) -> Option<u32> {
+    processes_of(rt, id).into_iter().find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+}
+
+/// While the box boots, its VM, its supervisor or its network helper is killed; then its network
+/// helper is killed while a command streams. Each time the caller hears what died within a
+/// second, the record says failed with that reason, nothing is left, and the box starts again.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_while_it_boots_or_when_its_network_helper_dies() {
+    let _serial = serial();
+    let rt = common::runtime();
+    let b = rt.create(BoxOptions::new("busybox:latest")).await.unwrap();
+    assert_eq!(sh(&b, "echo kept > /root/kept.txt && sync && echo ok").await, "ok\n");
+    b.stop().await.unwrap();
+    // comm is cut to 15 bytes: qemu-system-x86_64 shows as qemu-system-x86.
+    for (victim, named) in [("qemu-system-x86", "VM process"), ("boxlite-shim", "supervisor"), ("boxlite-net", "network helper")] {
+        let booting = tokio::spawn({
+            let b = b.clone();
+            async move { b.start().await }
+        });
+        let mut pid = None;
+        wait_until(&format!("{victim} runs"), Duration::from_secs(10), || {
+            pid = process_named(&rt, b.id(), victim);
+            pid.is_some()
+        })
+        .await;
+        // SAFETY: kills a process of this box.
+        unsafe { libc::kill(pid.unwrap() as i32, libc::SIGKILL) };
+        let killed = Instant::now();
+        let err = booting.await.unwrap().expect_err(&format!("{victim} killed while booting, yet the start succeeded"));
+        assert!(killed.elapsed() < Duration::from_millis(1500), "{victim}: the error took {:?}: {err}", killed.elapsed());
+        assert!(err.to_string().contains(named), "{victim}: {err}");
+        let info = b.info().unwrap();
+        assert_eq!(info.status, BoxStatus::Failed, "{victim}: {info:?}");
+        assert!(info.reason.as_deref().unwrap_or_default().contains(named), "{victim}: {info:?}");
+        wait_until("no process of the box is left", Duration::from_secs(5), || processes_of(&rt, b.id()).is_empty()).await;
+    }
+    // Mid-exec, with output streaming.
+    let mut ex = b.exec(ExecCommand::new("sh", ["-c", "while true; do echo tick; sleep 0.05; done"])).await.unwrap();
+    let mut stdout = ex.stdout.take().unwrap();
+    assert!(stdout.next().await.is_some());
+    let helper = process_named(&rt, b.id(), "boxlite-net").expect("a running box has a network helper");
+    // SAFETY: kills a process of this box.
+    unsafe { libc::kill(helper as i32, libc::SIGKILL) };
+    let killed = Instant::now();
+    while stdout.next().await.is_some() {}
+    let err = ex.wait().await.err().expect("the command cannot finish normally");
+    assert!(killed.elapsed() < Duration::from_millis(1500), "the error took {:?}: {err}", killed.elapsed());
+    assert!(err.to_string().contains("network helper"), "{err}");
+    // The box is stopped cleanly (its writes synced) before it is recorded failed.
+    wait_until("the box is recorded failed", Duration::from_secs(10), || b.info().unwrap().status == BoxStatus::Failed).await;
+    let info = b.info().unwrap();
+    assert!(info.reason.as_deref().unwrap_or_default().contains("network helper"), "{info:?}");
+    wait_until("no process of the box is left", Duration::from_secs(5), || processes_of(&rt, b.id()).is_empty()).await;
+    assert_eq!(sh(&b, "cat /root/kept.txt").await, "kept\n");
+    rt.remove(b.id(), true).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_box_stops_itself_and_an_auto_remove_box_goes_away() {
     let _serial = serial();

@@ -40,6 +40,9 @@ pub struct Shared {
     cpu_sample: Mutex<(Instant, u64)>,
     /// The network helper's control socket, for a box with a network.
     net_control: Option<std::path::PathBuf>,
+    /// Why the box is failing (a helper it needs died): running commands end with this error
+    /// instead of the exit the shutdown gives them, and new calls are refused with it.
+    failure: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -68,7 +71,13 @@ impl Shared {
             last_activity: AtomicU64::new(started_at),
             cpu_sample: Mutex::new((Instant::now(), vm_cpu_micros(vm_pid))),
             net_control,
+            failure: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Marks the box failing for `reason`, before the supervisor stops it.
+    pub fn fail(&self, reason: String) {
+        let _ = self.failure.set(reason);
     }
 
     fn touch(&self) {
@@ -118,6 +127,9 @@ async fn handle(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) 
         // Stops go through the supervisor, which records them and ends the VM in order.
         return Ok(status_response(tonic::Status::permission_denied("stop the box through its supervisor (Shim.Stop)")));
     }
+    if let Some(reason) = shared.failure.get() {
+        return Ok(status_response(tonic::Status::unavailable(reason.clone())));
+    }
     let exec = path == EXEC_PATH;
     if exec {
         shared.commands.fetch_add(1, Ordering::Relaxed);
@@ -130,7 +142,7 @@ async fn handle(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) 
         Err(e) => Err(e),
     };
     match resp {
-        Ok(resp) if exec => Ok(resp.map(|body| TonicBody::new(ExecBody { inner: body, shared, first: true }))),
+        Ok(resp) if exec => Ok(resp.map(|body| TonicBody::new(ExecBody { inner: body, shared, first: true, failed: false }))),
         Ok(resp) => Ok(resp),
         Err(e) => {
             if exec {
@@ -147,11 +159,13 @@ fn status_response(status: tonic::Status) -> http::Response<TonicBody> {
 }
 
 /// An exec's response body: counts a command that could not start (its first message is
-/// `spawn_error`) and marks the exec finished when the stream ends or is dropped.
+/// `spawn_error`), marks the exec finished when the stream ends or is dropped, and ends the stream
+/// with the box's failure (as gRPC trailers) once it is failing.
 struct ExecBody {
     inner: TonicBody,
     shared: Arc<Shared>,
     first: bool,
+    failed: bool,
 }
 
 impl Body for ExecBody {
@@ -159,6 +173,15 @@ impl Body for ExecBody {
     type Error = tonic::Status;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        if let Some(reason) = self.shared.failure.get().cloned() {
+            self.failed = true;
+            let mut trailers = http::HeaderMap::new();
+            let _ = tonic::Status::unavailable(reason).add_header(&mut trailers);
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let (true, Some(data)) = (self.first, frame.data_ref()) {
@@ -172,7 +195,7 @@ impl Body for ExecBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.failed || self.inner.is_end_stream()
     }
 }
 

@@ -153,6 +153,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     let ready = tokio::select! {
         guest = connect_when_ready(&cfg.agent_socket) => Ok(guest),
         status = vm.wait() => Err(format!("the VM process {}", describe(&status))),
+        (pid, status) = helper_exit(&mut net) => Err(format!("the box's network helper (pid {pid}) {}", describe(&status))),
         _ = tokio::time::sleep(timeout) => Err(format!("the guest did not answer within {} ms (ready_timeout_ms)", timeout.as_millis())),
     };
     let listener = ready.and_then(|guest| {
@@ -216,6 +217,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
             (BoxStatus::Stopped, reason)
         }
         End::HelperDied(reason) => {
+            shared.fail(reason.clone());
             record(BoxStatus::Stopping, StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), ..Default::default() });
             stop_vm(&mut vm, &guest, false, &cfg, &mut stop_rx).await;
             (BoxStatus::Failed, Some(reason))
