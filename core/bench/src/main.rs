@@ -294,6 +294,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     results.insert("idle_box_rss_mib".into(), json!(rss_kib(pid) / 1024));
     let shim = info.shim_pid.ok_or("running box has no supervisor")?;
     results.insert("shim_rss_kib".into(), json!(rss_kib(shim)));
+    // Most of that RSS is the binary's pages, shared by every box's supervisor; this is its own.
+    results.insert("shim_private_kib".into(), json!(status_kib(shim, "RssAnon:")));
     let helper = child_named(shim, "boxlite-net").ok_or("the box's supervisor has no network helper")?;
     results.insert("net_helper_rss_kib".into(), json!(rss_kib(helper)));
     results.insert("net_helper_private_kib".into(), json!(status_kib(helper, "RssAnon:")));
