@@ -228,6 +228,14 @@ boxlite_result boxlite_box_remove(boxlite_box *b, bool force);
 // `b` is NULL or a live box handle; `out` is NULL or writable.
 boxlite_result boxlite_box_info(const boxlite_box *b, char **out);
 
+// Every box of the runtime's home, oldest first, as a JSON array of the objects
+// `boxlite_box_info` gives, each with its current status (boxes of other processes included).
+// `out` receives a string to free with `boxlite_string_free`. Never boots a box. Any thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; `out` is NULL or writable.
+boxlite_result boxlite_boxes_list(const boxlite_runtime *rt, char **out);
+
 // The box's metrics as a JSON object: `"cpu_percent"` (VM CPU since the previous sample, percent
 // of one core), `"memory_bytes"` (the VM process's resident memory), `"commands_executed"` and
 // `"exec_errors"` (since the box last started, from any process), `"boot_duration_ms"`,
@@ -260,7 +268,7 @@ boxlite_result boxlite_box_metrics(boxlite_box *b, char **out);
 boxlite_result boxlite_box_set_network(boxlite_box *b, const char *network_json);
 
 // Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`,
-// `boxlite_images_list`, `boxlite_image_remove`, `boxlite_images_prune`). NULL is a no-op.
+// `boxlite_boxes_list`, `boxlite_runtime_metrics`, `boxlite_images_list`, `boxlite_image_remove`, `boxlite_images_prune`). NULL is a no-op.
 //
 // # Safety
 // `s` is NULL or a string from this library, not yet freed.
@@ -408,6 +416,24 @@ boxlite_result boxlite_exec_wait(boxlite_exec *exec,
                                  int *signal,
                                  bool *timed_out);
 
+// A file descriptor for waiting on the command from an event loop (poll, epoll, asyncio's
+// `add_reader`) instead of blocking a thread in `boxlite_exec_read` or `boxlite_exec_wait`.
+//
+// The fd becomes readable when output arrives on either stream, when a stream ends, and when the
+// command ends. Each event writes a byte; drain them (`read` until `EAGAIN`: the fd is
+// non-blocking), then take what is there with `timeout_ms` 0: `boxlite_exec_read` on each stream
+// until it returns `BOXLITE_ERR_TIMEOUT` (nothing more now) or 0 bytes (its end), and
+// `boxlite_exec_wait`, which returns `BOXLITE_ERR_TIMEOUT` while the command runs. Draining
+// before reading means no event is missed: one that comes later makes the fd readable again.
+//
+// `fd`: receives the descriptor on success. It belongs to `exec`: do not close it;
+// `boxlite_exec_free` does (remove it from the event loop first). The same fd every call.
+// Any thread.
+//
+// # Safety
+// `exec` is NULL or a live exec handle; `fd` is NULL or writable.
+boxlite_result boxlite_exec_notify_fd(const boxlite_exec *exec, int *fd);
+
 // Frees an exec handle. NULL is a no-op. A command still running goes on (kill it first if it
 // should not); output not read is discarded. Do not use `exec` again, nor free it while another
 // thread uses it.
@@ -523,6 +549,16 @@ void boxlite_runtime_free(boxlite_runtime *rt);
 boxlite_result boxlite_runtime_pull(boxlite_runtime *rt,
                                     const char *reference,
                                     const boxlite_canceller *canceller);
+
+// The runtime's metrics as a JSON object: `"boxes_created_total"`, `"boxes_failed_total"`
+// (creates and starts that failed), `"total_commands_executed"` and `"total_exec_errors"`
+// (commands that could not start), counted by this runtime since `boxlite_runtime_new`, and
+// `"num_running_boxes"` (boxes of the home running now, started by any process). `out` receives
+// a string to free with `boxlite_string_free`. Any thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; `out` is NULL or writable.
+boxlite_result boxlite_runtime_metrics(const boxlite_runtime *rt, char **out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -209,6 +210,67 @@ static void info_and_metrics_describe_the_running_box(void) {
   boxlite_string_free(info);
   boxlite_string_free(metrics);
   boxlite_string_free(NULL);
+}
+
+/* An event loop's way: poll the notify fd, drain it, then take output and the status with zero
+ * timeouts. No thread blocks in a read or a wait. */
+static void the_notify_fd_wakes_a_poll_loop_for_output_and_the_end(void) {
+  const char *argv[] = {"sh", "-c", "echo first; sleep 0.5; echo second >&2; exit 4"};
+  boxlite_exec *exec = NULL;
+  CHECK_OK(boxlite_box_exec(box, argv, 3, NULL, &exec));
+  if (!exec) return;
+  int fd = -1, again = -2;
+  CHECK_OK(boxlite_exec_notify_fd(exec, &fd));
+  CHECK_OK(boxlite_exec_notify_fd(exec, &again));
+  CHECK(fd >= 0 && fd == again);
+  CHECK_RESULT(boxlite_exec_notify_fd(exec, NULL), BOXLITE_ERR_NULL_POINTER);
+  bytes out = {0}, err = {0};
+  bool out_done = false, err_done = false, ended = false;
+  int exit_code = -1, sig = -1, wakeups = 0;
+  bool timed_out = true;
+  uint8_t buf[4096];
+  while (!(out_done && err_done && ended) && wakeups < 100) {
+    struct pollfd p = {fd, POLLIN, 0};
+    CHECK(poll(&p, 1, 10000) == 1); /* every event arrives well within 10 s */
+    wakeups++;
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+    CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+    for (int s = 0; s < 2; s++) {
+      bool *done = s ? &err_done : &out_done;
+      for (size_t n = 1; !*done;) {
+        boxlite_result r = boxlite_exec_read(exec, s ? BOXLITE_STDERR : BOXLITE_STDOUT, buf, sizeof buf, 0, &n);
+        if (r == BOXLITE_ERR_TIMEOUT) break;
+        CHECK_OK(r);
+        if (r != BOXLITE_OK || n == 0) *done = true;
+        else append(s ? &err : &out, buf, n);
+      }
+    }
+    boxlite_result w = boxlite_exec_wait(exec, 0, &exit_code, &sig, &timed_out);
+    if (w == BOXLITE_OK) ended = true;
+    else CHECK_RESULT(w, BOXLITE_ERR_TIMEOUT);
+  }
+  CHECK(out_done && err_done && ended);
+  CHECK(strcmp(text(&out), "first\n") == 0);
+  CHECK(strcmp(text(&err), "second\n") == 0);
+  CHECK(exit_code == 4 && sig == 0 && !timed_out);
+  CHECK(wakeups >= 2); /* "first" and the end are half a second apart */
+  free(out.data);
+  free(err.data);
+  boxlite_exec_free(exec);
+}
+
+static void the_runtime_lists_its_boxes_and_counts_them(void) {
+  char *list = NULL, *metrics = NULL;
+  CHECK_OK(boxlite_boxes_list(rt, &list));
+  CHECK(list && list[0] == '[' && strstr(list, "\"name\":\"c-tests\"") && strstr(list, "\"status\":\"running\""));
+  CHECK_OK(boxlite_runtime_metrics(rt, &metrics));
+  CHECK(metrics && strstr(metrics, "\"num_running_boxes\":") && strstr(metrics, "\"boxes_created_total\":"));
+  CHECK(metrics && !strstr(metrics, "\"total_commands_executed\":0,"));
+  CHECK_RESULT(boxlite_boxes_list(NULL, &list), BOXLITE_ERR_NULL_POINTER);
+  CHECK_RESULT(boxlite_runtime_metrics(rt, NULL), BOXLITE_ERR_NULL_POINTER);
+  boxlite_string_free(list);
+  boxlite_string_free(metrics);
 }
 
 static void exit_codes_are_results(void) {
@@ -469,6 +531,8 @@ int main(void) {
   RUN(a_box_is_created_and_found_by_name_and_id);
   RUN(echo_prints_hi);
   RUN(info_and_metrics_describe_the_running_box);
+  RUN(the_notify_fd_wakes_a_poll_loop_for_output_and_the_end);
+  RUN(the_runtime_lists_its_boxes_and_counts_them);
   RUN(exit_codes_are_results);
   RUN(stdout_and_stderr_are_separate);
   RUN(env_and_working_dir_layer_image_box_and_exec);

@@ -234,16 +234,37 @@ pub unsafe extern "C" fn boxlite_box_info(b: *const boxlite_box, out: *mut *mut 
         // SAFETY (both): forwarded from this function's contract.
         let b = unsafe { handle(b.cast_mut(), "box")? };
         let out = unsafe { out_param(out, "out")? };
-        let rec = b.lite.info()?;
-        let ports = if rec.status == boxlite::BoxStatus::Running { &rec.ports } else { &rec.options.ports };
-        let info = serde_json::json!({
-            "id": rec.id, "name": rec.name, "image": rec.image.reference, "status": rec.status,
-            "pid": rec.pid, "cpus": rec.options.cpus, "memory_mib": rec.options.memory_mib,
-            "created_at": rec.created_at, "started_at": rec.started_at, "detach": rec.options.detach,
-            "auto_remove": rec.options.auto_remove, "reason": rec.reason,
-            "network": NetworkConfig::from(&rec.options.network), "ports": ports,
-        });
-        *out = json_string(&info)?;
+        *out = json_string(&info_json(&b.lite.info()?))?;
+        Ok(())
+    })
+}
+
+/// A box's record as `boxlite_box_info` and `boxlite_boxes_list` report it.
+fn info_json(rec: &boxlite::BoxRecord) -> serde_json::Value {
+    let ports = if rec.status == boxlite::BoxStatus::Running { &rec.ports } else { &rec.options.ports };
+    serde_json::json!({
+        "id": rec.id, "name": rec.name, "image": rec.image.reference, "status": rec.status,
+        "pid": rec.pid, "cpus": rec.options.cpus, "memory_mib": rec.options.memory_mib,
+        "created_at": rec.created_at, "started_at": rec.started_at, "detach": rec.options.detach,
+        "auto_remove": rec.options.auto_remove, "reason": rec.reason,
+        "network": NetworkConfig::from(&rec.options.network), "ports": ports,
+    })
+}
+
+/// Every box of the runtime's home, oldest first, as a JSON array of the objects
+/// `boxlite_box_info` gives, each with its current status (boxes of other processes included).
+/// `out` receives a string to free with `boxlite_string_free`. Never boots a box. Any thread.
+///
+/// # Safety
+/// `rt` is NULL or a live runtime; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_boxes_list(rt: *const boxlite_runtime, out: *mut *mut c_char) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (both): forwarded from this function's contract.
+        let ctx = unsafe { context(rt)? };
+        let out = unsafe { out_param(out, "out")? };
+        let boxes: Vec<_> = ctx.runtime.list()?.iter().map(info_json).collect();
+        *out = json_string(&boxes)?;
         Ok(())
     })
 }
@@ -300,7 +321,7 @@ pub unsafe extern "C" fn boxlite_box_set_network(b: *mut boxlite_box, network_js
 }
 
 /// Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`,
-/// `boxlite_images_list`, `boxlite_image_remove`, `boxlite_images_prune`). NULL is a no-op.
+/// `boxlite_boxes_list`, `boxlite_runtime_metrics`, `boxlite_images_list`, `boxlite_image_remove`, `boxlite_images_prune`). NULL is a no-op.
 ///
 /// # Safety
 /// `s` is NULL or a string from this library, not yet freed.

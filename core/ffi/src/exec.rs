@@ -4,6 +4,10 @@
 //! (`BUFFER_BYTES`), so a caller may read stdout to the end while stderr collects, and a guest
 //! that writes without end cannot grow host memory past the bound: once a buffer is full the
 //! command stalls until the caller reads (pipe semantics).
+//!
+//! An event loop (asyncio, epoll, libuv) waits for an exec without a thread per call: the exec's
+//! notify fd (`boxlite_exec_notify_fd`) becomes readable whenever output arrives, a stream ends
+//! or the command ends, and reads and waits with a zero timeout then take what is there.
 
 use crate::args::{free_handle, handle, options, out_param, string, timeout};
 use crate::boxes::boxlite_box;
@@ -13,6 +17,9 @@ use boxlite::{ExecCommand, ExecControl, ExitStatus, OutputStream, Stdin};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -39,6 +46,27 @@ pub struct boxlite_exec {
     control: ExecControl,
     /// Set once, when the command ends.
     status: watch::Receiver<Option<Result<ExitStatus, Failure>>>,
+    /// The reading end of the notifier's socket pair: the fd of `boxlite_exec_notify_fd`.
+    notify_fd: UnixStream,
+}
+
+/// Wakes whoever waits on the exec's notify fd: one byte per event on a non-blocking socket.
+/// A full socket buffer drops the byte, which loses nothing: the fd is readable already.
+#[derive(Clone)]
+struct Notifier(Arc<UnixStream>);
+
+impl Notifier {
+    /// The notifier and the reading end its bytes arrive at, both non-blocking.
+    fn pair() -> std::io::Result<(Notifier, UnixStream)> {
+        let (tx, rx) = UnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        rx.set_nonblocking(true)?;
+        Ok((Notifier(Arc::new(tx)), rx))
+    }
+
+    fn notify(&self) {
+        let _ = (&*self.0).write(&[1]);
+    }
 }
 
 /// The reading end of one stream's buffer.
@@ -58,8 +86,9 @@ fn room_for(chunk: &[u8]) -> u32 {
 }
 
 impl OutputBuffer {
-    /// Starts the pump of `stream`; must run inside the tokio runtime.
-    fn pump(mut stream: OutputStream) -> Self {
+    /// Starts the pump of `stream`, which notifies `notifier` of each chunk and of the end; must
+    /// run inside the tokio runtime.
+    fn pump(mut stream: OutputStream, notifier: Notifier) -> Self {
         let (tx, chunks) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(BUFFER_BYTES));
         let pump_room = room.clone();
@@ -74,7 +103,10 @@ impl OutputBuffer {
                 if tx.send(chunk).is_err() {
                     break;
                 }
+                notifier.notify();
             }
+            drop(tx); // before the notification, so that a reader woken by it sees the end
+            notifier.notify();
         });
         OutputBuffer { chunks, room, chunk: Vec::new(), offset: 0 }
     }
@@ -170,6 +202,8 @@ pub unsafe extern "C" fn boxlite_box_exec(
             timeout: config.timeout_ms.map(Duration::from_millis),
             tty: config.tty,
         };
+        let (notifier, notify_fd) = Notifier::pair()
+            .map_err(|e| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, format!("cannot make the exec's notify fd: {e}")))?;
         let lite = b.lite.clone();
         let exec = b.ctx.run(async move {
             let mut execution = lite.exec(command).await?;
@@ -179,10 +213,12 @@ pub unsafe extern "C" fn boxlite_box_exec(
             };
             let control = execution.control();
             let (status_tx, status) = watch::channel(None);
+            let (stdout, stderr) = (OutputBuffer::pump(stdout, notifier.clone()), OutputBuffer::pump(stderr, notifier.clone()));
             tokio::spawn(async move {
                 let _ = status_tx.send(Some(execution.wait().await.map_err(Failure::from)));
+                notifier.notify();
             });
-            Ok((OutputBuffer::pump(stdout), OutputBuffer::pump(stderr), stdin, control, status))
+            Ok((stdout, stderr, stdin, control, status))
         })?;
         b.ctx.set_booted(b.lite.id(), true);
         let (stdout, stderr, stdin, control, status) = exec;
@@ -193,6 +229,7 @@ pub unsafe extern "C" fn boxlite_box_exec(
             stdin: Mutex::new(Some(stdin)),
             control,
             status,
+            notify_fd,
         }));
         Ok(())
     })
@@ -356,6 +393,33 @@ pub unsafe extern "C" fn boxlite_exec_wait(
         *exit_code = status.exit_code();
         *signal = status.signal.unwrap_or(0);
         *timed_out = status.timed_out;
+        Ok(())
+    })
+}
+
+/// A file descriptor for waiting on the command from an event loop (poll, epoll, asyncio's
+/// `add_reader`) instead of blocking a thread in `boxlite_exec_read` or `boxlite_exec_wait`.
+///
+/// The fd becomes readable when output arrives on either stream, when a stream ends, and when the
+/// command ends. Each event writes a byte; drain them (`read` until `EAGAIN`: the fd is
+/// non-blocking), then take what is there with `timeout_ms` 0: `boxlite_exec_read` on each stream
+/// until it returns `BOXLITE_ERR_TIMEOUT` (nothing more now) or 0 bytes (its end), and
+/// `boxlite_exec_wait`, which returns `BOXLITE_ERR_TIMEOUT` while the command runs. Draining
+/// before reading means no event is missed: one that comes later makes the fd readable again.
+///
+/// `fd`: receives the descriptor on success. It belongs to `exec`: do not close it;
+/// `boxlite_exec_free` does (remove it from the event loop first). The same fd every call.
+/// Any thread.
+///
+/// # Safety
+/// `exec` is NULL or a live exec handle; `fd` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_exec_notify_fd(exec: *const boxlite_exec, fd: *mut c_int) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (both): forwarded from this function's contract.
+        let exec = unsafe { handle(exec, "exec")? };
+        let fd = unsafe { out_param(fd, "fd")? };
+        *fd = exec.notify_fd.as_raw_fd();
         Ok(())
     })
 }

@@ -280,6 +280,25 @@ pub unsafe extern "C" fn boxlite_runtime_pull(
     })
 }
 
+/// The runtime's metrics as a JSON object: `"boxes_created_total"`, `"boxes_failed_total"`
+/// (creates and starts that failed), `"total_commands_executed"` and `"total_exec_errors"`
+/// (commands that could not start), counted by this runtime since `boxlite_runtime_new`, and
+/// `"num_running_boxes"` (boxes of the home running now, started by any process). `out` receives
+/// a string to free with `boxlite_string_free`. Any thread.
+///
+/// # Safety
+/// `rt` is NULL or a live runtime; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_runtime_metrics(rt: *const boxlite_runtime, out: *mut *mut c_char) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (both): forwarded from this function's contract.
+        let ctx = unsafe { context(rt)? };
+        let out = unsafe { out_param(out, "out")? };
+        *out = crate::boxes::json_string(&ctx.runtime.metrics()?)?;
+        Ok(())
+    })
+}
+
 /// The runtime behind `rt`.
 ///
 /// # Safety
