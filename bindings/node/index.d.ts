@@ -19,8 +19,13 @@ export declare class Box {
   stop(): Promise<void>
   /** Ends the VM at once, without syncing the guest's writes; the disk is kept. */
   kill(): Promise<void>
-  /** CPU, memory and command counters; zeros when the box is not running. */
+  /** CPU, memory, command and network counters; zeros when the box is not running. */
   metrics(): Promise<BoxMetrics>
+  /**
+   * Replaces the egress policy (`default`, `allow` or `deny`), at once on a running box and for
+   * its later starts. A network cannot be switched on or off after create.
+   */
+  setNetwork(options: NetworkOptions): Promise<void>
   /** Starts `argv` in the box (booting it first if needed). */
   exec(argv: Array<string>, options?: ExecOptions | undefined | null, cancel?: CancelToken | undefined | null): Promise<Execution>
 }
@@ -101,6 +106,13 @@ export interface BoxInfo {
   autoRemove: boolean
   /** Why the box failed (or how it last stopped). */
   reason?: string
+  /** The network and its current policy. */
+  network: NetworkOptions
+  /**
+   * The published ports as last bound (host port 0 replaced by the one picked); empty until
+   * the box first starts.
+   */
+  ports: Array<PortBinding>
 }
 
 export interface BoxMetrics {
@@ -115,6 +127,12 @@ export interface BoxMetrics {
   /** VM spawn to a guest that answered, for the current run. */
   bootDurationMs: number
   vmPid?: number
+  /** Payload bytes the box sent (TCP and UDP, published ports included, DNS not), since it last started. */
+  networkBytesSent: number
+  /** Payload bytes the box received, since it last started. */
+  networkBytesReceived: number
+  /** TCP connections opened by or to the box, since it last started. */
+  networkTcpConnections: number
 }
 
 export interface BoxOptions {
@@ -132,6 +150,10 @@ export interface BoxOptions {
   autoStopMs?: number
   /** Remove the box (record and disk) once it has stopped. */
   autoRemove?: boolean
+  /** Default: outbound to everything. */
+  network?: NetworkOptions
+  /** Box ports published on the host. */
+  ports?: Array<PortOptions>
 }
 
 export interface ExecOptions {
@@ -156,6 +178,34 @@ export interface ImageInfo {
   layers: number
   sizeBytes: number
   pulledAtMs: number
+}
+
+/**
+ * A box's network: `mode` is `default` (outbound to everything), `none` (no NIC), `allow` or
+ * `deny`; `entries` is the allow/deny list (names, `*.name`, IPs, CIDRs).
+ */
+export interface NetworkOptions {
+  mode: 'default' | 'none' | 'allow' | 'deny'
+  entries?: Array<string>
+}
+
+/** A published port as bound. */
+export interface PortBinding {
+  hostIp: string
+  hostPort: number
+  guestPort: number
+  protocol: 'tcp' | 'udp'
+}
+
+/** A box port to publish on the host. */
+export interface PortOptions {
+  /** Default 127.0.0.1. */
+  hostIp?: string
+  /** 0 or absent: any free port (reported in `BoxInfo.ports` once the box runs). */
+  hostPort?: number
+  guestPort: number
+  /** `tcp` (default) or `udp`. */
+  protocol?: 'tcp' | 'udp'
 }
 
 export interface PruneOptions {

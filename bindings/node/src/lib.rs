@@ -25,6 +25,10 @@ impl From<boxlite::Error> for Failure {
 }
 
 impl Failure {
+    fn invalid(message: String) -> Self {
+        boxlite::Error::InvalidArgument(message).into()
+    }
+
     fn aborted(what: &str) -> Self {
         Failure { code: "ABORTED", message: format!("{what} was aborted") }
     }
@@ -123,6 +127,42 @@ pub struct BoxOptions {
     pub auto_stop_ms: Option<u32>,
     /// Remove the box (record and disk) once it has stopped.
     pub auto_remove: Option<bool>,
+    /// Default: outbound to everything.
+    pub network: Option<NetworkOptions>,
+    /// Box ports published on the host.
+    pub ports: Option<Vec<PortOptions>>,
+}
+
+/// A box's network: `mode` is `default` (outbound to everything), `none` (no NIC), `allow` or
+/// `deny`; `entries` is the allow/deny list (names, `*.name`, IPs, CIDRs).
+#[napi(object)]
+pub struct NetworkOptions {
+    #[napi(ts_type = "'default' | 'none' | 'allow' | 'deny'")]
+    pub mode: String,
+    pub entries: Option<Vec<String>>,
+}
+
+/// A box port to publish on the host.
+#[napi(object)]
+pub struct PortOptions {
+    /// Default 127.0.0.1.
+    pub host_ip: Option<String>,
+    /// 0 or absent: any free port (reported in `BoxInfo.ports` once the box runs).
+    pub host_port: Option<u32>,
+    pub guest_port: u32,
+    /// `tcp` (default) or `udp`.
+    #[napi(ts_type = "'tcp' | 'udp'")]
+    pub protocol: Option<String>,
+}
+
+/// A published port as bound.
+#[napi(object)]
+pub struct PortBinding {
+    pub host_ip: String,
+    pub host_port: u32,
+    pub guest_port: u32,
+    #[napi(ts_type = "'tcp' | 'udp'")]
+    pub protocol: String,
 }
 
 #[napi(object)]
@@ -143,6 +183,11 @@ pub struct BoxInfo {
     pub auto_remove: bool,
     /// Why the box failed (or how it last stopped).
     pub reason: Option<String>,
+    /// The network and its current policy.
+    pub network: NetworkOptions,
+    /// The published ports as last bound (host port 0 replaced by the one picked); empty until
+    /// the box first starts.
+    pub ports: Vec<PortBinding>,
 }
 
 #[napi(object)]
@@ -158,6 +203,12 @@ pub struct BoxMetrics {
     /// VM spawn to a guest that answered, for the current run.
     pub boot_duration_ms: f64,
     pub vm_pid: Option<u32>,
+    /// Payload bytes the box sent (TCP and UDP, published ports included, DNS not), since it last started.
+    pub network_bytes_sent: f64,
+    /// Payload bytes the box received, since it last started.
+    pub network_bytes_received: f64,
+    /// TCP connections opened by or to the box, since it last started.
+    pub network_tcp_connections: f64,
 }
 
 #[napi(object)]
@@ -250,7 +301,52 @@ fn box_info(rec: boxlite::BoxRecord) -> BoxInfo {
         detach: rec.options.detach,
         auto_remove: rec.options.auto_remove,
         reason: rec.reason,
+        network: network_options(rec.options.network),
+        ports: rec.ports.into_iter().map(port_binding).collect(),
     }
+}
+
+fn network_options(network: boxlite::Network) -> NetworkOptions {
+    let (mode, entries) = match network {
+        boxlite::Network::Enabled => ("default", None),
+        boxlite::Network::None => ("none", None),
+        boxlite::Network::Allow(list) => ("allow", Some(list)),
+        boxlite::Network::Deny(list) => ("deny", Some(list)),
+    };
+    NetworkOptions { mode: mode.into(), entries }
+}
+
+fn network(options: NetworkOptions) -> Outcome<boxlite::Network> {
+    match (options.mode.as_str(), options.entries) {
+        ("default", None) => Ok(boxlite::Network::Enabled),
+        ("none", None) => Ok(boxlite::Network::None),
+        ("allow", Some(list)) => Ok(boxlite::Network::Allow(list)),
+        ("deny", Some(list)) => Ok(boxlite::Network::Deny(list)),
+        (mode, _) => Err(Failure::invalid(format!(
+            "network mode '{mode}' is not one of default, none (without entries), allow, deny (with entries)"
+        ))),
+    }
+}
+
+fn port_binding(p: boxlite::PortSpec) -> PortBinding {
+    PortBinding { host_ip: p.host_ip, host_port: p.host_port.into(), guest_port: p.guest_port.into(), protocol: p.protocol.to_string() }
+}
+
+fn port_spec(p: PortOptions) -> Outcome<boxlite::PortSpec> {
+    let port = |what: &str, value: u32| {
+        u16::try_from(value).map_err(|_| Failure::invalid(format!("port {}: {what} {value} is not 0 to 65535", p.guest_port)))
+    };
+    let protocol = match p.protocol.as_deref() {
+        None | Some("tcp") => boxlite::Protocol::Tcp,
+        Some("udp") => boxlite::Protocol::Udp,
+        Some(other) => return Err(Failure::invalid(format!("port {}: protocol '{other}' is not tcp or udp", p.guest_port))),
+    };
+    let mut spec = boxlite::PortSpec::tcp(port("hostPort", p.host_port.unwrap_or(0))?, port("guestPort", p.guest_port)?);
+    spec.protocol = protocol;
+    if let Some(ip) = p.host_ip {
+        spec.host_ip = ip;
+    }
+    Ok(spec)
 }
 
 fn box_metrics(m: boxlite::BoxMetrics) -> BoxMetrics {
@@ -261,6 +357,9 @@ fn box_metrics(m: boxlite::BoxMetrics) -> BoxMetrics {
         exec_errors: m.exec_errors as f64,
         boot_duration_ms: m.boot_duration_ms as f64,
         vm_pid: m.vm_pid,
+        network_bytes_sent: m.network_bytes_sent as f64,
+        network_bytes_received: m.network_bytes_received as f64,
+        network_tcp_connections: m.network_tcp_connections as f64,
     }
 }
 
@@ -319,7 +418,7 @@ fn runtime_options(options: RuntimeOptions) -> Outcome<boxlite::RuntimeOptions> 
     })
 }
 
-fn box_options(options: BoxOptions) -> boxlite::BoxOptions {
+fn box_options(options: BoxOptions) -> Outcome<boxlite::BoxOptions> {
     let mut opts = boxlite::BoxOptions::new(options.image);
     opts.name = options.name;
     opts.cpus = options.cpus.unwrap_or(opts.cpus);
@@ -331,7 +430,9 @@ fn box_options(options: BoxOptions) -> boxlite::BoxOptions {
     opts.detach = options.detach.unwrap_or(false);
     opts.auto_stop_ms = options.auto_stop_ms.map(u64::from);
     opts.auto_remove = options.auto_remove.unwrap_or(false);
-    opts
+    opts.network = options.network.map(network).transpose()?.unwrap_or_default();
+    opts.ports = options.ports.unwrap_or_default().into_iter().map(port_spec).collect::<Outcome<_>>()?;
+    Ok(opts)
 }
 
 /// A BoxLite runtime over one home directory.
@@ -363,7 +464,7 @@ impl Runtime {
         let rt = self.inner.clone();
         let token = token_of(cancel);
         promise(env, cancellable(token, "box creation", async move {
-            Ok(JsBox { inner: rt.create(box_options(options)).await? })
+            Ok(JsBox { inner: rt.create(box_options(options)?).await? })
         }))
     }
 
@@ -491,11 +592,19 @@ impl JsBox {
         promise(env, async move { Ok(b.kill().await?) })
     }
 
-    /// CPU, memory and command counters; zeros when the box is not running.
+    /// CPU, memory, command and network counters; zeros when the box is not running.
     #[napi(ts_return_type = "Promise<BoxMetrics>")]
     pub fn metrics<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, BoxMetrics>> {
         let b = self.inner.clone();
         promise(env, async move { Ok(box_metrics(b.metrics().await?)) })
+    }
+
+    /// Replaces the egress policy (`default`, `allow` or `deny`), at once on a running box and for
+    /// its later starts. A network cannot be switched on or off after create.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn set_network<'env>(&self, env: &'env Env, options: NetworkOptions) -> Result<PromiseRaw<'env, ()>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(b.set_network(network(options)?).await?) })
     }
 
     /// Starts `argv` in the box (booting it first if needed).

@@ -11,6 +11,8 @@ import type {
   ExitResult,
   ImageInfo,
   ImageRemoveOptions,
+  NetworkOptions,
+  PortBinding,
   PruneOptions,
   PullOptions,
   PullProgress,
@@ -19,7 +21,7 @@ import type {
   RuntimeMetrics,
   RuntimeOptions,
 } from './types'
-import { optionalCount, stringRecord } from './validate'
+import { networkOption, optionalCount, portOptions, stringRecord, type NativeNetwork } from './validate'
 
 type NativeBoxInfo = Awaited<ReturnType<NativeBox['info']>>
 type NativeImageInfo = Awaited<ReturnType<NativeRuntime['pull']>>
@@ -39,6 +41,19 @@ function boxInfo(info: NativeBoxInfo): BoxInfo {
     detach: info.detach,
     autoRemove: info.autoRemove,
     reason: info.reason ?? null,
+    network: network(info.network),
+    ports: info.ports.map((p): PortBinding => ({ hostPort: p.hostPort, guestPort: p.guestPort, protocol: p.protocol, hostIp: p.hostIp })),
+  }
+}
+
+function network(native: NativeNetwork): NetworkOptions {
+  switch (native.mode) {
+    case 'allow':
+      return { allow: native.entries ?? [] }
+    case 'deny':
+      return { deny: native.entries ?? [] }
+    default:
+      return native.mode
   }
 }
 
@@ -103,6 +118,8 @@ export class Runtime {
       detach: options.detach,
       autoStopMs: optionalCount('autoStopMs', options.autoStopMs),
       autoRemove: options.autoRemove,
+      network: networkOption('network', options.network),
+      ports: portOptions(options.ports),
     }
     const created = await cancellable(options.signal, 'box creation', (token) => this.#native.create(nativeOptions, token))
     return new Box(created, this)
@@ -236,7 +253,7 @@ export class Box {
     await coded(() => this.#native.kill())
   }
 
-  /** CPU, memory and command figures of the running box; zeros when it is not running. */
+  /** CPU, memory, command and network figures of the running box; zeros when it is not running. */
   async metrics(): Promise<BoxMetrics> {
     const m = await coded(() => this.#native.metrics())
     return {
@@ -245,7 +262,21 @@ export class Box {
       commandsExecuted: m.commandsExecuted,
       execErrors: m.execErrors,
       bootDurationMs: m.bootDurationMs,
+      networkBytesSent: m.networkBytesSent,
+      networkBytesReceived: m.networkBytesReceived,
+      networkTcpConnections: m.networkTcpConnections,
     }
+  }
+
+  /**
+   * Replaces the egress policy: `'default'` (everything), `{ allow }` or `{ deny }`. It applies at
+   * once to new connections of a running box (open ones stay) and to its later starts. A box's
+   * network cannot be switched on or off after create (`'none'` either way is `INVALID_ARGUMENT`).
+   */
+  async setNetwork(network: NetworkOptions): Promise<void> {
+    const native = networkOption('network', network)
+    if (!native) throw new BoxliteError('INVALID_ARGUMENT', 'setNetwork needs a network')
+    await coded(() => this.#native.setNetwork(native))
   }
 
   /** Removes the box and its disk; see `Runtime.remove`. */

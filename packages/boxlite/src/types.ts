@@ -22,6 +22,35 @@ export interface RuntimeOptions {
   assetsDir?: string
 }
 
+/**
+ * A box's network. `'default'`: outbound to everything, the host's 127.0.0.1 reachable as
+ * `host.docker.internal` / `host.boxlite.internal`. `'none'`: no NIC, only loopback.
+ * `{ allow }`: outbound only to these; `{ deny }`: to everything but these. Entries are host
+ * names (exactly that name), `*.example.com` (its subdomains), IP addresses or CIDRs; the policy
+ * is enforced on the host, at DNS and at each new connection.
+ */
+export type NetworkOptions = 'default' | 'none' | { allow: string[] } | { deny: string[] }
+
+/** A box port published on the host. */
+export interface PortOptions {
+  /** Host port; 0 or absent picks a free one (see `info().ports`). */
+  hostPort?: number
+  /** Port inside the box, 1 to 65535. */
+  guestPort: number
+  /** Default `tcp`. */
+  protocol?: 'tcp' | 'udp'
+  /** Host address to listen on; default `127.0.0.1` (use `0.0.0.0` to listen on every address). */
+  hostIp?: string
+}
+
+/** A published port as bound: `hostPort` is the port actually listened on. */
+export interface PortBinding {
+  hostPort: number
+  guestPort: number
+  protocol: 'tcp' | 'udp'
+  hostIp: string
+}
+
 export interface BoxOptions {
   /** Registry reference (`python:slim`, `127.0.0.1:5000/busybox:latest`), `oci:DIR[:tag]` or `oci-archive:FILE[:tag]`. */
   image: string
@@ -49,6 +78,13 @@ export interface BoxOptions {
   autoStopMs?: number
   /** Remove the box (record and disk) once it has stopped. */
   autoRemove?: boolean
+  /** Default `'default'` (outbound to everything). Change the policy later with `box.setNetwork()`. */
+  network?: NetworkOptions
+  /**
+   * Box ports published on the host. A fixed `hostPort` already in use fails the create
+   * (`INVALID_ARGUMENT`, naming it). Needs a network (not `'none'`).
+   */
+  ports?: PortOptions[]
   /** Cancels the creation (image pull included). */
   signal?: AbortSignal
 }
@@ -77,6 +113,13 @@ export interface BoxInfo {
   autoRemove: boolean
   /** Why the box failed (or how it last stopped). */
   reason: string | null
+  /** The network and its current policy (as last set by `setNetwork`). */
+  network: NetworkOptions
+  /**
+   * The published ports as last bound, `hostPort` being the one picked for 0; empty until the
+   * box first starts.
+   */
+  ports: PortBinding[]
 }
 
 /** One box's figures; zeros when it is not running. */
@@ -91,6 +134,12 @@ export interface BoxMetrics {
   execErrors: number
   /** Milliseconds from VM spawn to a guest that answered, for the current run. */
   bootDurationMs: number
+  /** Payload bytes the box sent over TCP and UDP (published ports included, DNS not), since it last started. */
+  networkBytesSent: number
+  /** Payload bytes the box received over TCP and UDP (published ports included, DNS not), since it last started. */
+  networkBytesReceived: number
+  /** TCP connections opened by or to the box, since it last started. */
+  networkTcpConnections: number
 }
 
 /** Counters of one `Runtime` (this process's use of its home). */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { optionalCount, stringRecord } from './validate'
+import type { NetworkOptions, PortOptions } from './types'
+import { networkOption, optionalCount, portOptions, stringRecord } from './validate'
 
 describe('option checks', () => {
   it('accepts whole numbers and undefined', () => {
@@ -15,5 +16,41 @@ describe('option checks', () => {
   it('rejects non-string env values by key', () => {
     expect(() => stringRecord('env', { A: 1 as unknown as string })).toThrow(/env\.A must be a string, got number/)
     expect(stringRecord('env', { A: '1' })).toEqual({ A: '1' })
+  })
+})
+
+describe('network checks', () => {
+  it('turns each form into the addon\'s mode and entries', () => {
+    expect(networkOption('network', undefined)).toBeUndefined()
+    expect(networkOption('network', 'default')).toEqual({ mode: 'default' })
+    expect(networkOption('network', 'none')).toEqual({ mode: 'none' })
+    expect(networkOption('network', { allow: ['pypi.org', '10.0.0.0/8'] })).toEqual({ mode: 'allow', entries: ['pypi.org', '10.0.0.0/8'] })
+    expect(networkOption('network', { deny: [] })).toEqual({ mode: 'deny', entries: [] })
+  })
+
+  it('refuses other shapes with INVALID_ARGUMENT, showing what was given', () => {
+    const bad = (value: unknown) => () => networkOption('network', value as NetworkOptions)
+    expect(bad('off')).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringContaining("got 'off'") }))
+    expect(bad({ allow: ['a'], deny: ['b'] })).toThrow(/network must be .*got \{"allow":\["a"\],"deny":\["b"\]\}/)
+    expect(bad({ allow: 'pypi.org' })).toThrow(/network\.allow must be an array of strings/)
+    expect(bad({ deny: ['ok', 7] })).toThrow(/network\.deny\[1\] must be a string, got number/)
+    expect(bad(null)).toThrow(/got null/)
+  })
+})
+
+describe('port checks', () => {
+  it('passes well-formed ports through', () => {
+    const ports: PortOptions[] = [{ guestPort: 80 }, { hostPort: 0, guestPort: 53, protocol: 'udp', hostIp: '::1' }]
+    expect(portOptions(ports)).toBe(ports)
+    expect(portOptions(undefined)).toBeUndefined()
+  })
+
+  it('names the entry and the bad field', () => {
+    const bad = (port: unknown) => () => portOptions([{ guestPort: 80 }, port as PortOptions])
+    expect(bad({ guestPort: 0 })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: 'ports[1] {"guestPort":0}: guestPort must be a whole number from 1 to 65535, got 0' }))
+    expect(bad({ hostPort: 70000, guestPort: 80 })).toThrow(/ports\[1\] .*hostPort must be .* got 70000/)
+    expect(bad({ guestPort: 80, protocol: 'sctp' })).toThrow(/ports\[1\] .*protocol must be 'tcp' or 'udp', got sctp/)
+    expect(bad({ guestPort: 80, hostIp: 'localhost' })).toThrow(/ports\[1\] .*hostIp must be an IP address, got localhost/)
+    expect(bad('80:80')).toThrow(/ports\[1\] "80:80": must be an object/)
   })
 })

@@ -1,4 +1,6 @@
+import { isIP } from 'node:net'
 import { BoxliteError } from './errors'
+import type { NetworkOptions, PortOptions } from './types'
 
 /** An optional whole-number option within the addon's u32 range; the runtime checks real limits. */
 export function optionalCount(name: string, value: number | undefined): number | undefined {
@@ -18,4 +20,68 @@ export function stringRecord(name: string, value: Record<string, string> | undef
     }
   }
   return value
+}
+
+/** A network option as the addon takes it. */
+export interface NativeNetwork {
+  mode: 'default' | 'none' | 'allow' | 'deny'
+  entries?: string[]
+}
+
+/**
+ * Checks the shape of a network option; the entries themselves (names, `*.name`, IPs, CIDRs) are
+ * checked by the runtime, which names a bad one.
+ */
+export function networkOption(name: string, value: NetworkOptions | undefined): NativeNetwork | undefined {
+  if (value === undefined) return undefined
+  if (value === 'default' || value === 'none') return { mode: value }
+  const shown = typeof value === 'string' ? `'${value}'` : JSON.stringify(value)
+  const malformed = new BoxliteError(
+    'INVALID_ARGUMENT',
+    `${name} must be 'default', 'none', { allow: [...] } or { deny: [...] }, got ${shown}`,
+  )
+  if (typeof value !== 'object' || value === null) throw malformed
+  const keys = Object.keys(value)
+  const mode = keys[0]
+  if (keys.length !== 1 || (mode !== 'allow' && mode !== 'deny')) throw malformed
+  const entries: unknown = (value as Record<string, unknown>)[mode]
+  if (!Array.isArray(entries)) {
+    throw new BoxliteError('INVALID_ARGUMENT', `${name}.${mode} must be an array of strings`)
+  }
+  entries.forEach((entry: unknown, i) => {
+    if (typeof entry !== 'string') {
+      throw new BoxliteError('INVALID_ARGUMENT', `${name}.${mode}[${i}] must be a string, got ${typeof entry}`)
+    }
+  })
+  return { mode, entries: entries as string[] }
+}
+
+/**
+ * Checks each port's numbers, protocol and address, naming the entry; duplicates and host ports
+ * in use are the runtime's to find.
+ */
+export function portOptions(value: PortOptions[] | undefined): PortOptions[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value)) throw new BoxliteError('INVALID_ARGUMENT', 'ports must be an array')
+  value.forEach((port, i) => {
+    const fail = (why: string): never => {
+      throw new BoxliteError('INVALID_ARGUMENT', `ports[${i}] ${JSON.stringify(port)}: ${why}`)
+    }
+    if (typeof port !== 'object' || port === null) fail('must be an object with a guestPort')
+    if (!isPort(port.guestPort, 1)) fail(`guestPort must be a whole number from 1 to 65535, got ${String(port.guestPort)}`)
+    if (port.hostPort !== undefined && !isPort(port.hostPort, 0)) {
+      fail(`hostPort must be a whole number from 0 (any free port) to 65535, got ${String(port.hostPort)}`)
+    }
+    if (port.protocol !== undefined && port.protocol !== 'tcp' && port.protocol !== 'udp') {
+      fail(`protocol must be 'tcp' or 'udp', got ${String(port.protocol)}`)
+    }
+    if (port.hostIp !== undefined && (typeof port.hostIp !== 'string' || isIP(port.hostIp) === 0)) {
+      fail(`hostIp must be an IP address, got ${String(port.hostIp)}`)
+    }
+  })
+  return value
+}
+
+function isPort(value: unknown, min: number): boolean {
+  return Number.isInteger(value) && (value as number) >= min && (value as number) <= 0xffff
 }

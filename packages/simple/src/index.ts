@@ -10,5 +10,8 @@ export {
   type BoxMetrics,
   type BoxStatus,
   type ErrorCode,
+  type NetworkOptions,
+  type PortBinding,
+  type PortOptions,
   type RegistryOptions,
 } from '@boxlite/core'

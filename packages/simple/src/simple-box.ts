@@ -5,6 +5,7 @@ import {
   type BoxMetrics,
   type BoxOptions,
   type InputStream,
+  type NetworkOptions,
   type RegistryOptions,
   type Runtime,
 } from '@boxlite/core'
@@ -98,9 +99,17 @@ export class SimpleBox implements AsyncDisposable {
     return this.info()
   }
 
-  /** CPU, memory and command figures; zeros while the box is not running. */
+  /** CPU, memory, command and network figures; zeros while the box is not running. */
   async metrics(): Promise<BoxMetrics> {
     return (await this.#ensureBox()).metrics()
+  }
+
+  /**
+   * Replaces the box's egress policy (`'default'`, `{ allow }` or `{ deny }`), at once if it runs
+   * and for its later starts; creates the box first if needed. See `Box.setNetwork`.
+   */
+  async setNetwork(network: NetworkOptions): Promise<void> {
+    await (await this.#ensureBox()).setNetwork(network)
   }
 
   /** Creates the box if needed and boots it; `exec` does both by itself. */
