@@ -260,4 +260,6 @@ export interface RuntimeOptions {
   accel?: string
   /** Directory with the guest `vmlinux` and `initramfs.cpio`. */
   assetsDir?: string
+  /** DNS servers (`IP[:PORT]`) boxes' queries go to; default `$BOXLITE_DNS`, else the host's. */
+  dnsServers?: Array<string>
 }

@@ -109,6 +109,8 @@ pub struct RuntimeOptions {
     pub accel: Option<String>,
     /// Directory with the guest `vmlinux` and `initramfs.cpio`.
     pub assets_dir: Option<String>,
+    /// DNS servers (`IP[:PORT]`) boxes' queries go to; default `$BOXLITE_DNS`, else the host's.
+    pub dns_servers: Option<Vec<String>>,
 }
 
 #[napi(object)]
@@ -414,6 +416,7 @@ fn runtime_options(options: RuntimeOptions) -> Outcome<boxlite::RuntimeOptions> 
         registries,
         accel,
         assets_dir: options.assets_dir.map(Into::into),
+        dns_servers: options.dns_servers.unwrap_or_default(),
         ..Default::default()
     })
 }

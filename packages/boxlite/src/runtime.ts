@@ -92,6 +92,7 @@ export class Runtime {
         registries: options.registries,
         accel: options.accel,
         assetsDir: options.assetsDir,
+        dnsServers: options.dnsServers,
       })
     } catch (error) {
       throw BoxliteError.from(error)

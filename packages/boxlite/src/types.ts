@@ -20,6 +20,11 @@ export interface RuntimeOptions {
   accel?: 'auto' | 'kvm' | 'tcg'
   /** Directory holding the guest `vmlinux` and `initramfs.cpio`; found automatically when unset. */
   assetsDir?: string
+  /**
+   * DNS servers (`IP` or `IP:PORT`) the boxes' queries are forwarded to. Default: the
+   * comma-separated list in `BOXLITE_DNS`, else the host's resolvers (`/etc/resolv.conf`).
+   */
+  dnsServers?: string[]
 }
 
 /**
