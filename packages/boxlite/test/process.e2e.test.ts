@@ -93,7 +93,16 @@ describe('a detached box', () => {
     await detached.stop()
     const info = await detached.info()
     expect(info).toMatchObject({ status: 'stopped', pid: null })
-    expect(await detached.metrics()).toEqual({ cpuPercent: 0, memoryBytes: 0, commandsExecuted: 0, execErrors: 0, bootDurationMs: 0 })
+    expect(await detached.metrics()).toEqual({
+      cpuPercent: 0,
+      memoryBytes: 0,
+      commandsExecuted: 0,
+      execErrors: 0,
+      bootDurationMs: 0,
+      networkBytesSent: 0,
+      networkBytesReceived: 0,
+      networkTcpConnections: 0,
+    })
     const ex = await detached.exec('cat', ['/root/file'])
     expect(await ex.stdout.text()).toBe('kept\n')
     await detached.stop()
