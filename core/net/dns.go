@@ -15,6 +15,14 @@ import (
 // hostAliasNames resolve to the host alias; every other name goes to the upstreams.
 var hostAliasNames = map[string]bool{"host.boxlite.internal": true, "host.docker.internal": true}
 
+func hostAliasNameList() []string {
+	names := make([]string, 0, len(hostAliasNames))
+	for n := range hostAliasNames {
+		names = append(names, n)
+	}
+	return names
+}
+
 const (
 	upstreamTimeout = 3 * time.Second
 	hostAliasTTL    = 60

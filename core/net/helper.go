@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 
@@ -32,7 +33,7 @@ func Start(cfg *Config) (*Helper, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Helper{settings: s, filter: newFilter(s.policy)}
+	h := &Helper{settings: s, filter: newFilter(s.policy, map[netip.Addr][]string{s.hostAlias: hostAliasNameList()})}
 	started := false
 	defer func() {
 		if !started {

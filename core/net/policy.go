@@ -128,18 +128,20 @@ const (
 	admitIfNamed
 )
 
-// decide judges a destination. names are the names DNS answered this address for.
-//   - allow: admitted if the address is listed, or if DNS answered it for a listed name; in the
-//     second case TCP to 80/443 must also name a listed host in its first bytes.
-//   - deny: refused if the address is listed; TCP to 80/443 must not name a listed host.
-func (p *Policy) decide(addr netip.Addr, port uint16, isTCP bool, names []string) verdict {
+// decide judges a destination. names are the names DNS answered this address for; fixed are
+// the names it has whatever DNS says (the host alias's).
+//   - allow: admitted if the address is listed, or if it is a listed name's (by DNS or fixed); in
+//     the second case TCP to 80/443 must also name a listed host in its first bytes.
+//   - deny: refused if the address or one of its fixed names is listed; TCP to 80/443 must not
+//     name a listed host.
+func (p *Policy) decide(addr netip.Addr, port uint16, isTCP bool, names, fixed []string) verdict {
 	if p == nil {
 		return admit
 	}
 	checksName := isTCP && (port == 80 || port == 443)
 	if !p.allow {
 		switch {
-		case p.addrListed(addr):
+		case p.addrListed(addr) || p.anyNameListed(fixed):
 			return refuse
 		case checksName:
 			return admitIfNamed
@@ -150,15 +152,22 @@ func (p *Policy) decide(addr netip.Addr, port uint16, isTCP bool, names []string
 	if p.addrListed(addr) {
 		return admit
 	}
-	for _, name := range names {
-		if p.nameListed(name) {
-			if checksName {
-				return admitIfNamed
-			}
-			return admit
+	if p.anyNameListed(fixed) || p.anyNameListed(names) {
+		if checksName {
+			return admitIfNamed
 		}
+		return admit
 	}
 	return refuse
+}
+
+func (p *Policy) anyNameListed(names []string) bool {
+	for _, name := range names {
+		if p.nameListed(name) {
+			return true
+		}
+	}
+	return false
 }
 
 // admitsPeeked judges the host a connection named in its first bytes; found is false when they
@@ -186,10 +195,13 @@ type filter struct {
 	policy  *Policy
 	learned map[netip.Addr][]string
 	order   []netip.Addr // insertion order of learned, oldest first
+	// Names an address has whatever DNS says: the guest's /etc/hosts gives the host alias its
+	// names, so its resolver never asks the DNS that would teach them to learned.
+	fixed map[netip.Addr][]string
 }
 
-func newFilter(p *Policy) *filter {
-	return &filter{policy: p, learned: make(map[netip.Addr][]string)}
+func newFilter(p *Policy, fixed map[netip.Addr][]string) *filter {
+	return &filter{policy: p, learned: make(map[netip.Addr][]string), fixed: fixed}
 }
 
 func (f *filter) current() *Policy {
@@ -234,5 +246,5 @@ func (f *filter) learn(name string, addr netip.Addr) {
 func (f *filter) decide(addr netip.Addr, port uint16, isTCP bool) (verdict, *Policy) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.policy.decide(addr, port, isTCP, f.learned[addr]), f.policy
+	return f.policy.decide(addr, port, isTCP, f.learned[addr], f.fixed[addr]), f.policy
 }

@@ -95,7 +95,7 @@ func TestDecide(t *testing.T) {
 		{deny, "198.51.100.1", 22, true, []string{"evil.com"}, admit}, // deny lists ignore DNS memory
 	}
 	for _, c := range cases {
-		if got := c.policy.decide(addr(c.dst), c.port, c.tcp, c.names); got != c.want {
+		if got := c.policy.decide(addr(c.dst), c.port, c.tcp, c.names, nil); got != c.want {
 			t.Errorf("%v %s:%d tcp=%v names=%v: got %v, want %v", c.policy, c.dst, c.port, c.tcp, c.names, got, c.want)
 		}
 	}
@@ -113,7 +113,7 @@ func TestAdmitsPeeked(t *testing.T) {
 }
 
 func TestFilterLearns(t *testing.T) {
-	f := newFilter(mustPolicy(t, PolicySpec{Allow: []string{"pypi.org"}}))
+	f := newFilter(mustPolicy(t, PolicySpec{Allow: []string{"pypi.org"}}), nil)
 	ip := netip.MustParseAddr("198.51.100.1")
 	if v, _ := f.decide(ip, 22, true); v != refuse {
 		t.Fatal("an address never answered was admitted")
@@ -134,7 +134,7 @@ func TestFilterLearns(t *testing.T) {
 }
 
 func TestFilterForgetsOldest(t *testing.T) {
-	f := newFilter(mustPolicy(t, PolicySpec{Allow: []string{"a.org"}}))
+	f := newFilter(mustPolicy(t, PolicySpec{Allow: []string{"a.org"}}), nil)
 	first := netip.MustParseAddr("10.0.0.0")
 	for i := 0; i < maxLearnedAddrs+1; i++ {
 		f.learn("a.org", netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}))
@@ -144,5 +144,31 @@ func TestFilterForgetsOldest(t *testing.T) {
 	}
 	if v, _ := f.decide(first, 22, true); v != refuse {
 		t.Error("the oldest address was not the one forgotten")
+	}
+}
+
+// The guest resolves the host alias's names from its /etc/hosts, never through DNS: a list
+// naming them governs the alias address all the same.
+func TestHostAliasNamesGovernItsAddress(t *testing.T) {
+	alias := netip.MustParseAddr("192.168.127.254")
+	fixed := map[netip.Addr][]string{alias: hostAliasNameList()}
+	for _, c := range []struct {
+		spec PolicySpec
+		want verdict
+	}{
+		{PolicySpec{Allow: []string{"host.docker.internal"}}, admit},
+		{PolicySpec{Allow: []string{"pypi.org"}}, refuse},
+		{PolicySpec{Deny: []string{"host.boxlite.internal"}}, refuse},
+		{PolicySpec{Deny: []string{"pypi.org"}}, admit},
+	} {
+		f := newFilter(mustPolicy(t, c.spec), fixed)
+		if v, _ := f.decide(alias, 8080, true); v != c.want {
+			t.Errorf("%+v: the host alias got %v, want %v", c.spec, v, c.want)
+		}
+	}
+	// Other addresses do not take the alias's names.
+	f := newFilter(mustPolicy(t, PolicySpec{Allow: []string{"host.docker.internal"}}), fixed)
+	if v, _ := f.decide(netip.MustParseAddr("198.51.100.1"), 8080, true); v != refuse {
+		t.Error("an address other than the alias was admitted by the alias's name")
 	}
 }
