@@ -109,8 +109,8 @@ export interface BoxInfo {
   /** The network and its current policy. */
   network: NetworkOptions
   /**
-   * The published ports as last bound (host port 0 replaced by the one picked); empty until
-   * the box first starts.
+   * The published ports: while the box runs as bound (host port 0 replaced by the one picked),
+   * otherwise as asked.
    */
   ports: Array<PortBinding>
 }

@@ -187,8 +187,8 @@ pub struct BoxInfo {
     pub reason: Option<String>,
     /// The network and its current policy.
     pub network: NetworkOptions,
-    /// The published ports as last bound (host port 0 replaced by the one picked); empty until
-    /// the box first starts.
+    /// The published ports: while the box runs as bound (host port 0 replaced by the one picked),
+    /// otherwise as asked.
     pub ports: Vec<PortBinding>,
 }
 

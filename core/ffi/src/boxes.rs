@@ -241,13 +241,12 @@ pub unsafe extern "C" fn boxlite_box_info(b: *const boxlite_box, out: *mut *mut 
 
 /// A box's record as `boxlite_box_info` and `boxlite_boxes_list` report it.
 fn info_json(rec: &boxlite::BoxRecord) -> serde_json::Value {
-    let ports = if rec.status == boxlite::BoxStatus::Running { &rec.ports } else { &rec.options.ports };
     serde_json::json!({
         "id": rec.id, "name": rec.name, "image": rec.image.reference, "status": rec.status,
         "pid": rec.pid, "cpus": rec.options.cpus, "memory_mib": rec.options.memory_mib,
         "created_at": rec.created_at, "started_at": rec.started_at, "detach": rec.options.detach,
         "auto_remove": rec.options.auto_remove, "reason": rec.reason,
-        "network": NetworkConfig::from(&rec.options.network), "ports": ports,
+        "network": NetworkConfig::from(&rec.options.network), "ports": rec.ports,
     })
 }
 

@@ -91,7 +91,8 @@ pub struct BoxRecord {
     /// When the VM last became ready, unix milliseconds.
     #[serde(default)]
     pub started_at: Option<u64>,
-    /// The published ports as last bound (host port 0 replaced by the one picked).
+    /// The published ports: while running as bound (host port 0 replaced by the one picked),
+    /// otherwise as asked.
     #[serde(default)]
     pub ports: Vec<crate::net::PortSpec>,
 }
@@ -300,11 +301,16 @@ fn ports_json(ports: &Option<Vec<crate::net::PortSpec>>) -> Result<Option<String
 
 fn parts_to_record((id, name, options, image, status, pid, created_at, (shim_pid, reason, started_at, ports)): Parts) -> Result<BoxRecord> {
     let corrupt = |what: &str, e: serde_json::Error| Error::Internal(format!("box {id}: corrupt {what} in the database: {e}"));
-    let ports = ports.map(|p| serde_json::from_str(&p)).transpose().map_err(|e| corrupt("ports", e))?.unwrap_or_default();
+    let bound: Vec<crate::net::PortSpec> = ports.map(|p| serde_json::from_str(&p)).transpose().map_err(|e| corrupt("ports", e))?.unwrap_or_default();
+    let options: crate::options::BoxOptions = serde_json::from_str(&options).map_err(|e| corrupt("options", e))?;
+    let status = BoxStatus::parse(&status)?;
+    // Bound ports hold only while the box runs; otherwise its ports are as asked (host port 0
+    // until the next start picks one).
+    let ports = if status == BoxStatus::Running { bound } else { options.ports.clone() };
     Ok(BoxRecord {
-        options: serde_json::from_str(&options).map_err(|e| corrupt("options", e))?,
+        options,
         image: serde_json::from_str(&image).map_err(|e| corrupt("image", e))?,
-        status: BoxStatus::parse(&status)?,
+        status,
         id,
         name,
         pid,

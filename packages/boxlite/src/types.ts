@@ -121,8 +121,8 @@ export interface BoxInfo {
   /** The network and its current policy (as last set by `setNetwork`). */
   network: NetworkOptions
   /**
-   * The published ports as last bound, `hostPort` being the one picked for 0; empty until the
-   * box first starts.
+   * The published ports: while the box runs as bound, `hostPort` being the one picked for 0;
+   * otherwise as asked.
    */
   ports: PortBinding[]
 }
