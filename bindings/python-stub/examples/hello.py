@@ -8,24 +8,24 @@ goes to $BOXLITE_HOME (default ~/.boxlite). Needs the `boxlite` package importab
 PYTHONPATH=bindings/python-stub/src) and libboxlite.so (see the package docs).
 """
 
+import asyncio
 import os
 import sys
 
 import boxlite
 
 
-def main() -> int:
-    if len(sys.argv) not in (2, 3):
-        print(f"usage: {sys.argv[0]} IMAGE [INSECURE_REGISTRY]", file=sys.stderr)
-        return 2
-    image = sys.argv[1]
-    registry = sys.argv[2] if len(sys.argv) == 3 else os.environ.get("REGISTRY")
-    registries = [{"host": registry, "insecure": True}] if registry else None
-    with boxlite.Runtime(registries=registries) as rt, rt.create(image) as box:
-        result = box.exec("echo", "hi")
-    print(result.text, end="")
+async def main(image: str, registry: str) -> int:
+    registries = [f"http://{registry}"] if registry else []
+    runtime = boxlite.Boxlite(boxlite.Options(image_registries=registries))
+    async with boxlite.SimpleBox(image=image, runtime=runtime) as box:
+        result = await box.exec("echo", "hi")
+    print(result.stdout, end="")
     return result.exit_code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) not in (2, 3):
+        print(f"usage: {sys.argv[0]} IMAGE [INSECURE_REGISTRY]", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else os.environ.get("REGISTRY", ""))))

@@ -9,6 +9,8 @@ import urllib.request
 
 import boxlite
 import pytest
+from boxlite import BoxOptions, Options
+from boxlite.sync_api import SyncBox, SyncBoxlite
 
 
 @pytest.fixture(scope="session")
@@ -32,13 +34,13 @@ def home():
 
 @pytest.fixture(scope="session")
 def runtime(home, registry):
-    with boxlite.Runtime(home=home, registries=[{"host": registry, "insecure": True}]) as rt:
+    with SyncBoxlite(Options(home_dir=home, image_registries=[{"host": registry, "insecure": True}])) as rt:
         yield rt
 
 
 @pytest.fixture(scope="session")
 def box(runtime):
-    with runtime.create("busybox:latest", name="py-shared", env={"BOX_VAR": "from-box"}) as b:
+    with runtime.create(BoxOptions(image="busybox:latest", env={"BOX_VAR": "from-box"}), name="py-shared") as b:
         yield b
 
 
@@ -54,3 +56,16 @@ def box_processes(home: str, box_id: str) -> int:
         except OSError:
             pass
     return count
+
+
+def run(box: SyncBox, cmd: str, *args: str, stdin=None, **options) -> boxlite.ExecResult:
+    """Runs a command in a sync box to its end, `stdin` written then closed."""
+    execution = box.exec(cmd, *args, **options)
+    stream = execution.stdin()
+    try:
+        if stdin:
+            stream.write(stdin)
+    except boxlite.InvalidStateError:
+        pass  # the command ended without reading it all
+    stream.close()
+    return execution.wait()

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import boxlite
 import pytest
+from boxlite import BoxOptions, Options, PortInfo
+from boxlite.sync_api import SyncBoxlite
+from conftest import run
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
@@ -31,7 +34,7 @@ def fresh():
     shutil.rmtree(path)
 
 
-PULL = "import boxlite\nwith boxlite.Runtime() as rt:\n    rt.pull('busybox:latest')\n    print(rt.images()[0].reference)"
+PULL = "from boxlite.sync_api import SyncBoxlite\nwith SyncBoxlite() as rt:\n    rt.pull('busybox:latest')\n    print(rt.images()[0].reference)"
 
 
 def test_a_runtime_without_registries_takes_them_from_the_environment(registry, fresh):
@@ -46,14 +49,14 @@ def test_or_from_config_json_in_the_home(registry, fresh):
 
 
 def test_a_malformed_entry_is_an_invalid_argument_naming_it(fresh):
-    run = python("import boxlite\nboxlite.Runtime()", fresh, BOXLITE_REGISTRIES="ghcr.io/x")
+    run = python("from boxlite.sync_api import SyncBoxlite\nSyncBoxlite()", fresh, BOXLITE_REGISTRIES="ghcr.io/x")
     assert run.returncode != 0
     assert "InvalidArgumentError" in run.stderr and "BOXLITE_REGISTRIES" in run.stderr and "'ghcr.io/x'" in run.stderr
 
 
 def test_remove_image_and_prune(registry, fresh):
-    with boxlite.Runtime(home=fresh, registries=[{"host": registry, "insecure": True}]) as rt:
-        b = rt.create("busybox:latest", name="py-image-user")
+    with SyncBoxlite(Options(home_dir=fresh, image_registries=[{"host": registry, "insecure": True}])) as rt:
+        b = rt.create(BoxOptions(image="busybox:latest"), name="py-image-user")
         [image] = rt.images()
         assert (image.reference, image.layers) == (f"{registry}/busybox:latest", 1)
         with pytest.raises(boxlite.InvalidStateError, match="py-image-user"):
@@ -74,25 +77,27 @@ def test_remove_image_and_prune(registry, fresh):
 
 
 DETACHED = """
-import boxlite, sys
-with boxlite.Runtime(registries=[{"host": sys.argv[1], "insecure": True}]) as rt:
-    b = rt.create("busybox:latest", name="py-detached", detach=True, auto_stop_ms=4000, auto_remove=True)
+import sys
+from boxlite import BoxOptions, Options
+from boxlite.sync_api import SyncBoxlite
+with SyncBoxlite(Options(image_registries=[{"host": sys.argv[1], "insecure": True}])) as rt:
+    b = rt.create(BoxOptions(image="busybox:latest", detach=True, auto_stop_ms=4000, auto_remove=True), name="py-detached")
     info = b.info()
-    print(b.exec("echo", "from-a").text.strip(), info.detach, info.auto_remove)
+    print(b.exec("echo", "from-a").wait().stdout.strip(), info.detach, info.auto_remove)
 """
 
 
 def test_a_detached_box_outlives_its_process_then_stops_when_idle_and_removes_itself(registry, fresh):
     base = {k: v for k, v in os.environ.items() if not k.startswith("BOXLITE_REGISTR")}
-    run = subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-c", DETACHED, registry], env=dict(base, PYTHONPATH=SRC, BOXLITE_HOME=fresh),
         capture_output=True, text=True, timeout=300,
     )
-    assert (run.returncode, run.stdout) == (0, "from-a True True\n"), run.stderr
-    with boxlite.Runtime(home=fresh, registries=[{"host": registry, "insecure": True}]) as rt:
+    assert (proc.returncode, proc.stdout) == (0, "from-a True True\n"), proc.stderr
+    with SyncBoxlite(Options(home_dir=fresh, image_registries=[{"host": registry, "insecure": True}])) as rt:
         b = rt.get("py-detached")
         assert b.info().status == "running", "a detached box outlives the process that made it"
-        assert b.exec("echo", "from-b").text == "from-b\n"
+        assert run(b, "echo", "from-b").stdout == "from-b\n"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

@@ -11,6 +11,9 @@ from types import SimpleNamespace
 
 import boxlite
 import pytest
+from boxlite import BoxOptions, Options, PortInfo
+from boxlite.sync_api import SyncBoxlite
+from conftest import run
 from conftest import box_processes
 
 HOST_ALIAS = "192.168.127.254"  # the host's 127.0.0.1 as a box sees it
@@ -40,7 +43,7 @@ except OSError as e:
 @pytest.fixture(scope="module")
 def web_box(runtime):
     ports = [(0, 8000), {"guest_port": 5353, "protocol": "udp"}]
-    with runtime.create("python:slim", name="py-net", ports=ports) as b:
+    with runtime.create(BoxOptions(image="python:slim", ports=ports), name="py-net") as b:
         yield b
 
 
@@ -83,15 +86,15 @@ def host_get(port: int, within: float) -> bytes:
 
 
 def fetch_from_box(box, port: int) -> str:
-    return box.exec("python3", "-c", FETCH, str(port)).text
+    return run(box, "python3", "-c", FETCH, str(port)).stdout
 
 
 def test_info_reports_the_ports_as_asked_before_the_box_runs(web_box):
     info = web_box.info()
     assert info.status == "created" and info.network == "default"
     assert info.ports == [
-        SimpleNamespace(host_ip="127.0.0.1", host_port=0, guest_port=8000, protocol="tcp"),
-        SimpleNamespace(host_ip="127.0.0.1", host_port=0, guest_port=5353, protocol="udp"),
+        PortInfo(host_ip="127.0.0.1", host_port=0, guest_port=8000, protocol="tcp"),
+        PortInfo(host_ip="127.0.0.1", host_port=0, guest_port=5353, protocol="udp"),
     ]
 
 
@@ -101,7 +104,7 @@ def test_a_server_in_the_box_answers_on_the_port_picked(web_box):
     assert tcp.guest_port == 8000 and tcp.protocol == "tcp" and 0 < tcp.host_port < 65536
     assert udp.guest_port == 5353 and udp.protocol == "udp" and udp.host_port > 0
     served = []
-    server = threading.Thread(target=lambda: served.append(web_box.exec("python3", "-c", SERVE_ONCE, timeout=120)))
+    server = threading.Thread(target=lambda: served.append(run(web_box, "python3", "-c", SERVE_ONCE, timeout=120)))
     server.start()
     try:
         response = host_get(tcp.host_port, within=60)
@@ -150,8 +153,8 @@ def test_bad_policies_are_refused_and_change_nothing(web_box, network, message):
 
 
 def test_network_false_leaves_only_loopback_and_no_network_helper(runtime, home):
-    with runtime.create("busybox:latest", network=False) as b:
-        assert b.exec("ls", "/sys/class/net").text.split() == ["lo"]
+    with runtime.create(BoxOptions(image="busybox:latest", network=False)) as b:
+        assert run(b, "ls", "/sys/class/net").stdout.split() == ["lo"]
         assert box_processes(home, b.id) == 2, "a supervisor and a VM, no network helper"
         assert (b.info().network, b.info().ports) == ("none", [])
         with pytest.raises(boxlite.InvalidArgumentError, match="cannot be switched on or off"):
@@ -169,7 +172,7 @@ def test_network_false_leaves_only_loopback_and_no_network_helper(runtime, home)
 )
 def test_every_form_of_network_is_taken(runtime, network, expected):
     # Recorded at create, before any boot: no VM needed to check the translation.
-    b = runtime.create("busybox:latest", network=network)
+    b = runtime.create(BoxOptions(image="busybox:latest", network=network))
     try:
         assert b.info().network == expected
     finally:
@@ -197,7 +200,7 @@ def test_every_form_of_network_is_taken(runtime, network, expected):
 )
 def test_bad_ports_and_networks_are_invalid_arguments_naming_the_entry(runtime, options, message):
     with pytest.raises(boxlite.InvalidArgumentError) as raised:
-        runtime.create("busybox:latest", **options)
+        runtime.create(BoxOptions(image="busybox:latest", **options))
     assert message in raised.value.message, raised.value.message
 
 
@@ -207,4 +210,4 @@ def test_a_host_port_in_use_is_named(runtime):
         held.listen()
         port = held.getsockname()[1]
         with pytest.raises(boxlite.InvalidArgumentError, match=f"host port 127.0.0.1:{port}/tcp cannot be used"):
-            runtime.create("busybox:latest", ports=[(port, 80)])
+            runtime.create(BoxOptions(image="busybox:latest", ports=[(port, 80)]))

@@ -8,6 +8,9 @@ import time
 
 import boxlite
 import pytest
+from boxlite import BoxOptions, Options, PortInfo
+from boxlite.sync_api import SyncBoxlite
+from conftest import run
 
 
 def entries(home: str, sub: str) -> list:
@@ -46,7 +49,7 @@ def test_a_cancelled_canceller_aborts_before_any_work(runtime, registry, home):
 def test_a_cancel_from_a_timer_aborts_the_pull_and_leaves_nothing(registry):
     fresh = tempfile.mkdtemp(prefix="boxlite-py-pull.", dir="/tmp")  # nothing of python:slim cached
     try:
-        with boxlite.Runtime(home=fresh, registries=[{"host": registry, "insecure": True}]) as rt:
+        with SyncBoxlite(Options(home_dir=fresh, image_registries=[{"host": registry, "insecure": True}])) as rt:
             cancel = boxlite.Canceller()
             timer = threading.Timer(0.3, cancel.cancel)
             timer.start()

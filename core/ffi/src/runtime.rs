@@ -168,12 +168,13 @@ impl From<RuntimeConfig> for boxlite::RuntimeOptions {
 }
 
 /// Library warnings (such as the one-time "KVM unusable, using TCG") go to stderr, filtered by
-/// `BOXLITE_LOG` (tracing's env-filter syntax, default "warn"). Skipped if the process already
-/// installed a tracing subscriber.
+/// `BOXLITE_LOG`, else `RUST_LOG` (tracing's env-filter syntax; `RUST_LOG=debug` is the debug
+/// step users know), else "warn". Skipped if the process already installed a tracing subscriber.
 fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_env("BOXLITE_LOG")
+            .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)

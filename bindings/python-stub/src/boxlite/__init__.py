@@ -1,21 +1,22 @@
-"""BoxLite for Python (stub over the C ABI): boot micro-VM sandboxes from OCI images and run
-commands in them.
+"""BoxLite for Python: boot micro-VM sandboxes from OCI images and run commands in them, over
+the libboxlite C ABI. The API is asyncio's; `boxlite.sync_api` is its blocking twin.
 
-    import boxlite
+    import asyncio, boxlite
 
-    with boxlite.Runtime(registries=[{"host": "127.0.0.1:5000", "insecure": True}]) as rt:
-        with rt.create("busybox:latest") as box:
-            print(box.exec("echo", "hi").text, end="")
+    async def main():
+        async with boxlite.SimpleBox(image="python:slim") as box:
+            result = await box.exec("echo", "hi")
+            print(result.stdout, end="")
 
-Pulls may be aborted from another thread: `rt.pull(image, cancel=c)` raises AbortedError once
-`c.cancel()` is called (c = boxlite.Canceller()).
+    asyncio.run(main())
 
 The library is libboxlite.so, found through $BOXLITE_LIBRARY, else beside this package, else in
-the cargo target dir.
+the cargo target dir. See docs/python.md for the decisions behind this API.
 """
 
 from . import _native
-from ._runtime import Box, Canceller, ExecResult, Runtime
+from ._aio import Box, Boxlite, CodeBox, Execution, ExecStdin, SimpleBox
+from ._core import BoxInfo, BoxMetrics, Canceller, ExecResult, PortInfo, RuntimeMetrics
 from .errors import (
     AbortedError,
     AlreadyExistsError,
@@ -35,6 +36,7 @@ from .errors import (
     StorageError,
     TimeoutError,  # not in __all__: it would shadow the builtin on `import *`
 )
+from .options import BoxOptions, Options, SecurityOptions
 
 __version__ = "0.1.0"
 
@@ -48,11 +50,18 @@ __all__ = [
     "AbortedError",
     "AlreadyExistsError",
     "Box",
+    "BoxInfo",
+    "BoxMetrics",
+    "BoxOptions",
+    "Boxlite",
     "BoxliteError",
     "Canceller",
+    "CodeBox",
     "DatabaseError",
     "EngineError",
     "ExecResult",
+    "ExecStdin",
+    "Execution",
     "GuestBootError",
     "GuestError",
     "ImageError",
@@ -61,9 +70,13 @@ __all__ = [
     "InvalidStateError",
     "NotFoundError",
     "NullPointerError",
+    "Options",
     "PanicError",
+    "PortInfo",
     "RegistryError",
-    "Runtime",
+    "RuntimeMetrics",
+    "SecurityOptions",
+    "SimpleBox",
     "StorageError",
     "library_version",
 ]

@@ -1,0 +1,373 @@
+"""The asyncio API: Boxlite, Box, Execution, SimpleBox, CodeBox.
+
+An execution's output and end are awaited on the library's notify fd through the event loop
+(loop.add_reader): no thread waits for a running command, so any number of commands run at once.
+Calls that do block in the library (create, start, stop, remove, starting a command, writing
+stdin) run on a pool of up to BLOCKING_THREADS threads, each only for the call's own length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any, AsyncIterator, Callable, List, Optional, TypeVar, Union
+
+from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, argv_of, split_lines, text_chunks
+from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
+from .errors import InvalidStateError, NotFoundError
+from .options import BoxOptions, Env, Network, Options
+from .sync_api import SyncBox, SyncBoxlite
+
+T = TypeVar("T")
+
+BLOCKING_THREADS = 64
+"""Threads for the library calls that block; a boot or a pull holds one for its length."""
+
+_pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="boxlite")
+
+
+async def _blocking(call: Callable[..., T], *args: Any) -> T:
+    """Runs a blocking library call on the pool (its error message is read on the same thread)."""
+    return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(call, *args))
+
+
+class Boxlite:
+    """A runtime over one home directory: `Boxlite.default()` (the default home, shared), or
+    `Boxlite(Options(home_dir=..., image_registries=[...]))`. Use it as an (async) context
+    manager, or call close()."""
+
+    _default: Optional["Boxlite"] = None
+
+    def __init__(self, options: Optional[Options] = None):
+        self._sync = SyncBoxlite(options)
+
+    @classmethod
+    def default(cls) -> "Boxlite":
+        """The process's shared runtime with `Options()` (made on first use, never closed)."""
+        if cls._default is None:
+            cls._default = cls()
+        return cls._default
+
+    async def create(self, options: BoxOptions, name: Optional[str] = None) -> "Box":
+        """Creates a box (pulling its image if needed); it boots on start() or its first exec.
+        InvalidArgumentError for a bad option, naming it (e.g. "memory_mib 64 is out of range:
+        use 128 to 65536 MiB"); AlreadyExistsError for a name taken; ImageError / RegistryError
+        when the image cannot be pulled."""
+        return Box(await _blocking(self._sync.create, options, name))
+
+    async def get(self, id_or_name: str) -> "Box":
+        """An existing box by id or name; NotFoundError if there is none."""
+        return Box(await _blocking(self._sync.get, id_or_name))
+
+    async def get_info(self, id_or_name: str) -> Optional[BoxInfo]:
+        """The record of a box by id or name, or None if there is none."""
+        return await _blocking(self._sync.get_info, id_or_name)
+
+    async def list_info(self) -> List[BoxInfo]:
+        """Every box of the home, oldest first, with its current status."""
+        return await _blocking(self._sync.list_info)
+
+    async def remove(self, id_or_name: str, force: bool = False) -> None:
+        """Removes a box and its disk; a running one needs `force`. NotFoundError if none."""
+        await _blocking(self._sync.remove, id_or_name, force)
+
+    def metrics(self) -> RuntimeMetrics:
+        """The runtime's counters, read at once: `runtime.metrics().active_boxes`; awaiting the
+        record (`await runtime.metrics()`) gives it back too."""
+        return self._sync.metrics()
+
+    async def pull(self, reference: str, cancel: Optional[Canceller] = None) -> None:
+        """Pulls an image and builds its base disk; `cancel.cancel()` aborts it (AbortedError)."""
+        await _blocking(self._sync.pull, reference, cancel)
+
+    async def images(self) -> List[SimpleNamespace]:
+        """The images of the home (see SyncBoxlite.images)."""
+        return await _blocking(self._sync.images)
+
+    async def remove_image(self, reference: str, force: bool = False) -> SimpleNamespace:
+        """Removes an image (see SyncBoxlite.remove_image)."""
+        return await _blocking(self._sync.remove_image, reference, force)
+
+    async def prune(self, boxes: bool = False, all: bool = False) -> SimpleNamespace:
+        """Deletes what nothing uses (see SyncBoxlite.prune)."""
+        return await _blocking(self._sync.prune, boxes, all)
+
+    def close(self) -> None:
+        """Frees the runtime (see SyncBoxlite.close)."""
+        self._sync.close()
+
+    async def __aenter__(self) -> "Boxlite":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Box:
+    """One box. As an async context manager it is stopped and removed on exit."""
+
+    def __init__(self, sync: SyncBox):
+        self._sync = sync
+        self.id: str = sync.id
+
+    async def start(self) -> None:
+        """Boots the VM and waits for the guest (a no-op if it runs)."""
+        await _blocking(self._sync.start)
+
+    async def stop(self) -> None:
+        """Stops the VM; the disk is kept."""
+        await _blocking(self._sync.stop)
+
+    async def remove(self, force: bool = False) -> None:
+        """Deletes the box and its disk; a running box needs `force`."""
+        await _blocking(self._sync.remove, force)
+
+    async def info(self) -> BoxInfo:
+        """The box's record: `.status`, `.ports`, ..."""
+        return await _blocking(self._sync.info)
+
+    async def metrics(self) -> BoxMetrics:
+        """The box's metrics: `.memory_usage_bytes`, `.cpu_percent`, ..."""
+        return await _blocking(self._sync.metrics)
+
+    async def set_network(self, network: Network) -> None:
+        """Replaces the allow/deny policy (see SyncBox.set_network)."""
+        await _blocking(self._sync.set_network, network)
+
+    async def exec(self, cmd: str, *args: Any, env: Env = None, cwd: Optional[str] = None, user: Optional[str] = None,
+                   timeout: Optional[float] = None, tty: bool = False) -> "Execution":
+        """Starts `cmd` with `args` (one by one, or as one list), booting the box if needed, and
+        returns its Execution once it runs. `timeout` in seconds is enforced in the guest. A
+        command that cannot start raises InvalidArgumentError."""
+        return Execution(await _blocking(self._sync._box.exec, argv_of(cmd, args), env, cwd, user, timeout, tty))
+
+    def close(self) -> None:
+        """Frees this handle; the box itself is untouched."""
+        self._sync.close()
+
+    async def __aenter__(self) -> "Box":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.remove(force=True)
+        except NotFoundError:
+            pass  # already removed
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"Box(id={self.id!r})"
+
+
+class Execution:
+    """A running command: `async for line in execution.stdout()`, `execution.stdin()`,
+    `await execution.wait()` (an ExecResult), `await execution.kill()`. Lives in the event loop
+    that made it."""
+
+    def __init__(self, handle: ExecHandle):
+        self._state = ExecState(handle)
+        self._loop = asyncio.get_running_loop()
+        self._changed: Optional[asyncio.Future] = None
+        self._watching = False
+
+    def _on_ready(self) -> None:
+        if self._state.pump():
+            self._wake()
+        if self._state.handle.done():
+            self._unwatch()
+
+    def _wake(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            self._loop.remove_reader(self._state.handle.fd)
+            self._watching = False
+
+    async def _step(self) -> None:
+        """Returns once something changed: new output, a stream's end, or the command's end."""
+        if self._state.pump():
+            self._wake()  # other waiters may wait for what this pump took
+            return
+        if self._changed is None or self._changed.done():
+            self._changed = self._loop.create_future()  # shared by every waiter of this step
+        if not self._watching and not self._state.handle.done():
+            self._loop.add_reader(self._state.handle.fd, self._on_ready)
+            self._watching = True
+        await self._changed
+
+    async def _lines(self, stream: int) -> AsyncIterator[str]:
+        state = self._state.handle.streams[stream]
+        pending = ""
+        while True:
+            lines, pending = split_lines(pending, text_chunks(state, final=state.ended))
+            for line in lines:
+                yield line
+            if state.ended:
+                if pending:
+                    yield pending
+                return
+            await self._step()
+
+    def stdout(self) -> AsyncIterator[str]:
+        """The command's stdout, line by line as it arrives (each line with its "\\n"); once per
+        execution; call it before wait(), whose result then has an empty stdout."""
+        self._state.take(BOXLITE_STDOUT)  # now, so that no output is collected for wait() meanwhile
+        return self._lines(BOXLITE_STDOUT)
+
+    def stderr(self) -> AsyncIterator[str]:
+        """The command's stderr, line by line as it arrives; once per execution."""
+        self._state.take(BOXLITE_STDERR)
+        return self._lines(BOXLITE_STDERR)
+
+    def stdin(self) -> "ExecStdin":
+        """The command's stdin: `await stdin.write(...)`, `await stdin.close()`."""
+        return ExecStdin(self._state.handle)
+
+    async def wait(self) -> ExecResult:
+        """Waits for the command to end: ExecResult(exit_code, stdout, stderr, error_message),
+        with the output of the streams no iterator read. Cancelling the wait (e.g.
+        asyncio.wait_for's timeout) leaves the command running: kill() it."""
+        try:
+            while not self._state.handle.done():
+                await self._step()
+        finally:
+            if self._state.handle.done():
+                self._unwatch()
+        return self._state.result()
+
+    async def kill(self, signal: int = 9) -> None:
+        """Sends `signal` (default SIGKILL) to the command and its process group;
+        InvalidStateError if it has ended."""
+        await _blocking(self._state.handle.signal, signal)
+
+    async def resize_tty(self, rows: int, cols: int) -> None:
+        """Not supported by this libboxlite yet: raises InvalidStateError."""
+        raise InvalidStateError("INVALID_STATE", "resize_tty is not supported by this libboxlite yet")
+
+    def __del__(self) -> None:
+        if self._watching and not self._loop.is_closed():
+            self._loop.remove_reader(self._state.handle.fd)
+
+
+class ExecStdin:
+    """Writes to a command's stdin; write() waits until the guest takes the bytes."""
+
+    def __init__(self, handle: ExecHandle):
+        self._handle = handle
+
+    async def write(self, data: Union[str, bytes]) -> None:
+        """Writes `data` (str: as UTF-8). InvalidStateError if stdin is closed or the command ended."""
+        await _blocking(self._handle.write_stdin, data.encode() if isinstance(data, str) else bytes(data))
+
+    async def close(self) -> None:
+        """Closes stdin: the command reads end of file. Closing again is a no-op."""
+        await _blocking(self._handle.close_stdin)
+
+
+class SimpleBox:
+    """A box made and booted on `async with` (or start()) and ended on exit (or shutdown()):
+
+        async with boxlite.SimpleBox(image="python:slim") as box:
+            result = await box.exec("echo", "hi")   # ExecResult: exit_code, stdout, stderr
+
+    Keywords: every field of BoxOptions (cpus, memory_mib in MiB, env, working_dir, ports,
+    network, ...), `name`, `runtime` (default Boxlite.default()), `auto_remove` (default True:
+    the box is removed at the end; False: only stopped) and `reuse_existing` (with a `name`:
+    take the box of that name if there is one)."""
+
+    def __init__(self, image: str = "python:slim", *, name: Optional[str] = None, runtime: Optional[Boxlite] = None,
+                 reuse_existing: bool = False, auto_remove: bool = True, **options: Any):
+        self._options = BoxOptions(image=image, auto_remove=auto_remove, **options)
+        self._name = name
+        self._runtime = runtime
+        self._reuse = reuse_existing
+        self._box: Optional[Box] = None
+        self.created = False
+        """True if start() made a new box, False if it reused one (`reuse_existing`)."""
+
+    @property
+    def id(self) -> str:
+        """The box's id (after start())."""
+        return self._started().id
+
+    def _started(self) -> Box:
+        if self._box is None:
+            raise InvalidStateError("INVALID_STATE", "the box is not started: use `async with SimpleBox(...)` or await start()")
+        return self._box
+
+    async def start(self) -> "SimpleBox":
+        """Creates the box (or takes the existing one, see `reuse_existing`) and boots it."""
+        if self._box is None:
+            runtime = self._runtime or Boxlite.default()
+            if self._reuse and self._name and await runtime.get_info(self._name):
+                self._box, self.created = await runtime.get(self._name), False
+            else:
+                self._box, self.created = await runtime.create(self._options, self._name), True
+        await self._box.start()
+        return self
+
+    async def exec(self, cmd: str, *args: Any, env: Env = None, timeout: Optional[float] = None, cwd: Optional[str] = None,
+                   user: Optional[str] = None, stdin: Union[str, bytes, None] = None) -> ExecResult:
+        """Runs a command to its end: ExecResult(exit_code, stdout, stderr, error_message), whole
+        decoded strings. `stdin` is written to it, then closed. `timeout` in seconds: the guest
+        kills the command (timed_out, exit code 137)."""
+        execution = await self._started().exec(cmd, *args, env=env, cwd=cwd, user=user, timeout=timeout)
+        if stdin:
+            try:
+                await execution.stdin().write(stdin)
+            except InvalidStateError:
+                pass  # the command ended without reading all of it, as with a closed pipe
+        await execution.stdin().close()
+        return await execution.wait()
+
+    async def info(self) -> BoxInfo:
+        """The box's record (`.status`, ...)."""
+        return await self._started().info()
+
+    async def metrics(self) -> BoxMetrics:
+        """The box's metrics (`.memory_usage_bytes`, ...)."""
+        return await self._started().metrics()
+
+    async def stop(self) -> None:
+        """Stops the box (with auto_remove, the library then removes it)."""
+        await self._started().stop()
+
+    async def shutdown(self) -> None:
+        """Ends the box: removes it (`auto_remove`, the default) or stops it, keeping its disk
+        for a later `reuse_existing`. A no-op when not started."""
+        box, self._box = self._box, None
+        if box is None:
+            return
+        try:
+            if self._options.auto_remove:
+                await box.remove(force=True)
+            else:
+                await box.stop()
+        except NotFoundError:
+            pass  # removed meanwhile
+        finally:
+            box.close()
+
+    async def __aenter__(self) -> "SimpleBox":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+
+class CodeBox(SimpleBox):
+    """A python:slim box that runs Python code: `await box.run(code)` returns what it printed."""
+
+    async def run(self, code: str, timeout: Optional[float] = None) -> str:
+        """Runs `code` with python3 and returns its stdout followed by its stderr."""
+        result = await self.exec("python3", "-c", code, timeout=timeout)
+        return result.stdout + result.stderr
+
+    async def install_packages(self, *names: str) -> ExecResult:
+        """pip-installs `names` in the box (needs the box's network to reach the index)."""
+        return await self.exec("python3", "-m", "pip", "install", "--quiet", *names)

@@ -1,0 +1,354 @@
+"""The synchronous twin of the boxlite API, with the same names prefixed `Sync`: for plain
+scripts, and for threads beside a running event loop (each call blocks only its thread).
+
+    from boxlite.sync_api import SyncSimpleBox
+
+    with SyncSimpleBox(image="python:slim") as box:
+        print(box.exec("echo", "hi").stdout, end="")
+"""
+
+from __future__ import annotations
+
+import select
+from types import SimpleNamespace
+from typing import Any, Iterator, List, Optional, Union
+
+from ._core import (
+    BoxHandle,
+    BoxInfo,
+    BoxMetrics,
+    Canceller,
+    ExecHandle,
+    ExecResult,
+    ExecState,
+    RuntimeHandle,
+    RuntimeMetrics,
+    argv_of,
+    split_lines,
+    text_chunks,
+)
+from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
+from .errors import InvalidStateError, NotFoundError
+from .options import BoxOptions, Env, Network, Options
+
+__all__ = ["SyncBox", "SyncBoxlite", "SyncCodeBox", "SyncExecStdin", "SyncExecution", "SyncSimpleBox"]
+
+
+class SyncBoxlite:
+    """A runtime over one home directory (see `Options`). Use it as a context manager, or call
+    close(); `SyncBoxlite.default()` is one shared runtime on the default home."""
+
+    _default: Optional["SyncBoxlite"] = None
+
+    def __init__(self, options: Optional[Options] = None):
+        self._rt = RuntimeHandle(options)
+
+    @classmethod
+    def default(cls) -> "SyncBoxlite":
+        """The process's shared runtime with `Options()` (made on first use, never closed)."""
+        if cls._default is None:
+            cls._default = cls()
+        return cls._default
+
+    def create(self, options: BoxOptions, name: Optional[str] = None) -> "SyncBox":
+        """Creates a box (pulling its image if needed); it boots on start() or its first exec.
+        InvalidArgumentError for a bad option (naming it, e.g. "memory_mib 64 is out of range:
+        use 128 to 65536 MiB"), AlreadyExistsError for a name taken, ImageError / RegistryError
+        when the image cannot be pulled; nothing is left behind then."""
+        return SyncBox(self._rt.create(options, name))
+
+    def get(self, id_or_name: str) -> "SyncBox":
+        """An existing box by id or name; NotFoundError if there is none."""
+        return SyncBox(self._rt.get(id_or_name))
+
+    def get_info(self, id_or_name: str) -> Optional[BoxInfo]:
+        """The record of a box by id or name, or None if there is none."""
+        try:
+            box = self._rt.get(id_or_name)
+        except NotFoundError:
+            return None
+        try:
+            return box.info()
+        finally:
+            box.close()
+
+    def list_info(self) -> List[BoxInfo]:
+        """Every box of the home, oldest first, with its current status."""
+        return self._rt.list_info()
+
+    def remove(self, id_or_name: str, force: bool = False) -> None:
+        """Removes a box and its disk; a running one needs `force` (it is stopped first).
+        NotFoundError if there is no such box."""
+        box = self._rt.get(id_or_name)
+        try:
+            box.remove(force)
+        finally:
+            box.close()
+
+    def metrics(self) -> RuntimeMetrics:
+        """The runtime's counters (active_boxes, boxes_created_total, ...)."""
+        return self._rt.metrics()
+
+    def pull(self, reference: str, cancel: Optional[Canceller] = None) -> None:
+        """Pulls an image and builds its base disk, so that create() then needs no network.
+        `cancel`: a Canceller whose cancel(), from another thread, makes this raise AbortedError
+        soon after, with the partial download deleted."""
+        self._rt.pull(reference, cancel)
+
+    def images(self) -> List[SimpleNamespace]:
+        """The images of the home, sorted by reference: reference, digest, config_digest,
+        layers, size_bytes, pulled_at (unix seconds)."""
+        return self._rt.images()
+
+    def remove_image(self, reference: str, force: bool = False) -> SimpleNamespace:
+        """Removes an image; InvalidStateError (naming them) if boxes use its base disk, unless
+        `force`. Returns what was removed: boxes, images, blobs, base_disks, bytes_freed."""
+        return self._rt.remove_image(reference, force)
+
+    def prune(self, boxes: bool = False, all: bool = False) -> SimpleNamespace:
+        """Deletes blobs and base disks nothing uses; `boxes`: first remove every box not
+        running; `all`: also images no box uses. Returns what was removed."""
+        return self._rt.prune(boxes, all)
+
+    def close(self) -> None:
+        """Frees the runtime. Boxes it booted stop when their last handle is closed too, except
+        detached ones."""
+        self._rt.close()
+
+    def __enter__(self) -> "SyncBoxlite":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncBox:
+    """One box. As a context manager it is stopped and removed on exit."""
+
+    def __init__(self, handle: BoxHandle):
+        self._box = handle
+        self.id: str = handle.id
+
+    def start(self) -> None:
+        """Boots the VM and waits for the guest (a no-op if it runs)."""
+        self._box.start()
+
+    def stop(self) -> None:
+        """Stops the VM; the disk is kept."""
+        self._box.stop()
+
+    def remove(self, force: bool = False) -> None:
+        """Deletes the box and its disk; a running box needs `force`."""
+        self._box.remove(force)
+
+    def info(self) -> BoxInfo:
+        """The box's record (status, ports, ...); the box may run in another process."""
+        return self._box.info()
+
+    def metrics(self) -> BoxMetrics:
+        """The box's metrics since it last started."""
+        return self._box.metrics()
+
+    def set_network(self, network: Network) -> None:
+        """Replaces the allow/deny policy, on the running box at once and for later starts;
+        switching the network on or off after create raises InvalidArgumentError."""
+        self._box.set_network(network)
+
+    def exec(self, cmd: str, *args: Any, env: Env = None, cwd: Optional[str] = None, user: Optional[str] = None,
+             timeout: Optional[float] = None, tty: bool = False) -> "SyncExecution":
+        """Starts `cmd` with `args` (one by one, or as one list) in the box, booting it if
+        needed, and returns at once. `timeout` in seconds is enforced in the guest. A command
+        that cannot start (not found, bad cwd or user) raises InvalidArgumentError."""
+        return SyncExecution(self._box.exec(argv_of(cmd, args), env, cwd, user, timeout, tty))
+
+    def close(self) -> None:
+        """Frees this handle; the box itself is untouched."""
+        self._box.close()
+
+    def __enter__(self) -> "SyncBox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.remove(force=True)
+        except NotFoundError:
+            pass  # already removed
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"SyncBox(id={self.id!r})"
+
+
+class SyncExecution:
+    """A running command: read `stdout()` / `stderr()` (iterators of lines, each with its "\\n"),
+    write `stdin()`, `wait()` for the result, `kill()`. Waits on the library's notify fd: no
+    thread per stream. Use one Execution from one thread at a time."""
+
+    def __init__(self, handle: ExecHandle):
+        self._state = ExecState(handle)
+
+    def _step(self) -> None:
+        """Returns once something changed: new output, a stream's end, or the command's end."""
+        while not self._state.pump():
+            select.select([self._state.handle.fd], [], [])
+
+    def _lines(self, stream: int) -> Iterator[str]:
+        state = self._state.handle.streams[stream]
+        pending = ""
+        while True:
+            lines, pending = split_lines(pending, text_chunks(state, final=state.ended))
+            yield from lines
+            if state.ended:
+                if pending:
+                    yield pending
+                return
+            self._step()
+
+    def stdout(self) -> Iterator[str]:
+        """The command's stdout, line by line as it arrives; once per execution. wait()'s result
+        then has an empty stdout."""
+        self._state.take(BOXLITE_STDOUT)  # now, so that no output is collected for wait() meanwhile
+        return self._lines(BOXLITE_STDOUT)
+
+    def stderr(self) -> Iterator[str]:
+        """The command's stderr, line by line as it arrives; once per execution."""
+        self._state.take(BOXLITE_STDERR)
+        return self._lines(BOXLITE_STDERR)
+
+    def stdin(self) -> "SyncExecStdin":
+        """The command's stdin."""
+        return SyncExecStdin(self._state.handle)
+
+    def wait(self) -> ExecResult:
+        """Waits for the command to end and returns its result, with the output of the streams
+        no iterator read."""
+        while not self._state.handle.done():
+            self._step()
+        return self._state.result()
+
+    def kill(self, signal: int = 9) -> None:
+        """Sends `signal` (default SIGKILL) to the command and its process group;
+        InvalidStateError if it has ended."""
+        self._state.handle.signal(signal)
+
+    def resize_tty(self, rows: int, cols: int) -> None:
+        """Not supported by this libboxlite yet: raises InvalidStateError."""
+        raise InvalidStateError("INVALID_STATE", "resize_tty is not supported by this libboxlite yet")
+
+
+class SyncExecStdin:
+    """Writes to a command's stdin; write() blocks until the guest takes the bytes."""
+
+    def __init__(self, handle: ExecHandle):
+        self._handle = handle
+
+    def write(self, data: Union[str, bytes]) -> None:
+        """Writes `data` (str: as UTF-8). InvalidStateError if stdin is closed or the command ended."""
+        self._handle.write_stdin(data.encode() if isinstance(data, str) else bytes(data))
+
+    def close(self) -> None:
+        """Closes stdin: the command reads end of file. Closing again is a no-op."""
+        self._handle.close_stdin()
+
+
+class SyncSimpleBox:
+    """A box that is created and booted on enter (or start()) and removed on exit (or
+    shutdown()): `with SyncSimpleBox(image="python:slim") as box: box.exec("echo", "hi")`.
+    Takes every field of BoxOptions as a keyword; see `boxlite.SimpleBox`."""
+
+    def __init__(self, image: str = "python:slim", *, name: Optional[str] = None, runtime: Optional[SyncBoxlite] = None,
+                 reuse_existing: bool = False, auto_remove: bool = True, **options: Any):
+        self._options = BoxOptions(image=image, auto_remove=auto_remove, **options)
+        self._name = name
+        self._runtime = runtime
+        self._reuse = reuse_existing
+        self._box: Optional[SyncBox] = None
+        self.created = False
+        """True if start() made a new box, False if it reused one (`reuse_existing`)."""
+
+    @property
+    def id(self) -> str:
+        """The box's id (after start())."""
+        return self._started().id
+
+    def _started(self) -> SyncBox:
+        if self._box is None:
+            raise InvalidStateError("INVALID_STATE", "the box is not started: use `with SyncSimpleBox(...)` or call start()")
+        return self._box
+
+    def start(self) -> "SyncSimpleBox":
+        """Creates the box (or, with `reuse_existing` and a `name`, takes the box of that name if
+        there is one) and boots it."""
+        if self._box is None:
+            runtime = self._runtime or SyncBoxlite.default()
+            if self._reuse and self._name and runtime.get_info(self._name):
+                self._box, self.created = runtime.get(self._name), False
+            else:
+                self._box, self.created = runtime.create(self._options, self._name), True
+        self._box.start()
+        return self
+
+    def exec(self, cmd: str, *args: Any, env: Env = None, timeout: Optional[float] = None, cwd: Optional[str] = None,
+             user: Optional[str] = None, stdin: Union[str, bytes, None] = None) -> ExecResult:
+        """Runs a command to its end: ExecResult(exit_code, stdout, stderr, error_message).
+        `stdin` is written to it, then closed. `timeout` in seconds."""
+        execution = self._started().exec(cmd, *args, env=env, cwd=cwd, user=user, timeout=timeout)
+        _feed(execution.stdin(), stdin)
+        return execution.wait()
+
+    def info(self) -> BoxInfo:
+        return self._started().info()
+
+    def metrics(self) -> BoxMetrics:
+        return self._started().metrics()
+
+    def stop(self) -> None:
+        """Stops the box; its disk is kept (start() boots it again)."""
+        self._started().stop()
+
+    def shutdown(self) -> None:
+        """Ends the box: removes it (`auto_remove`, the default) or stops it, keeping its disk
+        for a later `reuse_existing`. A no-op when not started."""
+        box, self._box = self._box, None
+        if box is None:
+            return
+        try:
+            if self._options.auto_remove:
+                box.remove(force=True)
+            else:
+                box.stop()
+        except NotFoundError:
+            pass  # removed meanwhile
+        finally:
+            box.close()
+
+    def __enter__(self) -> "SyncSimpleBox":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class SyncCodeBox(SyncSimpleBox):
+    """A python:slim box that runs Python code: `run(code)` returns what it printed."""
+
+    def run(self, code: str, timeout: Optional[float] = None) -> str:
+        """Runs `code` with python3 and returns its stdout followed by its stderr."""
+        result = self.exec("python3", "-c", code, timeout=timeout)
+        return result.stdout + result.stderr
+
+    def install_packages(self, *names: str) -> ExecResult:
+        """pip-installs `names` in the box (needs the box's network to reach the index)."""
+        return self.exec("python3", "-m", "pip", "install", "--quiet", *names)
+
+
+def _feed(stdin: SyncExecStdin, data: Union[str, bytes, None]) -> None:
+    """Writes `data`, then closes stdin whatever happened (unread input is not an error)."""
+    try:
+        if data:
+            stdin.write(data)
+    except InvalidStateError:
+        pass  # the command ended without reading all of it, as with a closed pipe
+    finally:
+        stdin.close()
