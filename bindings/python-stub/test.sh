@@ -18,11 +18,14 @@ venv="$cache/venv-python-stub"
 
 (cd "$root" && cargo build --quiet -p boxlite-ffi)
 export BOXLITE_LIBRARY="$CARGO_TARGET_DIR/debug/libboxlite.so"
+export PYTHON="$venv/bin/python"  # for build-wheel.sh
 
-if ! "$venv/bin/python" -c "import pytest" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest>=8,<9"
+# pytest; setuptools and wheel build the wheel that tests/test_wheel.py installs.
+if ! "$venv/bin/python" -c "import pytest, setuptools, wheel; assert int(setuptools.__version__.split('.')[0]) >= 68" 2>/dev/null; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest>=8,<9" "setuptools>=68" "wheel>=0.40"
 fi
+(cd "$root" && cargo build --quiet -p boxlite-shim)
 
 cd "$here"
 exec "$venv/bin/python" -m pytest -p no:cacheprovider "$@"

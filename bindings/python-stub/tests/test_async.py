@@ -297,10 +297,11 @@ def test_the_faq_simplebox_sample_runs_as_written_with_the_debug_log(home, regis
     proc = subprocess.run([sys.executable, "-c", script, str(host_server)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "hello-from-host" and lines[1] == "Status: running", proc.stdout
-    assert lines[2].startswith("Memory: ") and lines[2].endswith(" MB")
+    said = f"stdout:\n{proc.stdout}\nstderr (end):\n{proc.stderr[-3000:]}"
+    assert len(lines) == 6 and lines[0] == "hello-from-host" and lines[1] == "Status: running", said
+    assert lines[2].startswith("Memory: ") and lines[2].endswith(" MB"), said
     box_id, created = lines[3].split()
     assert created == "True" and lines[4] == "True True", "the runtime leaves the program's signal handlers alone"
     assert lines[5] == boxlite.__version__
-    assert "DEBUG" in proc.stderr and "box ready" in proc.stderr, "RUST_LOG=debug prints the runtime's debug log"
+    assert "DEBUG" in proc.stderr and "box ready" in proc.stderr, f"RUST_LOG=debug prints the runtime's debug log; {said}"
     assert box_processes(home, box_id) == 0 and not os.path.exists(os.path.join(home, "boxes", box_id))
