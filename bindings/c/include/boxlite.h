@@ -95,11 +95,36 @@ typedef struct boxlite_runtime boxlite_runtime;
 // Which output stream of a command `boxlite_exec_read` reads.
 typedef int boxlite_stream;
 
+// Level of a log event handed to a `boxlite_log_fn`.
+typedef int boxlite_log_level;
+
+// Receives one log event: `userdata` as registered, the level, and the event as one line of
+// text (NUL-terminated UTF-8, no trailing newline, valid only during the call).
+typedef void (*boxlite_log_fn)(void *userdata, boxlite_log_level level, const char *message);
+
+// Frees the `userdata` of a callback that is replaced or removed.
+typedef void (*boxlite_free_fn)(void *userdata);
+
 // The command's standard output.
 #define BOXLITE_STDOUT 1
 
 // The command's standard error (empty for TTY execs, whose stderr merges into stdout).
 #define BOXLITE_STDERR 2
+
+// Something failed.
+#define BOXLITE_LOG_ERROR 1
+
+// Something is off but the work goes on (e.g. KVM unusable, TCG used instead).
+#define BOXLITE_LOG_WARN 2
+
+// Progress worth knowing.
+#define BOXLITE_LOG_INFO 3
+
+// Detail for debugging (e.g. "box ready" with its boot time).
+#define BOXLITE_LOG_DEBUG 4
+
+// Everything.
+#define BOXLITE_LOG_TRACE 5
 
 #ifdef __cplusplus
 extern "C" {
@@ -489,6 +514,22 @@ boxlite_result boxlite_image_remove(boxlite_runtime *rt,
 // `rt` is NULL or a live runtime; `options_json` is NULL or NUL-terminated; `out` is NULL or
 // writable.
 boxlite_result boxlite_images_prune(boxlite_runtime *rt, const char *options_json, char **out);
+
+// Sends the library's log events to `callback` instead of stderr; NULL sends them to stderr
+// again. Which events: those `BOXLITE_LOG`, else `RUST_LOG`, else "warn" selects (read once, when
+// the first runtime opens).
+//
+// `callback` is called from library threads, several at once, possibly while another thread is
+// blocked in a boxlite call; it must not call boxlite functions. `userdata` is passed to it as
+// is. `free_userdata`: NULL, or called once with `userdata` when this registration is replaced
+// or removed (after which `callback` is no longer called with it). Any thread.
+//
+// # Safety
+// `callback` and `free_userdata` are NULL or functions safe to call with `userdata` from any
+// thread until `free_userdata` (or a replacing registration) returns.
+boxlite_result boxlite_log_set_callback(boxlite_log_fn callback,
+                                        void *userdata,
+                                        boxlite_free_fn free_userdata);
 
 // Opens a runtime: creates the home directory if needed and reconciles boxes whose VM died.
 //

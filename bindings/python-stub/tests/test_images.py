@@ -108,3 +108,26 @@ def test_a_detached_box_outlives_its_process_then_stops_when_idle_and_removes_it
         else:
             pytest.fail("the idle auto_remove box was not removed within 30 s")
         b.close()
+
+
+LOGGED = """
+import logging, sys
+from pathlib import Path
+from boxlite import Options
+from boxlite.sync_api import SyncBoxlite
+records = []
+logging.getLogger("boxlite").addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: records.append(r)})())
+with SyncBoxlite(Options(home_dir=sys.argv[1])) as rt:
+    Path(sys.argv[1], "images", "refs", "corrupt.json").write_text("not json")
+    assert rt.images() == []
+print([(r.levelname, r.getMessage().split(" path=")[0]) for r in records])
+"""
+
+
+def test_the_runtimes_warnings_reach_python_logging_unless_rust_log_is_set(fresh):
+    env = {k: v for k, v in os.environ.items() if k not in ("BOXLITE_LOG", "RUST_LOG")}
+    proc = subprocess.run([sys.executable, "-c", LOGGED, fresh], env=dict(env, PYTHONPATH=SRC), capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "[('WARNING', 'skipping unreadable image record')]\n"), proc.stderr
+    assert "skipping unreadable" not in proc.stderr, "handled by logging, not printed by the library"
+    proc = subprocess.run([sys.executable, "-c", LOGGED, fresh], env=dict(env, PYTHONPATH=SRC, RUST_LOG="warn"), capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "[]\n") and "WARN skipping unreadable image record" in proc.stderr, proc.stderr

@@ -15,12 +15,14 @@ mod cancel;
 mod error;
 mod exec;
 mod images;
+mod log;
 mod net;
 mod runtime;
 
 pub use boxes::boxlite_box;
 pub use cancel::boxlite_canceller;
 pub use error::boxlite_result;
+pub use log::{boxlite_free_fn, boxlite_log_fn, boxlite_log_level};
 pub use exec::{boxlite_exec, boxlite_stream, BOXLITE_STDERR, BOXLITE_STDOUT};
 pub use runtime::boxlite_runtime;
 

@@ -9,7 +9,7 @@ use std::ffi::c_char;
 use std::future::Future;
 use std::path::PathBuf;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -167,25 +167,6 @@ impl From<RuntimeConfig> for boxlite::RuntimeOptions {
     }
 }
 
-/// Library warnings (such as the one-time "KVM unusable, using TCG") go to stderr, filtered by
-/// `BOXLITE_LOG`, else `RUST_LOG` (tracing's env-filter syntax; `RUST_LOG=debug` is the debug
-/// step users know), else "warn". Skipped if the process already installed a tracing subscriber.
-fn init_logging() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("BOXLITE_LOG")
-            .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .without_time()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init();
-    });
-}
-
 /// Opens a runtime: creates the home directory if needed and reconciles boxes whose VM died.
 ///
 /// `options_json`: NULL for every default, or a JSON object with any of:
@@ -215,7 +196,7 @@ pub unsafe extern "C" fn boxlite_runtime_new(options_json: *const c_char, out: *
         let out = unsafe { out_param(out, "out")? };
         // SAFETY: as above.
         let config: RuntimeConfig = unsafe { options(options_json, "options_json")? };
-        init_logging();
+        crate::log::init();
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("boxlite")

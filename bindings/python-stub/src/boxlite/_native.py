@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import logging
 import os
 import threading
-from ctypes import POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_void_p
+from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_void_p
 from pathlib import Path
 
 from .errors import error_for
@@ -46,6 +48,7 @@ _PROTOTYPES = {
     "boxlite_exec_signal": (c_int, [c_void_p, c_int]),
     "boxlite_boxes_list": (c_int, [c_void_p, POINTER(c_void_p)]),
     "boxlite_runtime_metrics": (c_int, [c_void_p, POINTER(c_void_p)]),
+    "boxlite_log_set_callback": (c_int, [c_void_p, c_void_p, c_void_p]),
     "boxlite_runtime_pull": (c_int, [c_void_p, c_char_p, c_void_p]),
     "boxlite_canceller_new": (c_int, [POINTER(c_void_p)]),
     "boxlite_canceller_cancel": (c_int, [c_void_p]),
@@ -84,6 +87,27 @@ def _find_library() -> Path:
 _lib = None
 _lock = threading.Lock()
 
+logger = logging.getLogger("boxlite")
+"""The runtime's log, when neither BOXLITE_LOG nor RUST_LOG is set: its warnings and errors."""
+
+# boxlite_log_level -> logging level.
+_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG, 5: logging.DEBUG}
+
+
+@CFUNCTYPE(None, c_void_p, c_int, c_char_p)
+def _on_log(_userdata: int, level: int, message: bytes) -> None:
+    logger.log(_LEVELS.get(level, logging.INFO), "%s", message.decode("utf-8", "replace"))
+
+
+def _forward_logs(loaded: ctypes.CDLL) -> None:
+    """Hands the runtime's log to `logger`, unless BOXLITE_LOG or RUST_LOG asks for it on stderr
+    (the FAQ's `RUST_LOG=debug python script.py`). Undone at exit, so that nothing calls into an
+    interpreter that is shutting down."""
+    if os.environ.get("BOXLITE_LOG") or os.environ.get("RUST_LOG"):
+        return
+    check_with(loaded, loaded.boxlite_log_set_callback(ctypes.cast(_on_log, c_void_p), None, None))
+    atexit.register(loaded.boxlite_log_set_callback, None, None, None)
+
 
 def lib() -> ctypes.CDLL:
     """The loaded library, loaded on first use (importing boxlite never fails for lack of it)."""
@@ -95,6 +119,7 @@ def lib() -> ctypes.CDLL:
                 fn = getattr(loaded, name)
                 fn.restype = restype
                 fn.argtypes = argtypes
+            _forward_logs(loaded)
             _lib = loaded
         return _lib
 
@@ -102,6 +127,9 @@ def lib() -> ctypes.CDLL:
 def check(result: int) -> None:
     """Raises the exception for a failed call. Must run on the thread that made the call: the
     library's error message is per thread."""
+    check_with(lib(), result)
+
+
+def check_with(loaded: ctypes.CDLL, result: int) -> None:
     if result != 0:
-        message = lib().boxlite_errmsg().decode("utf-8", "replace")
-        raise error_for(result, message)
+        raise error_for(result, loaded.boxlite_errmsg().decode("utf-8", "replace"))
