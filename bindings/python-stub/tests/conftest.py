@@ -5,7 +5,9 @@ fail the run; they are never skipped."""
 import os
 import shutil
 import tempfile
+import threading
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boxlite
 import pytest
@@ -69,3 +71,23 @@ def run(box: SyncBox, cmd: str, *args: str, stdin=None, **options) -> boxlite.Ex
         pass  # the command ended without reading it all
     stream.close()
     return execution.wait()
+
+
+@pytest.fixture(scope="module")
+def host_server():
+    """An HTTP server on this host's 127.0.0.1 answering every GET with "hello-from-host"."""
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "15")
+            self.end_headers()
+            self.wfile.write(b"hello-from-host")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()

@@ -8,9 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boxlite
@@ -45,26 +43,6 @@ def codebox(art):
     box = run(boxlite.CodeBox(image="python:slim", runtime=art, memory_mib=256).start())
     yield box
     run(box.shutdown())
-
-
-@pytest.fixture(scope="module")
-def host_server():
-    """An HTTP server on this host's 127.0.0.1 answering every GET with "hello-from-host"."""
-
-    class Hello(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "15")
-            self.end_headers()
-            self.wfile.write(b"hello-from-host")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
 
 
 def test_version_and_the_reference_import_paths():

@@ -6,7 +6,6 @@ network, and bad options. Two boxes boot: one python:slim box serves every case 
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import boxlite
@@ -45,26 +44,6 @@ def web_box(runtime):
     ports = [(0, 8000), {"guest_port": 5353, "protocol": "udp"}]
     with runtime.create(BoxOptions(image="python:slim", ports=ports), name="py-net") as b:
         yield b
-
-
-@pytest.fixture(scope="module")
-def host_server():
-    """An HTTP server on this host's 127.0.0.1 answering every GET with "hello-from-host"."""
-
-    class Hello(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "15")
-            self.end_headers()
-            self.wfile.write(b"hello-from-host")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
 
 
 def host_get(port: int, within: float) -> bytes:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any, AsyncIterator, Callable, List, Optional, TypeVar, Union
 
-from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, argv_of, split_lines, text_chunks
+from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, SimpleBoxBase, argv_of, split_lines, text_chunks
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
 from .errors import InvalidStateError, NotFoundError
 from .options import BoxOptions, Env, Network, Options
@@ -269,7 +269,7 @@ class ExecStdin:
         await _blocking(self._handle.close_stdin)
 
 
-class SimpleBox:
+class SimpleBox(SimpleBoxBase[Box]):
     """A box made and booted on `async with` (or start()) and ended on exit (or shutdown()):
 
         async with boxlite.SimpleBox(image="python:slim") as box:
@@ -280,25 +280,7 @@ class SimpleBox:
     the box is removed at the end; False: only stopped) and `reuse_existing` (with a `name`:
     take the box of that name if there is one)."""
 
-    def __init__(self, image: str = "python:slim", *, name: Optional[str] = None, runtime: Optional[Boxlite] = None,
-                 reuse_existing: bool = False, auto_remove: bool = True, **options: Any):
-        self._options = BoxOptions(image=image, auto_remove=auto_remove, **options)
-        self._name = name
-        self._runtime = runtime
-        self._reuse = reuse_existing
-        self._box: Optional[Box] = None
-        self.created = False
-        """True if start() made a new box, False if it reused one (`reuse_existing`)."""
-
-    @property
-    def id(self) -> str:
-        """The box's id (after start())."""
-        return self._started().id
-
-    def _started(self) -> Box:
-        if self._box is None:
-            raise InvalidStateError("INVALID_STATE", "the box is not started: use `async with SimpleBox(...)` or await start()")
-        return self._box
+    _how_to_start = "use `async with SimpleBox(...)` or await start()"
 
     async def start(self) -> "SimpleBox":
         """Creates the box (or takes the existing one, see `reuse_existing`) and boots it."""

@@ -11,7 +11,7 @@ from collections import deque
 from ctypes import byref, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_void_p
 from dataclasses import dataclass, field, fields
 from types import SimpleNamespace
-from typing import Any, Deque, Dict, Generator, List, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, Deque, Dict, Generator, Generic, List, Optional, Sequence, Type, TypeVar, Union
 
 from . import _native
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT, check
@@ -27,6 +27,7 @@ _PAUSE_BYTES = 8 * 1024 * 1024
 _NOTHING_YET = [i for i, c in enumerate(CODES) if c and c[1] is TimeoutError][0]
 
 T = TypeVar("T")
+B = TypeVar("B")  # the box class of the API (Box or SyncBox)
 
 
 def _record(cls: Type[T], values: Dict[str, Any]) -> T:
@@ -414,3 +415,29 @@ class ExecState:
     def result(self) -> ExecResult:
         out, err = ("".join(self.collected[s]) for s in (BOXLITE_STDOUT, BOXLITE_STDERR))
         return self.handle.exec_result(out, err)
+
+
+class SimpleBoxBase(Generic[B]):
+    """What SimpleBox and SyncSimpleBox share: their options and the box once started."""
+
+    _how_to_start = ""
+
+    def __init__(self, image: str = "python:slim", *, name: Optional[str] = None, runtime: Any = None,
+                 reuse_existing: bool = False, auto_remove: bool = True, **options: Any):
+        self._options = BoxOptions(image=image, auto_remove=auto_remove, **options)
+        self._name = name
+        self._runtime = runtime
+        self._reuse = reuse_existing
+        self._box: Optional[B] = None
+        self.created = False
+        """True if start() made a new box, False if it reused one (`reuse_existing`)."""
+
+    @property
+    def id(self) -> str:
+        """The box's id (after start())."""
+        return self._started().id  # type: ignore[attr-defined]
+
+    def _started(self) -> B:
+        if self._box is None:
+            raise InvalidStateError("INVALID_STATE", f"the box is not started: {self._how_to_start}")
+        return self._box

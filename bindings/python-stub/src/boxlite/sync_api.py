@@ -23,6 +23,7 @@ from ._core import (
     ExecState,
     RuntimeHandle,
     RuntimeMetrics,
+    SimpleBoxBase,
     argv_of,
     split_lines,
     text_chunks,
@@ -252,30 +253,12 @@ class SyncExecStdin:
         self._handle.close_stdin()
 
 
-class SyncSimpleBox:
+class SyncSimpleBox(SimpleBoxBase[SyncBox]):
     """A box that is created and booted on enter (or start()) and removed on exit (or
     shutdown()): `with SyncSimpleBox(image="python:slim") as box: box.exec("echo", "hi")`.
     Takes every field of BoxOptions as a keyword; see `boxlite.SimpleBox`."""
 
-    def __init__(self, image: str = "python:slim", *, name: Optional[str] = None, runtime: Optional[SyncBoxlite] = None,
-                 reuse_existing: bool = False, auto_remove: bool = True, **options: Any):
-        self._options = BoxOptions(image=image, auto_remove=auto_remove, **options)
-        self._name = name
-        self._runtime = runtime
-        self._reuse = reuse_existing
-        self._box: Optional[SyncBox] = None
-        self.created = False
-        """True if start() made a new box, False if it reused one (`reuse_existing`)."""
-
-    @property
-    def id(self) -> str:
-        """The box's id (after start())."""
-        return self._started().id
-
-    def _started(self) -> SyncBox:
-        if self._box is None:
-            raise InvalidStateError("INVALID_STATE", "the box is not started: use `with SyncSimpleBox(...)` or call start()")
-        return self._box
+    _how_to_start = "use `with SyncSimpleBox(...)` or call start()"
 
     def start(self) -> "SyncSimpleBox":
         """Creates the box (or, with `reuse_existing` and a `name`, takes the box of that name if
