@@ -20,10 +20,11 @@ venv="$cache/venv-python-stub"
 export BOXLITE_LIBRARY="$CARGO_TARGET_DIR/debug/libboxlite.so"
 export PYTHON="$venv/bin/python"  # for build-wheel.sh
 
-# pytest; setuptools and wheel build the wheel that tests/test_wheel.py installs.
-if ! "$venv/bin/python" -c "import pytest, setuptools, wheel; assert int(setuptools.__version__.split('.')[0]) >= 68" 2>/dev/null; then
+# pytest; setuptools and wheel build the wheel that tests/test_wheel.py installs; mypy checks the
+# type hints (tests/test_typing.py).
+if ! "$venv/bin/python" -c "import pytest, setuptools, wheel, mypy; assert int(setuptools.__version__.split('.')[0]) >= 68" 2>/dev/null; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest>=8,<9" "setuptools>=68" "wheel>=0.40"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "pytest>=8,<9" "setuptools>=68" "wheel>=0.40" "mypy>=1.10,<2"
 fi
 (cd "$root" && cargo build --quiet -p boxlite-shim)
 

@@ -43,7 +43,8 @@ __version__ = "0.1.0"
 
 def library_version() -> str:
     """The version of the loaded libboxlite."""
-    return _native.lib().boxlite_version().decode()
+    version: bytes = _native.lib().boxlite_version()
+    return version.decode()
 
 
 __all__ = [

@@ -170,7 +170,7 @@ class Execution:
     def __init__(self, handle: ExecHandle):
         self._state = ExecState(handle)
         self._loop = asyncio.get_running_loop()
-        self._changed: Optional[asyncio.Future] = None
+        self._changed: Optional[asyncio.Future[None]] = None
         self._watching = False
 
     def _on_ready(self) -> None:

@@ -11,7 +11,7 @@ from collections import deque
 from ctypes import byref, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_void_p
 from dataclasses import dataclass, field, fields
 from types import SimpleNamespace
-from typing import Any, Deque, Dict, Generator, Generic, List, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, Deque, Dict, Generator, Generic, List, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
 
 from . import _native
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT, check
@@ -145,7 +145,7 @@ def _json_result(call: Any, *args: Any) -> Any:
     out = c_void_p()
     check(call(*args, byref(out)))
     try:
-        return json.loads(ctypes.string_at(out.value))
+        return json.loads(ctypes.string_at(out))
     finally:
         _native.lib().boxlite_string_free(out)
 
@@ -312,7 +312,7 @@ class ExecHandle:
         check(self._lib.boxlite_exec_notify_fd(ptr, byref(fd)))
         self.fd = fd.value
         self.streams = {BOXLITE_STDOUT: _Stream(), BOXLITE_STDERR: _Stream()}
-        self.result: Optional[tuple] = None  # (exit_code, signal, timed_out) once ended
+        self.result: Optional[Tuple[int, int, bool]] = None  # (exit_code, signal, timed_out) once ended
         self._buf = (c_uint8 * _READ_CHUNK)()
 
     def done(self) -> bool:
@@ -378,7 +378,7 @@ def text_chunks(state: _Stream, final: bool) -> str:
     return state.decoder.decode(state.take(), final)
 
 
-def split_lines(pending: str, text: str) -> tuple:
+def split_lines(pending: str, text: str) -> Tuple[List[str], str]:
     """(complete lines, the rest) of pending + text; each line keeps its "\\n"."""
     data = pending + text
     lines = data.splitlines(keepends=True)
@@ -394,7 +394,7 @@ class ExecState:
 
     def __init__(self, handle: ExecHandle):
         self.handle = handle
-        self.taken: set = set()
+        self.taken: Set[int] = set()
         self.collected: Dict[int, List[str]] = {BOXLITE_STDOUT: [], BOXLITE_STDERR: []}
 
     def pump(self) -> bool:
@@ -435,7 +435,8 @@ class SimpleBoxBase(Generic[B]):
     @property
     def id(self) -> str:
         """The box's id (after start())."""
-        return self._started().id  # type: ignore[attr-defined]
+        box_id: str = self._started().id  # type: ignore[attr-defined]
+        return box_id
 
     def _started(self) -> B:
         if self._box is None:

@@ -94,9 +94,11 @@ logger = logging.getLogger("boxlite")
 _LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG, 5: logging.DEBUG}
 
 
-@CFUNCTYPE(None, c_void_p, c_int, c_char_p)
-def _on_log(_userdata: int, level: int, message: bytes) -> None:
+def _log(_userdata: int, level: int, message: bytes) -> None:
     logger.log(_LEVELS.get(level, logging.INFO), "%s", message.decode("utf-8", "replace"))
+
+
+_on_log = CFUNCTYPE(None, c_void_p, c_int, c_char_p)(_log)  # kept alive for the library
 
 
 def _forward_logs(loaded: ctypes.CDLL) -> None:

@@ -109,7 +109,8 @@ CODES = [
 
 def error_for(result: int, message: str) -> BoxliteError:
     """The exception for a non-zero boxlite_result."""
-    if 0 < result < len(CODES):
-        code, cls = CODES[result]
+    entry = CODES[result] if 0 <= result < len(CODES) else None
+    if entry is not None:
+        code, cls = entry
         return cls(code, message)
     return BoxliteError("UNKNOWN", f"unknown result code {result}: {message}")

@@ -1,0 +1,13 @@
+"""Everything public is typed: mypy --strict passes over the package (py.typed ships it)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def test_the_package_passes_mypy_strict():
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--python-version", "3.10", "--no-incremental", str(SRC / "boxlite")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
