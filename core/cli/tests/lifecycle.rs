@@ -65,7 +65,7 @@ fn assert_no_processes_in(dir: &Path, after: &str) {
 
 #[test]
 fn a_detached_box_is_driven_from_one_cli_process_after_another() {
-    let home = tempfile::tempdir().unwrap();
+    let home = common::Home::new();
     let home = home.path();
 
     let started = Instant::now();
@@ -164,7 +164,7 @@ fn a_detached_box_is_driven_from_one_cli_process_after_another() {
 
 #[test]
 fn run_d_refuses_a_command_and_start_refuses_a_box_that_would_stop_with_it() {
-    let home = tempfile::tempdir().unwrap();
+    let home = common::Home::new();
     let home = home.path();
     let out = expect(home, &["run", "-d", "--name", "web", "busybox:latest", "echo", "hi"], 125);
     assert!(text(&out.stderr).contains("INVALID_ARGUMENT") && text(&out.stderr).contains("boxlite exec"), "{}", text(&out.stderr));

@@ -53,7 +53,7 @@ fn host_get(port: u16) -> String {
 
 #[test]
 fn bad_or_busy_ports_are_refused_before_any_box_exists() {
-    let home = tempfile::tempdir().unwrap();
+    let home = common::Home::new();
     let home = home.path();
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port().to_string();
@@ -72,7 +72,7 @@ fn bad_or_busy_ports_are_refused_before_any_box_exists() {
 
 #[test]
 fn a_published_port_the_host_alias_none_and_an_allow_list() {
-    let home = tempfile::tempdir().unwrap();
+    let home = common::Home::new();
     let home = home.path();
     let web = host_server("from-the-host");
     // busybox's static wget crashes in a rootfs without glibc's NSS modules; nc does not.
