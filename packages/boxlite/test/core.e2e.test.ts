@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Box, BoxliteError, Runtime } from '@boxlite/core'
 import { REGISTRY, registries, tempHome } from '../../../test/fixtures'
+import { failure } from './helpers'
 
 const busybox = `${REGISTRY}/busybox:latest`
 let runtime: Runtime
@@ -17,16 +18,6 @@ function pidAlive(pid: number): boolean {
   } catch {
     return false
   }
-}
-
-async function failure(promise: Promise<unknown>): Promise<BoxliteError> {
-  try {
-    await promise
-  } catch (error) {
-    expect(error).toBeInstanceOf(BoxliteError)
-    return error as BoxliteError
-  }
-  throw new Error('expected a BoxliteError, but the call succeeded')
 }
 
 beforeAll(async () => {

@@ -6,8 +6,9 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram'
 import { createServer as createHttpServer } from 'node:http'
 import { createServer, type Server } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Box, BoxliteError, Runtime } from '@boxlite/core'
+import { Box, Runtime } from '@boxlite/core'
 import { REGISTRY, registries, tempHome } from '../../../test/fixtures'
+import { failure } from './helpers'
 
 const python = `${REGISTRY}/python:slim`
 const busybox = `${REGISTRY}/busybox:latest`
@@ -58,16 +59,6 @@ async function listen(server: Server): Promise<number> {
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error('no TCP address')
   return address.port
-}
-
-async function failure(promise: Promise<unknown>): Promise<BoxliteError> {
-  try {
-    await promise
-  } catch (error) {
-    expect(error).toBeInstanceOf(BoxliteError)
-    return error as BoxliteError
-  }
-  throw new Error('expected a BoxliteError, but the call succeeded')
 }
 
 /** Runs `cmd` in the box to its end: exit code and output. */
