@@ -130,13 +130,18 @@ fn host_tsc_khz() -> Option<u64> {
         if !(has("constant_tsc") && has("nonstop_tsc")) {
             return None;
         }
-        let (ns0, tsc0) = tsc_at_ns()?;
-        std::thread::sleep(Duration::from_millis(10));
-        let (ns1, tsc1) = tsc_at_ns()?;
-        let khz = (tsc1.checked_sub(tsc0)? as u128 * 1_000_000 / ns1.checked_sub(ns0)?.max(1) as u128) as u64;
-        // Anything outside 100 MHz..10 GHz is a bad reading, not a CPU.
-        (100_000..10_000_000).contains(&khz).then_some(khz)
+        measure_tsc_khz()
     })
+}
+
+/// One measurement of the TSC rate over 10 ms; `None` for a reading outside 100 MHz..10 GHz,
+/// which is a bad reading, not a CPU.
+fn measure_tsc_khz() -> Option<u64> {
+    let (ns0, tsc0) = tsc_at_ns()?;
+    std::thread::sleep(Duration::from_millis(10));
+    let (ns1, tsc1) = tsc_at_ns()?;
+    let khz = (tsc1.checked_sub(tsc0)? as u128 * 1_000_000 / ns1.checked_sub(ns0)?.max(1) as u128) as u64;
+    (100_000..10_000_000).contains(&khz).then_some(khz)
 }
 
 /// A TSC reading and the raw monotonic time it was taken at (ns), from the tightest of a few
@@ -301,12 +306,7 @@ mod tests {
         assert_eq!(khz.is_some(), constant, "{khz:?}");
         // Measured twice (a second process would), the rate agrees to 0.05 %: a guest clock on
         // it drifts under 2 s an hour (and each boot reads the real time from the RTC again).
-        if let (Some(a), Some(b)) = (khz, (|| {
-            let (n0, t0) = tsc_at_ns()?;
-            std::thread::sleep(Duration::from_millis(10));
-            let (n1, t1) = tsc_at_ns()?;
-            Some(((t1 - t0) as u128 * 1_000_000 / (n1 - n0) as u128) as u64)
-        })()) {
+        if let (Some(a), Some(b)) = (khz, measure_tsc_khz()) {
             assert!(a.abs_diff(b) * 2000 < a, "{a} kHz vs {b} kHz");
         }
     }
