@@ -136,6 +136,7 @@ async fn direct_exec_rtts(box_dir: &std::path::Path, runs: usize) -> Result<Vec<
         box_dir: box_dir.to_path_buf(),
         network: false,
         hostname: "bench".into(),
+        volumes: Vec::new(),
     };
     let vm = Qemu::new(boxlite::Accel::Auto)?.command(&spec)?;
     let mut child = tokio::process::Command::new(&vm.program).args(&vm.args).kill_on_drop(true).spawn()?;

@@ -1,4 +1,4 @@
-//! PID 1 duties: kernel filesystems, the box disk, reaping, power-off.
+//! PID 1 duties: kernel filesystems, the box disk, volumes, reaping, power-off.
 
 use nix::mount::{mount, MsFlags};
 use std::fs;
@@ -24,6 +24,10 @@ pub fn setup() -> Result<(), String> {
     // kernel must not start a background zeroing thread that would write into every overlay.
     mount(Some(device.as_str()), ROOTFS, Some("ext4"), MsFlags::MS_NOATIME, Some("noinit_itable"))
         .map_err(|e| format!("mount {device} on {ROOTFS}: {e}"))?;
+    // The console line is how the host side measures what the growth costs at boot.
+    if let Some((from, to, ms)) = crate::disk::grow_to_device(&device, ROOTFS)? {
+        console(&format!("boxlite-guest: grew the box filesystem from {from} to {to} blocks in {ms} ms"));
+    }
     // The image may lack these directories; creating them in the box disk is harmless.
     let sub = |p: &str| format!("{ROOTFS}{p}");
     mount_at("proc", &sub("/proc"), "proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, none)?;
@@ -38,7 +42,8 @@ pub fn setup() -> Result<(), String> {
     let ptmx = sub("/dev/ptmx");
     let _ = fs::remove_file(&ptmx);
     let _ = std::os::unix::fs::symlink("pts/ptmx", &ptmx);
-    crate::net::setup(&crate::net::NetConfig::from_cmdline(&cmdline)?).map_err(|e| format!("network: {e}"))
+    crate::net::setup(&crate::net::NetConfig::from_cmdline(&cmdline)?).map_err(|e| format!("network: {e}"))?;
+    crate::volumes::mount_all(&crate::volumes::from_cmdline(&cmdline)?)
 }
 
 fn mount_at(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), String> {
@@ -103,6 +108,7 @@ pub fn shutdown() -> ! {
     // Give the killed processes a moment to release their files so the unmount can succeed.
     std::thread::sleep(std::time::Duration::from_millis(20));
     nix::unistd::sync();
+    crate::volumes::unmount_all();
     for sub in ["/dev/shm", "/dev/pts", "/dev", "/sys", "/proc"] {
         let _ = nix::mount::umount2(format!("{ROOTFS}{sub}").as_str(), nix::mount::MntFlags::MNT_DETACH);
     }

@@ -5,11 +5,13 @@
 //! VM off if the agent dies.
 
 mod agent;
+mod disk;
 mod exec;
 mod init;
 mod net;
 mod port;
 mod user;
+mod volumes;
 
 fn main() {
     if std::process::id() != 1 {

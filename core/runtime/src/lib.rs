@@ -30,6 +30,6 @@ pub use runtime::PruneOptions;
 pub use guest::{ExecControl, ExitStatus, Execution, Output, OutputStream, Stdin};
 pub use image::{Image, ImageConfig, PullProgress, RegistryConfig};
 pub use net::{Network, PortSpec, Protocol};
-pub use options::{Accel, BoxOptions, RuntimeOptions};
+pub use options::{Accel, BoxOptions, RuntimeOptions, Volume};
 pub use runtime::{BoxMetrics, ExecCommand, LiteBox, Runtime, RuntimeMetrics};
 pub use state::{BoxRecord, BoxStatus};

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod registries;
+pub mod volumes;
 pub use registries::{default_registries, registries_from_hosts, CONFIG_FILE, INSECURE_REGISTRIES_ENV, REGISTRIES_ENV};
+pub use volumes::Volume;
 
 /// vCPUs a box gets when none are asked for.
 pub const DEFAULT_CPUS: u32 = 1;
@@ -24,6 +26,10 @@ pub const MAX_MEMORY_MIB: u32 = 65536;
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest box name.
 pub const MAX_NAME_LEN: usize = 64;
+/// Smallest disk a box may ask for, in GiB.
+pub const MIN_DISK_SIZE_GB: u32 = 1;
+/// Largest disk a box may ask for, in GiB.
+pub const MAX_DISK_SIZE_GB: u32 = 1024;
 
 /// How the VM is accelerated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -102,6 +108,11 @@ pub struct BoxOptions {
     pub network: crate::net::Network,
     /// Ports of the box published on the host.
     pub ports: Vec<crate::net::PortSpec>,
+    /// Host directories shared live into the box (host paths canonicalized at create).
+    pub volumes: Vec<Volume>,
+    /// Capacity of the box's root filesystem in GiB, 1..=1024 and at least the image's own disk;
+    /// the disk stays sparse on the host. None: the image's size plus 2 GiB of headroom.
+    pub disk_size_gb: Option<u32>,
 }
 
 impl Default for BoxOptions {
@@ -120,6 +131,8 @@ impl Default for BoxOptions {
             auto_remove: false,
             network: Default::default(),
             ports: Vec::new(),
+            volumes: Vec::new(),
+            disk_size_gb: None,
         }
     }
 }
@@ -159,6 +172,10 @@ impl BoxOptions {
         if self.ready_timeout_ms == 0 {
             return bad("ready_timeout_ms must be greater than 0".into());
         }
+        if let Some(gb) = self.disk_size_gb.filter(|gb| !(MIN_DISK_SIZE_GB..=MAX_DISK_SIZE_GB).contains(gb)) {
+            return bad(format!("disk_size_gb {gb} is out of range: use {MIN_DISK_SIZE_GB} to {MAX_DISK_SIZE_GB} GiB"));
+        }
+        volumes::validate(&self.volumes)?;
         crate::net::validate(&self.network, &self.ports)
     }
 }
@@ -214,6 +231,15 @@ mod tests {
         for bad in ["", "-x", "a/b", "a b", &"x".repeat(65)] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn disk_size_is_checked() {
+        for gb in [0, 1025] {
+            let msg = BoxOptions { disk_size_gb: Some(gb), ..BoxOptions::new("x") }.validate().unwrap_err().to_string();
+            assert!(msg.contains(&format!("disk_size_gb {gb} is out of range")) && msg.contains("1 to 1024"), "{msg}");
+        }
+        BoxOptions { disk_size_gb: Some(1024), ..BoxOptions::new("x") }.validate().unwrap();
     }
 
     #[test]

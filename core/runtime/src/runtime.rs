@@ -244,8 +244,9 @@ impl Runtime {
     }
 
     /// Creates a box (pulling its image if needed). It boots on `start` or its first exec.
-    pub async fn create(&self, options: BoxOptions) -> Result<LiteBox> {
+    pub async fn create(&self, mut options: BoxOptions) -> Result<LiteBox> {
         options.validate()?;
+        options.volumes = crate::options::volumes::canonicalize(&options.volumes)?;
         if let Some(name) = &options.name {
             if self.state().get(name)?.is_some() {
                 return Err(Error::AlreadyExists(format!("a box named '{name}' already exists; choose another name or remove that box")));
@@ -256,6 +257,13 @@ impl Runtime {
         let _hold = self.inner.images.hold().await?;
         let image = match self.image(&options.image).await {
             Ok(image) => image,
+            Err(e) => {
+                self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let disk_size = match disk_size_bytes(options.disk_size_gb, &image) {
+            Ok(size) => size,
             Err(e) => {
                 self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
                 return Err(e);
@@ -279,7 +287,7 @@ impl Runtime {
         // leaves neither, and reports the first error, not the cleanup's.
         let dir = self.box_dir(&id);
         let made = create_private_dir(&dir)
-            .and_then(|_| qemu::create_overlay(&rec.image.base_disk, &dir.join("disk.qcow2")))
+            .and_then(|_| qemu::create_overlay(&rec.image.base_disk, &dir.join("disk.qcow2"), disk_size))
             .and_then(|_| self.state().insert(&rec));
         if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&dir);
@@ -423,6 +431,7 @@ impl Runtime {
             box_dir: dir.clone(),
             network: rec.options.network.enabled(),
             hostname: crate::net::hostname(rec.name.as_deref(), &rec.id),
+            volumes: rec.options.volumes.clone(),
         };
         let net = match rec.options.network.enabled() {
             false => None,
@@ -626,6 +635,24 @@ impl BoxLock {
 
 /// Creates `path` (0700) if needed; one made by an older version that others can read is closed
 /// (where the filesystem allows: a read-only home stays readable).
+/// The box disk's size in bytes for `disk_size_gb` (None: the image's own size); a size below
+/// the image's base disk is refused naming both.
+fn disk_size_bytes(disk_size_gb: Option<u32>, image: &Image) -> Result<Option<u64>> {
+    let Some(gb) = disk_size_gb else { return Ok(None) };
+    const GIB: u64 = 1 << 30;
+    let base = std::fs::metadata(&image.base_disk).map_err(|e| Error::storage("stat", &image.base_disk, e))?.len();
+    let asked = u64::from(gb) * GIB;
+    if asked < base {
+        return Err(Error::InvalidArgument(format!(
+            "disk_size_gb {gb} is smaller than the disk of image {} ({:.1} GiB): ask for at least {} GiB or leave it unset",
+            image.reference,
+            base as f64 / GIB as f64,
+            base.div_ceil(GIB)
+        )));
+    }
+    Ok(Some(asked))
+}
+
 pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {

@@ -25,6 +25,8 @@ pub struct VmSpec {
     pub network: bool,
     /// The guest's hostname.
     pub hostname: String,
+    /// Host directories shared into the guest (host paths canonical).
+    pub volumes: Vec<crate::options::Volume>,
 }
 
 impl VmSpec {

@@ -2,7 +2,7 @@
 
 use super::{check_socket_path, Engine, VmCommand, VmSpec};
 use crate::error::{Error, Result};
-use crate::options::Accel;
+use crate::options::{volumes, Accel};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,14 @@ use std::time::Duration;
 /// Environment variable naming the QEMU binary to use.
 pub const QEMU_ENV: &str = "BOXLITE_QEMU";
 const QEMU_BIN: &str = "qemu-system-x86_64";
+
+/// microvm without ACPI has 8 virtio-mmio transports, on IRQs 5..=12, handed out from the top:
+/// the 5th device lands on IRQ 8, which the RTC (`rtc=on`) holds, so its driver cannot get its
+/// interrupt (`genirq: Flags mismatch irq 8`). A device the guest has no driver for (the kernel
+/// has no virtio-input) takes that transport, leaving 7 usable: rng, serial, blk, net and
+/// [`crate::options::volumes::MAX_VOLUMES`] volumes. More would need ACPI (a second IOAPIC,
+/// 24 transports).
+const IRQ8_PLACEHOLDER: &str = "virtio-keyboard-device";
 
 /// The resolved accelerator a VM runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +87,7 @@ impl Qemu {
         };
         let agent = p(&spec.agent_socket());
         let net_cmdline = if spec.network { format!(" {}", crate::net::guest_cmdline()) } else { String::new() };
+        let volume_cmdline: String = spec.volumes.iter().enumerate().map(|(i, v)| format!(" {}", volumes::cmdline_arg(i, v))).collect();
         let mut args: Vec<String> = vec![
             // rtc=on: without it the guest's clock read stalls ~1 s in about half the boots.
             "-M".into(), "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off".into(),
@@ -94,7 +103,7 @@ impl Qemu {
             "-kernel".into(), p(&spec.kernel),
             "-initrd".into(), p(&spec.initrd),
             "-append".into(), format!(
-                "console=ttyS0 quiet reboot=t panic=-1 boxlite.root=/dev/vda boxlite.hostname={}{net_cmdline}{extra_cmdline}",
+                "console=ttyS0 quiet reboot=t panic=-1 boxlite.root=/dev/vda boxlite.hostname={}{net_cmdline}{volume_cmdline}{extra_cmdline}",
                 spec.hostname
             ),
             "-device".into(), "virtio-rng-device".into(),
@@ -113,6 +122,26 @@ impl Qemu {
             args.extend([
                 "-netdev".into(), format!("stream,id=net0,server=off,addr.type=unix,addr.path={}", p(&crate::net::socket(&spec.box_dir))),
                 "-device".into(), format!("virtio-net-device,netdev=net0,mac={}", crate::net::GUEST_MAC),
+            ]);
+        }
+        if !spec.volumes.is_empty() && spec.network {
+            // rng, serial, blk and net took the 4 top transports; the 5th is on IRQ 8.
+            args.extend(["-device".into(), IRQ8_PLACEHOLDER.into()]);
+        }
+        for (i, v) in spec.volumes.iter().enumerate() {
+            if i == 1 && !spec.network {
+                args.extend(["-device".into(), IRQ8_PLACEHOLDER.into()]);
+            }
+            // QEMU serves the share itself, inside its seccomp sandbox. mapped-xattr: whatever
+            // the guest creates (symlinks, devices, setuid bits, owners) is a plain file plus
+            // xattrs on the host; readonly=on makes QEMU refuse every write, whatever the guest
+            // mounts. docs/volumes.md.
+            let readonly = if v.read_only { ",readonly=on" } else { "" };
+            args.extend([
+                "-fsdev".into(),
+                format!("local,id=vol{i},path={},security_model=mapped-xattr{readonly}", volumes::qemu_escape(&p(&v.host_path))),
+                "-device".into(),
+                format!("virtio-9p-device,fsdev=vol{i},mount_tag={}", volumes::mount_tag(i)),
             ]);
         }
         args
@@ -258,12 +287,16 @@ fn kvm_verdict_at(dev: &Path, modules: &Path) -> std::result::Result<(), String>
     Ok(())
 }
 
-/// Creates the box's qcow2 overlay over the image's base disk: nothing is copied.
-pub fn create_overlay(base: &Path, overlay: &Path) -> Result<()> {
-    let out = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(base)
-        .arg(overlay)
+/// Creates the box's qcow2 overlay over the image's base disk: nothing is copied. With `size`
+/// (bytes) the overlay is that large (the guest grows its filesystem into it); otherwise it is
+/// the base disk's size.
+pub fn create_overlay(base: &Path, overlay: &Path, size: Option<u64>) -> Result<()> {
+    let mut cmd = std::process::Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(base).arg(overlay);
+    if let Some(bytes) = size {
+        cmd.arg(bytes.to_string());
+    }
+    let out = cmd
         .output()
         .map_err(|e| Error::Engine(format!("qemu-img could not run ({e}): install qemu-utils")))?;
     if !out.status.success() {
@@ -323,6 +356,7 @@ mod tests {
             box_dir: "/b".into(),
             network: false,
             hostname: "web".into(),
+            volumes: Vec::new(),
         };
         let args = q.args(&spec).join(" ");
         assert!(args.contains("microvm,") && args.contains("rtc=on"));
@@ -333,5 +367,30 @@ mod tests {
         let args = q.args(&VmSpec { network: true, ..spec }).join(" ");
         assert!(args.contains("-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/b/net.sock"), "{args}");
         assert!(args.contains("virtio-net-device,netdev=net0") && args.contains("boxlite.ip=192.168.127.2/24 boxlite.gw=192.168.127.1"), "{args}");
+    }
+
+    #[test]
+    fn volumes_are_9p_shares_with_mapped_xattr() {
+        let q = Qemu { binary: "qemu".into(), accel: ResolvedAccel::Kvm };
+        let spec = VmSpec {
+            cpus: 1,
+            memory_mib: 256,
+            disk: "/b/disk.qcow2".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            box_dir: "/b".into(),
+            network: false,
+            hostname: "web".into(),
+            volumes: vec![crate::options::Volume::new("/h/a,b", "/mnt/a"), crate::options::Volume::new("/h/c", "/mnt/c").read_only()],
+        };
+        let args = q.args(&spec).join(" ");
+        assert!(args.contains("-fsdev local,id=vol0,path=/h/a,,b,security_model=mapped-xattr -device virtio-9p-device,fsdev=vol0,mount_tag=boxlite0"), "{args}");
+        // Without a NIC the second volume would be the 5th device: the placeholder goes first.
+        assert!(args.contains("mount_tag=boxlite0 -device virtio-keyboard-device -fsdev local,id=vol1"), "{args}");
+        let with_nic = q.args(&VmSpec { network: true, ..spec.clone() }).join(" ");
+        assert!(with_nic.contains(&format!("mac={} -device virtio-keyboard-device -fsdev local,id=vol0", crate::net::GUEST_MAC)), "{with_nic}");
+        assert_eq!(q.args(&VmSpec { volumes: Vec::new(), ..spec }).iter().filter(|a| a.contains("keyboard")).count(), 0);
+        assert!(args.contains("-fsdev local,id=vol1,path=/h/c,security_model=mapped-xattr,readonly=on"), "{args}");
+        assert!(args.contains(" boxlite.volume=boxlite0,rw,/mnt/a boxlite.volume=boxlite1,ro,/mnt/c"), "{args}");
     }
 }
