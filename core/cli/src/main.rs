@@ -85,6 +85,12 @@ struct CreateFlags {
     /// Publish a box port on the host: [IP:]HOST_PORT:GUEST_PORT[/udp] (repeatable).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
+    /// Share a host directory live at a path in the box, read-only with `:ro` (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro|rw]")]
+    volumes: Vec<String>,
+    /// Capacity of the box's disk in GiB, 1 to 1024 (default: the image's size plus 2 GiB).
+    #[arg(long = "disk-size", value_name = "GB")]
+    disk_size: Option<u32>,
 }
 
 impl CreateFlags {
@@ -107,9 +113,32 @@ impl CreateFlags {
             user: self.process.user,
             network,
             ports: self.publish.iter().map(|p| boxlite::PortSpec::parse(p)).collect::<boxlite::Result<_>>()?,
+            volumes: self.volumes.iter().map(|v| parse_volume(v)).collect::<boxlite::Result<_>>()?,
+            disk_size_gb: self.disk_size,
             ..Default::default()
         })
     }
+}
+
+/// `HOST:GUEST[:ro|rw]`; a relative host path is taken from the current directory, as a shell
+/// user expects (the library itself wants absolute paths).
+fn parse_volume(spec: &str) -> boxlite::Result<boxlite::Volume> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, guest, read_only) = match parts[..] {
+        [host, guest] => (host, guest, false),
+        [host, guest, "ro"] => (host, guest, true),
+        [host, guest, "rw"] => (host, guest, false),
+        _ => {
+            return Err(boxlite::Error::InvalidArgument(format!(
+                "-v {spec}: use HOST:GUEST, HOST:GUEST:ro or HOST:GUEST:rw (paths cannot contain ':')"
+            )))
+        }
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(boxlite::Error::InvalidArgument(format!("-v {spec}: both the host and the guest path are needed (HOST:GUEST)")));
+    }
+    let host = std::path::absolute(host).map_err(|e| boxlite::Error::InvalidArgument(format!("-v {spec}: {e}")))?;
+    Ok(boxlite::Volume { host_path: host, guest_path: guest.into(), read_only })
 }
 
 #[derive(Subcommand)]
@@ -758,6 +787,17 @@ async fn run_in_box(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_specs_parse() {
+        let v = parse_volume("/h:/g:ro").unwrap();
+        assert_eq!((v.host_path.to_str(), v.guest_path.as_str(), v.read_only), (Some("/h"), "/g", true));
+        assert!(!parse_volume("/h:/g").unwrap().read_only && !parse_volume("/h:/g:rw").unwrap().read_only);
+        assert!(parse_volume("data:/g").unwrap().host_path.is_absolute());
+        for bad in ["/h", "/h:/g:rx", "/a:b:/g:ro", ":/g", "/h:"] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn start_failures_map_to_shell_exit_codes() {
