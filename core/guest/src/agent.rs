@@ -1,8 +1,12 @@
 //! The gRPC service the host talks to, served over the virtio-serial port.
 
-use crate::{exec, init, port};
+use crate::{exec, files, init, port};
 use boxlite_protocol::v1::guest_server::{Guest, GuestServer};
-use boxlite_protocol::v1::{exec_input, ExecInput, ExecOutput, PingRequest, PingResponse, ShutdownRequest, ShutdownResponse};
+use boxlite_protocol::v1::{
+    exec_input, CopyInRequest, ExecInput, ExecOutput, FileChunk, FileEntry, FileOpResponse, ListDirResponse, MakeDirRequest, PathRequest,
+    PingRequest, PingResponse, RemoveFileRequest, RenameFileRequest, ShutdownRequest, ShutdownResponse, WatchEvent, WatchRequest,
+    WriteFileRequest,
+};
 use boxlite_protocol::{AGENT_PORT_NAME, MAX_MESSAGE_BYTES};
 use std::pin::Pin;
 use std::time::Duration;
@@ -10,6 +14,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 struct Agent;
+
+type Replies<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn replies<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<Result<T, Status>>) -> Response<Replies<T>> {
+    Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
 
 fn uptime_ms() -> u64 {
     let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
@@ -44,6 +54,58 @@ impl Guest for Agent {
             tokio::task::spawn_blocking(|| init::shutdown());
         });
         Ok(Response::new(ShutdownResponse {}))
+    }
+
+    async fn copy_in(&self, req: Request<Streaming<CopyInRequest>>) -> Result<Response<FileOpResponse>, Status> {
+        files::copy_in(req.into_inner()).await.map(|_| Response::new(FileOpResponse {}))
+    }
+
+    type CopyOutStream = Replies<FileChunk>;
+
+    async fn copy_out(&self, req: Request<PathRequest>) -> Result<Response<Self::CopyOutStream>, Status> {
+        files::copy_out(req.into_inner().path).await.map(replies)
+    }
+
+    type ReadFileStream = Replies<FileChunk>;
+
+    async fn read_file(&self, req: Request<PathRequest>) -> Result<Response<Self::ReadFileStream>, Status> {
+        files::read_file(req.into_inner().path).await.map(replies)
+    }
+
+    async fn write_file(&self, req: Request<Streaming<WriteFileRequest>>) -> Result<Response<FileOpResponse>, Status> {
+        files::write_file(req.into_inner()).await.map(|_| Response::new(FileOpResponse {}))
+    }
+
+    type ListDirStream = Replies<ListDirResponse>;
+
+    async fn list_dir(&self, req: Request<PathRequest>) -> Result<Response<Self::ListDirStream>, Status> {
+        files::list_dir(req.into_inner().path).await.map(replies)
+    }
+
+    async fn stat_file(&self, req: Request<PathRequest>) -> Result<Response<FileEntry>, Status> {
+        files::stat(req.into_inner().path).await.map(Response::new)
+    }
+
+    async fn make_dir(&self, req: Request<MakeDirRequest>) -> Result<Response<FileOpResponse>, Status> {
+        let r = req.into_inner();
+        files::make_dir(r.path, r.parents).await.map(|_| Response::new(FileOpResponse {}))
+    }
+
+    async fn remove_file(&self, req: Request<RemoveFileRequest>) -> Result<Response<FileOpResponse>, Status> {
+        let r = req.into_inner();
+        files::remove(r.path, r.recursive).await.map(|_| Response::new(FileOpResponse {}))
+    }
+
+    async fn rename_file(&self, req: Request<RenameFileRequest>) -> Result<Response<FileOpResponse>, Status> {
+        let r = req.into_inner();
+        files::rename(r.from, r.to).await.map(|_| Response::new(FileOpResponse {}))
+    }
+
+    type WatchFilesStream = Replies<WatchEvent>;
+
+    async fn watch_files(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchFilesStream>, Status> {
+        let r = req.into_inner();
+        files::watch(r.path, r.recursive).await.map(replies)
     }
 }
 

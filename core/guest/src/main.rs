@@ -7,6 +7,7 @@
 mod agent;
 mod disk;
 mod exec;
+mod files;
 mod init;
 mod net;
 mod port;

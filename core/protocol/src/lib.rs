@@ -7,9 +7,15 @@ pub mod v1 {
     tonic::include_proto!("boxlite.v1");
 }
 
+pub mod tree;
+
 /// Largest chunk of output or stdin carried by one message. Bigger guest messages are rejected.
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
 /// Largest gRPC message either side accepts (a chunk plus framing).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Name of the virtio-serial port the agent serves on.
 pub const AGENT_PORT_NAME: &str = "boxlite.agent";
+/// Longest path either side accepts in a files call (Linux's PATH_MAX).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest file name (one path component) either side accepts.
+pub const MAX_NAME_BYTES: usize = 255;

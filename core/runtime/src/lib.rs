@@ -27,6 +27,7 @@ pub mod state;
 pub use error::{Error, Result};
 pub use image::Removed;
 pub use runtime::PruneOptions;
+pub use runtime::{CopyOptions, FileEntry, FileType, FileWriter, Files, MkdirOptions, ReadStream, RemoveOptions, WatchEvent, WatchEventKind, WatchOptions, WatchStream, WriteOptions};
 pub use guest::{ExecControl, ExitStatus, Execution, Output, OutputStream, Stdin};
 pub use image::{Image, ImageConfig, PullProgress, RegistryConfig};
 pub use net::{Network, PortSpec, Protocol};

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod files;
 mod images;
+pub use files::{CopyOptions, FileEntry, FileType, FileWriter, Files, MkdirOptions, ReadStream, RemoveOptions, WatchEvent, WatchEventKind, WatchOptions, WatchStream, WriteOptions};
 pub use images::PruneOptions;
 
 /// Environment variable for the default home.
