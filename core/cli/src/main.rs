@@ -216,6 +216,18 @@ enum Command {
         #[arg(value_name = "BOX")]
         boxes: Vec<String>,
     },
+    /// Copy files or directories between the host and a running box: `cp SRC BOX:DEST` or
+    /// `cp BOX:SRC DEST` (box by id or name, box paths absolute). As `docker cp`: into an existing
+    /// directory under the source's own name, else as DEST. Modes, mtimes and symlinks are kept.
+    Cp {
+        /// Replace an existing destination (a directory as a whole); without it one is refused.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(value_name = "SRC")]
+        src: String,
+        #[arg(value_name = "DEST")]
+        dest: String,
+    },
     /// Pull an image and build its base disk.
     Pull { image: String },
     /// List pulled images, or remove some (`images rm`).
@@ -297,6 +309,16 @@ fn main() -> ExitCode {
 
 fn report(e: &boxlite::Error) {
     eprintln!("boxlite: error [{}]: {e}", e.code());
+}
+
+/// The box and path of a `cp` argument written `BOX:PATH`; `None` for a host path (one that
+/// starts with `/` or `.`, or has no `:` before its first `/`), as `docker cp` tells them apart.
+fn box_side(arg: &str) -> Option<(&str, &str)> {
+    if arg.starts_with('/') || arg.starts_with('.') {
+        return None;
+    }
+    let (b, path) = arg.split_once(':')?;
+    (!b.is_empty() && !b.contains('/')).then_some((b, path))
 }
 
 /// The exit code for a command that could not start: 127 not found, 126 not executable, else 125.
@@ -430,6 +452,19 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
             let cmd = ExecCommand { argv: command, env: parse_env(&env)?, cwd: workdir, user, tty, ..Default::default() };
             let _raw = if tty && interactive { RawTerminal::enable()? } else { None };
             Ok(ExitCode::from(exit_code(run_in_box(&sandbox, cmd, interactive, interrupts).await)))
+        }
+        Command::Cp { overwrite, src, dest } => {
+            let options = boxlite::CopyOptions { overwrite };
+            match (box_side(&src), box_side(&dest)) {
+                (None, Some((b, guest))) => runtime.get(b)?.copy_in(&src, guest, options).await?,
+                (Some((b, guest)), None) => runtime.get(b)?.copy_out(guest, &dest, options).await?,
+                _ => {
+                    return Err(boxlite::Error::InvalidArgument(format!(
+                        "cp {src} {dest}: exactly one side must be BOX:PATH (the other a host path; write a host path with ':' as ./{src})"
+                    )))
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Start { boxes } => {
             for b in boxes {
@@ -805,6 +840,11 @@ mod tests {
         assert_eq!(start_failure_exit_code(&invalid("command 'nosuch' not found in the box")), 127);
         assert_eq!(start_failure_exit_code(&invalid("command '/etc' is not executable in the box")), 126);
         assert_eq!(start_failure_exit_code(&invalid("user 'x' not found in the box's /etc/passwd")), 125);
+        assert_eq!(box_side("web:/tmp/x"), Some(("web", "/tmp/x")));
+        assert_eq!(box_side("web:rel"), Some(("web", "rel")));
+        for host in ["/tmp/a:b", "./web:/x", "dir/a:b", "plain", ":/x"] {
+            assert_eq!(box_side(host), None, "{host}");
+        }
         assert_eq!(start_failure_exit_code(&invalid("working directory '/f' is not a directory in the box")), 125);
         assert_eq!(start_failure_exit_code(&boxlite::Error::GuestBoot("command 'x' not found in the box".into())), 125);
     }
