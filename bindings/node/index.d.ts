@@ -57,6 +57,8 @@ export declare class Execution {
   closeStdin(): Promise<void>
   /** Sends a signal (default SIGKILL) to the command's process group. */
   signal(signal: number): Promise<void>
+  /** Resizes the command's terminal (commands started with `tty` only). */
+  resizeTty(rows: number, cols: number): Promise<void>
   /** Waits for the command to end; may be called any number of times. */
   wait(): Promise<ExitResult>
 }

@@ -413,6 +413,16 @@ boxlite_result boxlite_exec_close_stdin(boxlite_exec *exec);
 // `exec` is NULL or a live exec handle.
 boxlite_result boxlite_exec_signal(boxlite_exec *exec, int signal);
 
+// Resizes the command's terminal to `rows` x `cols` (1-65535 each); its foreground process
+// group gets SIGWINCH. A TTY command's terminal starts at 24x80.
+//
+// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (a size out of range), `BOXLITE_ERR_INVALID_STATE`
+// (the command has no terminal, or has ended). Any thread.
+//
+// # Safety
+// `exec` is NULL or a live exec handle.
+boxlite_result boxlite_exec_resize_tty(boxlite_exec *exec, uint32_t rows, uint32_t cols);
+
 // Kills the command (SIGKILL, 9); `boxlite_exec_signal(exec, 9)`.
 //
 // # Safety

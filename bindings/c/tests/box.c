@@ -416,6 +416,35 @@ static void a_tty_exec_sees_a_terminal(void) {
   release(&done);
 }
 
+static void a_tty_exec_is_resized(void) {
+  /* The resize reaches the terminal before the line that lets `stty` run: one stream, in order. */
+  const char *argv[] = {"sh", "-c", "read line; stty size"};
+  boxlite_exec *exec = NULL;
+  CHECK_OK(boxlite_box_exec(box, argv, 3, "{\"tty\": true}", &exec));
+  if (!exec) return;
+  CHECK_RESULT(boxlite_exec_resize_tty(exec, 0, 80), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("terminal size 0x80 is out of range");
+  CHECK_OK(boxlite_exec_resize_tty(exec, 40, 100));
+  CHECK_OK(boxlite_exec_write_stdin(exec, (const uint8_t *)"\n", 1));
+  stream_reader out = {exec, BOXLITE_STDOUT, {0}, BOXLITE_OK};
+  read_to_end(&out);
+  CHECK(strstr(text(&out.output), "40 100") != NULL);
+  int code = -1, sig = -1;
+  bool timed_out = true;
+  CHECK_OK(boxlite_exec_wait(exec, -1, &code, &sig, &timed_out));
+  CHECK(code == 0);
+  boxlite_exec_free(exec);
+  free(out.output.data);
+
+  const char *plain[] = {"true"};
+  CHECK_OK(boxlite_box_exec(box, plain, 1, NULL, &exec));
+  if (!exec) return;
+  CHECK_RESULT(boxlite_exec_resize_tty(exec, 30, 100), BOXLITE_ERR_INVALID_STATE);
+  CHECK_ERRMSG("no terminal");
+  CHECK_OK(boxlite_exec_wait(exec, -1, &code, &sig, &timed_out));
+  boxlite_exec_free(exec);
+}
+
 static void bad_execs_fail_clearly(void) {
   boxlite_exec *exec = NULL;
   const char *missing[] = {"no-such-command"};
@@ -543,6 +572,7 @@ int main(void) {
   RUN(a_signal_of_choice_ends_the_command);
   RUN(the_exec_timeout_is_enforced_in_the_guest);
   RUN(a_tty_exec_sees_a_terminal);
+  RUN(a_tty_exec_is_resized);
   RUN(bad_execs_fail_clearly);
   RUN(remove_cleans_up_and_later_calls_fail);
   RUN(handles_outlive_their_runtime);

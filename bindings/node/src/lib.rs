@@ -628,6 +628,7 @@ impl JsBox {
             user: options.user,
             timeout: options.timeout_ms.map(|ms| Duration::from_millis(ms.into())),
             tty: options.tty.unwrap_or(false),
+            tty_size: None,
         };
         promise(env, cancellable(token_of(cancel), "the exec", async move {
             let mut exec = b.exec(cmd).await?;
@@ -744,6 +745,13 @@ impl Execution {
     pub fn signal<'env>(&self, env: &'env Env, signal: i32) -> Result<PromiseRaw<'env, ()>> {
         let control = self.control.clone();
         promise(env, async move { Ok(control.signal(signal).await?) })
+    }
+
+    /// Resizes the command's terminal (commands started with `tty` only).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn resize_tty<'env>(&self, env: &'env Env, rows: u32, cols: u32) -> Result<PromiseRaw<'env, ()>> {
+        let control = self.control.clone();
+        promise(env, async move { Ok(control.resize_tty(rows, cols).await?) })
     }
 
     /// Waits for the command to end; may be called any number of times.

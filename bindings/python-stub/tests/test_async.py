@@ -106,6 +106,26 @@ def test_faq_timeout_sample_kills_a_hanging_command(abox):
     assert took < 10
 
 
+def test_resize_tty_reaches_the_terminal(abox):
+    async def main():
+        # The resize reaches the terminal before the line that lets `stty` run: one stream, in order.
+        execution = await abox.exec("sh", "-c", "read line; stty size", tty=True)
+        await execution.resize_tty(40, 100)
+        stdin = execution.stdin()
+        await stdin.write("\n")
+        result = await execution.wait()
+        with pytest.raises(boxlite.BoxliteError, match="out of range"):
+            await execution.resize_tty(0, 80)
+        plain = await abox.exec("cat")
+        with pytest.raises(boxlite.InvalidStateError, match="no terminal"):
+            await plain.resize_tty(30, 100)
+        await plain.kill()
+        await plain.wait()
+        return result
+
+    assert "40 100" in run(main()).stdout
+
+
 def test_exec_options_and_argument_shapes(abox):
     async def main():
         listed = await abox.exec("sh", ["-c", "echo $A $PAIR; pwd; id -u"], env={"A": "a"}, cwd="/tmp", user="65534")

@@ -449,7 +449,8 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
                 )));
             }
             let interrupts = watch_interrupts()?;
-            let cmd = ExecCommand { argv: command, env: parse_env(&env)?, cwd: workdir, user, tty, ..Default::default() };
+            let tty_size = if tty { terminal_size() } else { None };
+            let cmd = ExecCommand { argv: command, env: parse_env(&env)?, cwd: workdir, user, tty, tty_size, ..Default::default() };
             let _raw = if tty && interactive { RawTerminal::enable()? } else { None };
             Ok(ExitCode::from(exit_code(run_in_box(&sandbox, cmd, interactive, interrupts).await)))
         }
@@ -729,6 +730,15 @@ impl RawTerminal {
     }
 }
 
+/// This terminal's (rows, columns), when stdin is one.
+fn terminal_size() -> Option<(u32, u32)> {
+    // SAFETY: winsize is plain data that TIOCGWINSZ fills for a terminal descriptor.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the ioctl fails harmlessly on a non-terminal.
+    let ok = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_row > 0 && size.ws_col > 0).then_some((size.ws_row as u32, size.ws_col as u32))
+}
+
 impl Drop for RawTerminal {
     fn drop(&mut self) {
         // SAFETY: restores the attributes this terminal had before `enable`.
@@ -753,7 +763,7 @@ async fn run_in_box(
     if cmd.argv.is_empty() {
         return Ended::NotStarted(boxlite::Error::InvalidArgument("no command given and the image has no entrypoint or cmd".into()));
     }
-    let timeout = cmd.timeout;
+    let (timeout, tty) = (cmd.timeout, cmd.tty);
     let started = tokio::select! {
         started = sandbox.exec(cmd) => started,
         sig = interrupted(&mut interrupts) => return Ended::Interrupted(sig),
@@ -763,6 +773,21 @@ async fn run_in_box(
         Err(e) => return Ended::NotStarted(e),
     };
     let control = execution.control();
+    if tty {
+        // The guest's terminal follows this one's size.
+        let resizer = control.clone();
+        if let Ok(mut winch) = signal(SignalKind::window_change()) {
+            tokio::spawn(async move {
+                while winch.recv().await.is_some() {
+                    if let Some((rows, cols)) = terminal_size() {
+                        if resizer.resize_tty(rows, cols).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    }
     let mut stdout = execution.stdout.take().expect("fresh execution has stdout");
     let mut stderr = execution.stderr.take().expect("fresh execution has stderr");
     if let Some(stdin) = execution.stdin.take() {

@@ -201,6 +201,7 @@ pub unsafe extern "C" fn boxlite_box_exec(
             user: config.user,
             timeout: config.timeout_ms.map(Duration::from_millis),
             tty: config.tty,
+            tty_size: None,
         };
         let (notifier, notify_fd) = Notifier::pair()
             .map_err(|e| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, format!("cannot make the exec's notify fd: {e}")))?;
@@ -339,6 +340,23 @@ pub unsafe extern "C" fn boxlite_exec_signal(exec: *mut boxlite_exec, signal: c_
         // SAFETY: forwarded from this function's contract.
         let exec = unsafe { handle(exec, "exec")? };
         exec.ctx.wait_for(None, "signalling", exec.control.signal(signal))?.map_err(Failure::from)
+    })
+}
+
+/// Resizes the command's terminal to `rows` x `cols` (1-65535 each); its foreground process
+/// group gets SIGWINCH. A TTY command's terminal starts at 24x80.
+///
+/// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (a size out of range), `BOXLITE_ERR_INVALID_STATE`
+/// (the command has no terminal, or has ended). Any thread.
+///
+/// # Safety
+/// `exec` is NULL or a live exec handle.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_exec_resize_tty(exec: *mut boxlite_exec, rows: u32, cols: u32) -> boxlite_result {
+    boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let exec = unsafe { handle(exec, "exec")? };
+        exec.ctx.wait_for(None, "resizing the terminal", exec.control.resize_tty(rows, cols))?.map_err(Failure::from)
     })
 }
 

@@ -4,10 +4,10 @@
 use crate::init::ROOTFS;
 use crate::port::FdStream;
 use crate::user::{self, Identity};
-use boxlite_protocol::v1::{exec_input, exec_output, ExecExit, ExecInput, ExecOutput, ExecStart, ExecStarted, SpawnFailure};
+use boxlite_protocol::v1::{exec_input, exec_output, ExecExit, ExecInput, ExecOutput, ExecStart, ExecStarted, SpawnFailure, WindowSize};
 use boxlite_protocol::MAX_CHUNK_BYTES;
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
@@ -141,7 +141,7 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
     let mut stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>;
     let mut readers = tokio::task::JoinSet::new();
     let spawned = if start.tty {
-        pty_spawn(&mut cmd)
+        pty_spawn(&mut cmd, start.window.as_ref())
     } else {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.spawn().map(|c| (c, None))
@@ -161,6 +161,8 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
         }
     };
     let pid = child.id().expect("checked above");
+    // A second handle on the PTY master, for resizes while the stream halves are in use.
+    let terminal = master.as_ref().and_then(|m| m.try_clone_fd().ok());
     // `started` goes out before any output: the host treats anything else first as a protocol error.
     if tx.send(out(exec_output::Kind::Started(ExecStarted { pid }))).await.is_err() {
         signal_group(pid, libc::SIGKILL);
@@ -208,6 +210,12 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
                     }
                     exec_input::Kind::CloseStdin(_) => stdin = None,
                     exec_input::Kind::Signal(s) if (1..=64).contains(&s.signal) => signal_group(pid, s.signal),
+                    exec_input::Kind::Resize(size) => {
+                        if let Some(fd) = &terminal {
+                            // SAFETY: TIOCSWINSZ on a PTY master we own, with a valid winsize.
+                            unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &winsize(Some(&size))) };
+                        }
+                    }
                     _ => {}
                 },
                 Ok(Some(ExecInput { kind: None })) => {}
@@ -228,10 +236,16 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
     let _ = tx.send(out(exec_output::Kind::Exit(exit))).await;
 }
 
+/// The terminal size asked for, 24x80 where unset; values past u16 are clamped.
+fn winsize(size: Option<&WindowSize>) -> nix::pty::Winsize {
+    let dim = |v: u32, default: u16| if v == 0 { default } else { v.min(u16::MAX as u32) as u16 };
+    let (rows, cols) = size.map_or((0, 0), |s| (s.rows, s.cols));
+    nix::pty::Winsize { ws_row: dim(rows, 24), ws_col: dim(cols, 80), ws_xpixel: 0, ws_ypixel: 0 }
+}
+
 /// Spawns with a new PTY as stdin/stdout/stderr and returns the master side as a stream.
-fn pty_spawn(cmd: &mut tokio::process::Command) -> std::io::Result<(tokio::process::Child, Option<FdStream>)> {
-    let size = nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
-    let pty = nix::pty::openpty(Some(&size), None)
+fn pty_spawn(cmd: &mut tokio::process::Command, size: Option<&WindowSize>) -> std::io::Result<(tokio::process::Child, Option<FdStream>)> {
+    let pty = nix::pty::openpty(Some(&winsize(size)), None)
         .map_err(|e| std::io::Error::other(format!("cannot allocate a terminal: {e}")))?;
     let slave: OwnedFd = pty.slave;
     cmd.stdin(Stdio::from(slave.try_clone()?)).stdout(Stdio::from(slave.try_clone()?)).stderr(Stdio::from(slave));

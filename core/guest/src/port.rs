@@ -51,6 +51,11 @@ impl FdStream {
         Ok(FdStream { fd })
     }
 
+    /// A duplicate of the fd, for ioctls while the stream itself is split into halves.
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.get_ref().try_clone()
+    }
+
     pub fn open(path: &std::path::Path) -> io::Result<Self> {
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
         // SAFETY: valid NUL-terminated path; the returned fd is owned below.

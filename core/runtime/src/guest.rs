@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use boxlite_protocol::v1::guest_client::GuestClient;
-use boxlite_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, Signal, SpawnFailure};
+use boxlite_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, Signal, SpawnFailure, WindowSize};
 use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES};
 use prost::Message;
 use boxlite_protocol::v1::shim_client::ShimClient;
@@ -86,6 +86,7 @@ impl Guest {
     /// Starts a command. Errors if it could not be started (not found, bad cwd or user).
     pub async fn exec(&self, start: ExecStart) -> Result<Execution> {
         let argv0 = start.argv.first().cloned().unwrap_or_default();
+        let tty = start.tty;
         let request = check_exec_request(start)?;
         let (input_tx, input_rx) = mpsc::channel::<ExecInput>(16);
         input_tx.send(request).await.map_err(|_| Error::Internal("exec input closed".into()))?;
@@ -140,7 +141,7 @@ impl Guest {
             stdout: Some(OutputStream { rx: stdout_rx, failure: failure.clone() }),
             stderr: Some(OutputStream { rx: stderr_rx, failure }),
             stdin: Some(Stdin { tx: input_tx.clone() }),
-            control: ExecControl { tx: input_tx },
+            control: ExecControl { tx: input_tx, tty },
             exit: exit_rx,
         })
     }
@@ -330,6 +331,7 @@ pub struct Output {
 #[derive(Clone)]
 pub struct ExecControl {
     tx: mpsc::Sender<ExecInput>,
+    tty: bool,
 }
 
 impl ExecControl {
@@ -348,6 +350,30 @@ impl ExecControl {
     pub async fn kill(&self) -> Result<()> {
         self.signal(libc::SIGKILL).await
     }
+
+    /// Resizes the command's terminal to `rows` x `cols`; its foreground process group gets
+    /// SIGWINCH. Only for commands started with a TTY.
+    pub async fn resize_tty(&self, rows: u32, cols: u32) -> Result<()> {
+        if !self.tty {
+            return Err(Error::InvalidState("the command has no terminal: start it with tty to resize it".into()));
+        }
+        let size = check_window(rows, cols)?;
+        self.tx
+            .send(ExecInput { kind: Some(exec_input::Kind::Resize(size)) })
+            .await
+            .map_err(|_| Error::InvalidState("the command has already ended".into()))
+    }
+}
+
+/// A terminal size the guest can take: rows and columns in 1..=65535.
+pub fn check_window(rows: u32, cols: u32) -> Result<WindowSize> {
+    let max = u16::MAX as u32;
+    if !(1..=max).contains(&rows) || !(1..=max).contains(&cols) {
+        return Err(Error::InvalidArgument(format!(
+            "terminal size {rows}x{cols} is out of range: rows and columns must be 1 to {max}"
+        )));
+    }
+    Ok(WindowSize { rows, cols })
 }
 
 impl Execution {
@@ -364,6 +390,11 @@ impl Execution {
     /// Kills the command with SIGKILL.
     pub async fn kill(&self) -> Result<()> {
         self.control.kill().await
+    }
+
+    /// Resizes the command's terminal (TTY commands only).
+    pub async fn resize_tty(&self, rows: u32, cols: u32) -> Result<()> {
+        self.control.resize_tty(rows, cols).await
     }
 
     /// Waits for the command to end. Output not taken is discarded.

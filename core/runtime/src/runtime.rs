@@ -85,6 +85,8 @@ pub struct ExecCommand {
     pub timeout: Option<Duration>,
     /// Run on a pseudo-terminal (stderr merges into stdout).
     pub tty: bool,
+    /// The terminal's (rows, columns) when `tty`; 24x80 when unset.
+    pub tty_size: Option<(u32, u32)>,
 }
 
 impl ExecCommand {
@@ -762,6 +764,9 @@ impl LiteBox {
         for (k, v) in &cmd.env {
             crate::options::validate_env(k, v)?;
         }
+        if let Some((rows, cols)) = cmd.tty_size {
+            crate::guest::check_window(rows, cols)?;
+        }
         let rec = self.info()?;
         let start = exec_start(&rec, cmd);
         // A request the guest could never take is refused before a VM is booted for it.
@@ -795,6 +800,7 @@ fn exec_start(rec: &BoxRecord, cmd: ExecCommand) -> ExecStart {
         user: user.unwrap_or_default(),
         timeout_ms: cmd.timeout.map(|t| t.as_millis().max(1) as u64).unwrap_or(0),
         tty: cmd.tty,
+        window: cmd.tty_size.map(|(rows, cols)| boxlite_protocol::v1::WindowSize { rows, cols }),
     }
 }
 

@@ -85,6 +85,25 @@ async fn busybox_box_runs_commands() {
     let cmd = ExecCommand { tty: true, ..ExecCommand::new("sh", ["-c", "test -t 0 && test -t 1 && echo tty"]) };
     assert_eq!(text(&b.exec(cmd).await.unwrap().output().await.unwrap().stdout).trim(), "tty");
 
+    // its terminal has the size asked for, then follows resizes (sent in order with stdin)
+    let cmd = ExecCommand { tty: true, tty_size: Some((30, 120)), ..ExecCommand::new("sh", ["-c", "stty size; read l; stty size"]) };
+    let mut ex = b.exec(cmd).await.unwrap();
+    let (stdin, mut stdout) = (ex.stdin.take().unwrap(), ex.stdout.take().unwrap());
+    let mut out = Vec::new();
+    while !text(&out).contains("30 120") {
+        out.extend(stdout.next().await.expect("the first stty size"));
+    }
+    ex.resize_tty(40, 100).await.unwrap();
+    stdin.write(b"\n").await.unwrap();
+    out.extend(stdout.read_to_end().await);
+    let out = text(&out);
+    assert!(out.starts_with("30 120\r\n") && out.contains("40 100"), "{out:?}");
+    assert!(ex.wait().await.unwrap().success());
+    let plain = b.exec(ExecCommand::new("true", Vec::<String>::new())).await.unwrap();
+    let err = plain.resize_tty(40, 100).await.err().expect("no terminal to resize");
+    assert_eq!(err.code(), "INVALID_STATE", "{err}");
+    plain.wait().await.unwrap();
+
     // a missing command is an error naming it
     let err = b.exec(ExecCommand::new("no-such-command", Vec::<String>::new())).await.err().expect("must fail");
     assert!(err.to_string().contains("no-such-command"), "{err}");

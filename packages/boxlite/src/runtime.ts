@@ -342,4 +342,17 @@ export class Execution {
   async kill(signal = 9): Promise<void> {
     await coded(() => this.#native.signal(signal))
   }
+
+  /**
+   * Resizes the command's terminal to `rows` x `cols` (1 to 65535 each); its foreground process
+   * group gets SIGWINCH. Only for commands started with `tty: true` (a terminal starts at 24x80).
+   */
+  async resizeTty(rows: number, cols: number): Promise<void> {
+    for (const [name, v] of [['rows', rows], ['cols', cols]] as const) {
+      if (!Number.isInteger(v) || v < 1 || v > 65535) {
+        throw new BoxliteError('INVALID_ARGUMENT', `resizeTty: ${name} must be an integer from 1 to 65535, got ${v}`)
+      }
+    }
+    await coded(() => this.#native.resizeTty(rows, cols))
+  }
 }

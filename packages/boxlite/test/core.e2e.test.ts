@@ -65,6 +65,29 @@ describe('exec on one box', () => {
     expect((await ex.wait()).exitCode).toBe(0)
   })
 
+  it('resizes the terminal of a tty command, and refuses to resize one without', async () => {
+    const ex = await box.exec('sh', ['-c', 'stty size; read line; stty size'], { tty: true })
+    const chunks = ex.stdout[Symbol.asyncIterator]()
+    let seen = ''
+    while (!seen.includes('24 80')) {
+      const next = await chunks.next()
+      if (next.done) break
+      seen += Buffer.from(next.value).toString()
+    }
+    expect(seen).toContain('24 80')
+    await ex.resizeTty(50, 132)
+    await ex.stdin.write('\n')
+    for (let next = await chunks.next(); !next.done; next = await chunks.next()) seen += Buffer.from(next.value).toString()
+    expect(seen).toMatch(/24 80[\s\S]*50 132/)
+    expect((await ex.wait()).exitCode).toBe(0)
+    await expect(ex.resizeTty(0, 80)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
+
+    const plain = await box.exec('cat')
+    await expect(plain.resizeTty(30, 100)).rejects.toMatchObject({ code: 'INVALID_STATE', message: expect.stringContaining('no terminal') })
+    await plain.stdin.close()
+    expect((await plain.wait()).exitCode).toBe(0)
+  })
+
   it('feeds stdin and ends it on close', async () => {
     const ex = await box.exec('cat')
     await ex.stdin.write('first line\n')

@@ -246,8 +246,10 @@ class Execution:
         await _blocking(self._state.handle.signal, signal)
 
     async def resize_tty(self, rows: int, cols: int) -> None:
-        """Not supported by this libboxlite yet: raises InvalidStateError."""
-        raise InvalidStateError("INVALID_STATE", "resize_tty is not supported by this libboxlite yet")
+        """Resizes the command's terminal to `rows` x `cols` (1 to 65535 each; a terminal starts
+        at 24x80); its foreground process group gets SIGWINCH. InvalidStateError for a command
+        started without `tty=True` or one that has ended."""
+        await _blocking(self._state.handle.resize_tty, rows, cols)
 
     def __del__(self) -> None:
         if self._watching and not self._loop.is_closed():

@@ -364,6 +364,9 @@ class ExecHandle:
     def signal(self, signal: int) -> None:
         check(self._lib.boxlite_exec_signal(self._ptr, signal))
 
+    def resize_tty(self, rows: int, cols: int) -> None:
+        check(self._lib.boxlite_exec_resize_tty(self._ptr, rows, cols))
+
     def close(self) -> None:
         if self._ptr:
             self._lib.boxlite_exec_free(self._ptr)

@@ -7,7 +7,7 @@ import ctypes
 import logging
 import os
 import threading
-from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_void_p
+from ctypes import CFUNCTYPE, POINTER, c_bool, c_char_p, c_int, c_size_t, c_uint8, c_uint32, c_void_p
 from pathlib import Path
 
 from .errors import error_for
@@ -46,6 +46,7 @@ _PROTOTYPES = {
     "boxlite_exec_free": (None, [c_void_p]),
     "boxlite_exec_notify_fd": (c_int, [c_void_p, POINTER(c_int)]),
     "boxlite_exec_signal": (c_int, [c_void_p, c_int]),
+    "boxlite_exec_resize_tty": (c_int, [c_void_p, c_uint32, c_uint32]),
     "boxlite_boxes_list": (c_int, [c_void_p, POINTER(c_void_p)]),
     "boxlite_runtime_metrics": (c_int, [c_void_p, POINTER(c_void_p)]),
     "boxlite_log_set_callback": (c_int, [c_void_p, c_void_p, c_void_p]),
