@@ -115,6 +115,10 @@ export interface BoxInfo {
    * otherwise as asked.
    */
   ports: Array<PortBinding>
+  /** The shared host directories. */
+  volumes: Array<VolumeInfo>
+  /** The disk size asked for in GiB; absent: the image's size plus 2 GiB. */
+  diskSizeGb?: number
 }
 
 export interface BoxMetrics {
@@ -156,6 +160,10 @@ export interface BoxOptions {
   network?: NetworkOptions
   /** Box ports published on the host. */
   ports?: Array<PortOptions>
+  /** Host directories shared live into the box (at most 3). */
+  volumes?: Array<VolumeOptions>
+  /** Capacity of the box's disk in GiB, 1 to 1024; default the image's size plus 2 GiB. */
+  diskSizeGb?: number
 }
 
 export interface ExecOptions {
@@ -264,4 +272,21 @@ export interface RuntimeOptions {
   assetsDir?: string
   /** DNS servers (`IP[:PORT]`) boxes' queries go to; default `$BOXLITE_DNS`, else the host's. */
   dnsServers?: Array<string>
+}
+
+/** A volume as recorded (the host path canonical). */
+export interface VolumeInfo {
+  hostPath: string
+  guestPath: string
+  readOnly: boolean
+}
+
+/** A host directory shared into the box. */
+export interface VolumeOptions {
+  /** Absolute host directory. */
+  hostPath: string
+  /** Absolute path in the box. */
+  guestPath: string
+  /** Enforced by the host: the box can read but not change it. Default false. */
+  readOnly?: boolean
 }

@@ -170,13 +170,19 @@ const char *boxlite_errmsg(void);
 // "guest_port": 80, "protocol": "tcp", "host_ip": "127.0.0.1"}]`; `guest_port` 1-65535 is
 // required; `host_port` 0 (the default) picks a free port, which `boxlite_box_info` reports
 // while the box runs; `protocol` `"tcp"` (default) or `"udp"`; `host_ip` default
-// `"127.0.0.1"`). Unknown keys are rejected.
+// `"127.0.0.1"`), `"volumes"` (host directories shared live, at most 3:
+// `[{"host_path": "/abs/dir", "guest_path": "/mnt/dir", "read_only": false}]`; the host
+// directory must exist, the guest path be absolute, normalized and not under /proc, /sys or
+// /dev; read-only is enforced on the host), `"disk_size_gb"` (1-1024 and at least the image's
+// own disk: the root filesystem's capacity, sparse on the host; default the image's size plus
+// 2 GiB). Unknown keys are rejected.
 // `out`: receives the new box handle on success (untouched on failure); free it with
 // `boxlite_box_free`.
 //
 // Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (bad option, the message naming it: a malformed
 // allow/deny entry, guest port 0, a host port published twice or in use now, ports on a box
-// with network `"none"`), `BOXLITE_ERR_ALREADY_EXISTS` (name
+// with network `"none"`, a missing volume directory, a disk size out of range or below the
+// image's), `BOXLITE_ERR_ALREADY_EXISTS` (name
 // taken), `BOXLITE_ERR_IMAGE` / `BOXLITE_ERR_REGISTRY` (pull failed), `BOXLITE_ERR_STORAGE`. A
 // failed create leaves no box behind. Blocks while the image is pulled. Any thread.
 //
@@ -243,9 +249,11 @@ boxlite_result boxlite_box_remove(boxlite_box *b, bool force);
 // process while running, else null), `"cpus"`, `"memory_mib"`, `"created_at"` and
 // `"started_at"` (unix milliseconds; `started_at` null before the first boot), `"detach"`,
 // `"auto_remove"`, `"reason"` (why it is failed, or how it last stopped; else null),
-// `"network"` (as in `boxlite_box_create`'s options: the policy now in force) and `"ports"`
+// `"network"` (as in `boxlite_box_create`'s options: the policy now in force), `"ports"`
 // (`[{"host_ip", "host_port", "guest_port", "protocol"}]`: while the box runs, as bound, a
-// `host_port` 0 replaced by the port picked; otherwise as asked). The box may have been started
+// `host_port` 0 replaced by the port picked; otherwise as asked), `"volumes"`
+// (`[{"host_path", "guest_path", "read_only"}]`, the host path canonical) and `"disk_size_gb"`
+// (null: the image's size plus 2 GiB). The box may have been started
 // by another process. `out` receives a string to free with
 // `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND` (removed). Any thread.
 //

@@ -133,6 +133,29 @@ pub struct BoxOptions {
     pub network: Option<NetworkOptions>,
     /// Box ports published on the host.
     pub ports: Option<Vec<PortOptions>>,
+    /// Host directories shared live into the box (at most 3).
+    pub volumes: Option<Vec<VolumeOptions>>,
+    /// Capacity of the box's disk in GiB, 1 to 1024; default the image's size plus 2 GiB.
+    pub disk_size_gb: Option<u32>,
+}
+
+/// A host directory shared into the box.
+#[napi(object)]
+pub struct VolumeOptions {
+    /// Absolute host directory.
+    pub host_path: String,
+    /// Absolute path in the box.
+    pub guest_path: String,
+    /// Enforced by the host: the box can read but not change it. Default false.
+    pub read_only: Option<bool>,
+}
+
+/// A volume as recorded (the host path canonical).
+#[napi(object)]
+pub struct VolumeInfo {
+    pub host_path: String,
+    pub guest_path: String,
+    pub read_only: bool,
 }
 
 /// A box's network: `mode` is `default` (outbound to everything), `none` (no NIC), `allow` or
@@ -190,6 +213,10 @@ pub struct BoxInfo {
     /// The published ports: while the box runs as bound (host port 0 replaced by the one picked),
     /// otherwise as asked.
     pub ports: Vec<PortBinding>,
+    /// The shared host directories.
+    pub volumes: Vec<VolumeInfo>,
+    /// The disk size asked for in GiB; absent: the image's size plus 2 GiB.
+    pub disk_size_gb: Option<u32>,
 }
 
 #[napi(object)]
@@ -305,6 +332,13 @@ fn box_info(rec: boxlite::BoxRecord) -> BoxInfo {
         reason: rec.reason,
         network: network_options(rec.options.network),
         ports: rec.ports.into_iter().map(port_binding).collect(),
+        volumes: rec
+            .options
+            .volumes
+            .into_iter()
+            .map(|v| VolumeInfo { host_path: v.host_path.to_string_lossy().into_owned(), guest_path: v.guest_path, read_only: v.read_only })
+            .collect(),
+        disk_size_gb: rec.options.disk_size_gb,
     }
 }
 
@@ -435,6 +469,13 @@ fn box_options(options: BoxOptions) -> Outcome<boxlite::BoxOptions> {
     opts.auto_remove = options.auto_remove.unwrap_or(false);
     opts.network = options.network.map(network).transpose()?.unwrap_or_default();
     opts.ports = options.ports.unwrap_or_default().into_iter().map(port_spec).collect::<Outcome<_>>()?;
+    opts.volumes = options
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| boxlite::Volume { host_path: v.host_path.into(), guest_path: v.guest_path, read_only: v.read_only.unwrap_or(false) })
+        .collect();
+    opts.disk_size_gb = options.disk_size_gb;
     Ok(opts)
 }
 

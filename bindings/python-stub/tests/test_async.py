@@ -190,8 +190,9 @@ def test_box_options_take_the_faq_and_reference_shapes(art, options, network, po
     [
         ({"memory_mib": 64}, boxlite.InvalidArgumentError, "memory_mib 64 is out of range: use 128 to 65536 MiB"),
         ({"env": [("A",)]}, boxlite.InvalidArgumentError, "env entry ('A',) is not a (name, value) pair"),
-        ({"volumes": [("/tmp", "/mnt", "ro")]}, boxlite.InvalidArgumentError, "volumes are not supported"),
-        ({"disk_size_gb": 10}, boxlite.InvalidArgumentError, "disk_size_gb is not supported"),
+        ({"volumes": [("/tmp", "/mnt", "rx")]}, boxlite.InvalidArgumentError, "volume ('/tmp', '/mnt', 'rx') is not (host_path, guest_path)"),
+        ({"volumes": [("/nonexistent-boxlite-dir", "/mnt")]}, boxlite.InvalidArgumentError, "'/nonexistent-boxlite-dir' does not exist"),
+        ({"disk_size_gb": 0}, boxlite.InvalidArgumentError, "disk_size_gb 0 is out of range"),
         ({"security": boxlite.SecurityOptions(jailer_enabled=True)}, boxlite.InvalidArgumentError, "no jailer"),
         ({"image": "127.0.0.1:1/nothing:here"}, boxlite.RegistryError, "127.0.0.1:1"),
     ],

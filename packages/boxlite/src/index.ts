@@ -21,4 +21,6 @@ export type {
   RemoveOptions,
   RuntimeMetrics,
   RuntimeOptions,
+  VolumeInfo,
+  VolumeOptions,
 } from './types'

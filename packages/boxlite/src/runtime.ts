@@ -20,8 +20,9 @@ import type {
   RemoveOptions,
   RuntimeMetrics,
   RuntimeOptions,
+  VolumeInfo,
 } from './types'
-import { networkOption, optionalCount, portOptions, stringRecord, type NativeNetwork } from './validate'
+import { networkOption, optionalCount, portOptions, stringRecord, volumeOptions, type NativeNetwork } from './validate'
 
 type NativeBoxInfo = Awaited<ReturnType<NativeBox['info']>>
 type NativeImageInfo = Awaited<ReturnType<NativeRuntime['pull']>>
@@ -43,6 +44,8 @@ function boxInfo(info: NativeBoxInfo): BoxInfo {
     reason: info.reason ?? null,
     network: network(info.network),
     ports: info.ports.map((p): PortBinding => ({ hostPort: p.hostPort, guestPort: p.guestPort, protocol: p.protocol, hostIp: p.hostIp })),
+    volumes: info.volumes.map((v): VolumeInfo => ({ hostPath: v.hostPath, guestPath: v.guestPath, readOnly: v.readOnly })),
+    diskSizeGb: info.diskSizeGb ?? null,
   }
 }
 
@@ -121,6 +124,8 @@ export class Runtime {
       autoRemove: options.autoRemove,
       network: networkOption('network', options.network),
       ports: portOptions(options.ports),
+      volumes: volumeOptions(options.volumes),
+      diskSizeGb: optionalCount('diskSizeGb', options.diskSizeGb),
     }
     const created = await cancellable(options.signal, 'box creation', (token) => this.#native.create(nativeOptions, token))
     return new Box(created, this)

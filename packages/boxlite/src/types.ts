@@ -56,6 +56,23 @@ export interface PortBinding {
   hostIp: string
 }
 
+/** A host directory shared live into the box: a write on either side is seen by the other at once. */
+export interface VolumeOptions {
+  /** Absolute path of an existing host directory (resolved once, when the box is created). */
+  hostPath: string
+  /** Absolute, normalized path in the box; not `/`, `/proc`, `/sys`, `/dev` or below. */
+  guestPath: string
+  /** The box may read but not change it; enforced on the host (default false). */
+  readOnly?: boolean
+}
+
+/** A volume as recorded: `hostPath` canonical. */
+export interface VolumeInfo {
+  hostPath: string
+  guestPath: string
+  readOnly: boolean
+}
+
 export interface BoxOptions {
   /** Registry reference (`python:slim`, `127.0.0.1:5000/busybox:latest`), `oci:DIR[:tag]` or `oci-archive:FILE[:tag]`. */
   image: string
@@ -90,6 +107,16 @@ export interface BoxOptions {
    * (`INVALID_ARGUMENT`, naming it). Needs a network (not `'none'`).
    */
   ports?: PortOptions[]
+  /**
+   * Host directories shared live into the box, at most 3. Whatever the box creates in them
+   * (symlinks, device nodes, setuid bits, owners) is a plain file on the host.
+   */
+  volumes?: VolumeOptions[]
+  /**
+   * Capacity of the box's root filesystem in GiB, 1 to 1024 and at least the image's own disk;
+   * sparse on the host, kept across stop/start. Default: the image's size plus 2 GiB.
+   */
+  diskSizeGb?: number
   /** Cancels the creation (image pull included). */
   signal?: AbortSignal
 }
@@ -125,6 +152,10 @@ export interface BoxInfo {
    * otherwise as asked.
    */
   ports: PortBinding[]
+  /** The shared host directories. */
+  volumes: VolumeInfo[]
+  /** The disk size asked for in GiB; `null`: the image's size plus 2 GiB. */
+  diskSizeGb: number | null
 }
 
 /** One box's figures; zeros when it is not running. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { NetworkOptions, PortOptions } from './types'
-import { networkOption, optionalCount, portOptions, stringRecord } from './validate'
+import { networkOption, optionalCount, portOptions, stringRecord, volumeOptions } from './validate'
 
 describe('option checks', () => {
   it('accepts whole numbers and undefined', () => {
@@ -52,5 +52,18 @@ describe('port checks', () => {
     expect(bad({ guestPort: 80, protocol: 'sctp' })).toThrow(/ports\[1\] .*protocol must be 'tcp' or 'udp', got sctp/)
     expect(bad({ guestPort: 80, hostIp: 'localhost' })).toThrow(/ports\[1\] .*hostIp must be an IP address, got localhost/)
     expect(bad('80:80')).toThrow(/ports\[1\] "80:80": must be an object/)
+  })
+})
+
+describe('volume checks', () => {
+  it('passes good volumes and names a bad entry and field', () => {
+    expect(volumeOptions(undefined)).toBeUndefined()
+    const good = [{ hostPath: '/h', guestPath: '/g', readOnly: true }]
+    expect(volumeOptions(good)).toBe(good)
+    expect(() => volumeOptions('x' as never)).toThrow(/volumes must be an array/)
+    expect(() => volumeOptions([{ hostPath: '/h', guestPath: '/g' }, { hostPath: 'h', guestPath: '/g' }])).toThrow(/volumes\[1\].*hostPath must be an absolute path, got "h"/)
+    expect(() => volumeOptions([{ hostPath: '/h' } as never])).toThrow(/guestPath must be an absolute path, got undefined/)
+    expect(() => volumeOptions([{ hostPath: '/h', guestPath: '/g', readOnly: 1 as never }])).toThrow(/readOnly must be a boolean/)
+    expect(() => volumeOptions([1, 2, 3, 4].map((i) => ({ hostPath: '/h', guestPath: `/g${i}` })))).toThrow(/at most 3/)
   })
 })

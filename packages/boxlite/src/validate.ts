@@ -1,6 +1,6 @@
 import { isIP } from 'node:net'
 import { BoxliteError } from './errors'
-import type { NetworkOptions, PortOptions } from './types'
+import type { NetworkOptions, PortOptions, VolumeOptions } from './types'
 
 /** An optional whole-number option within the addon's u32 range; the runtime checks real limits. */
 export function optionalCount(name: string, value: number | undefined): number | undefined {
@@ -84,4 +84,33 @@ export function portOptions(value: PortOptions[] | undefined): PortOptions[] | u
 
 function isPort(value: unknown, min: number): boolean {
   return Number.isInteger(value) && (value as number) >= min && (value as number) <= 0xffff
+}
+
+/** Most volumes a box may have (the runtime's limit: each is a virtio device of the VM). */
+export const MAX_VOLUMES = 3
+
+/**
+ * Checks each volume's shape, naming the entry: absolute paths, a boolean `readOnly`. Whether the
+ * host directory exists, and guest paths over the box's own mounts, are the runtime's to find.
+ */
+export function volumeOptions(value: VolumeOptions[] | undefined): VolumeOptions[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value)) throw new BoxliteError('INVALID_ARGUMENT', 'volumes must be an array of { hostPath, guestPath, readOnly }')
+  if (value.length > MAX_VOLUMES) {
+    throw new BoxliteError('INVALID_ARGUMENT', `${value.length} volumes asked for: a box may have at most ${MAX_VOLUMES}`)
+  }
+  value.forEach((volume, i) => {
+    const fail = (why: string): never => {
+      throw new BoxliteError('INVALID_ARGUMENT', `volumes[${i}] ${JSON.stringify(volume)}: ${why}`)
+    }
+    if (typeof volume !== 'object' || volume === null) fail('must be an object with hostPath and guestPath')
+    for (const key of ['hostPath', 'guestPath'] as const) {
+      const path: unknown = volume[key]
+      if (typeof path !== 'string' || !path.startsWith('/')) fail(`${key} must be an absolute path, got ${JSON.stringify(path)}`)
+    }
+    if (volume.readOnly !== undefined && typeof volume.readOnly !== 'boolean') {
+      fail(`readOnly must be a boolean, got ${JSON.stringify(volume.readOnly)}`)
+    }
+  })
+  return value
 }

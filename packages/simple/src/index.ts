@@ -14,4 +14,6 @@ export {
   type PortBinding,
   type PortOptions,
   type RegistryOptions,
+  type VolumeInfo,
+  type VolumeOptions,
 } from '@boxlite/core'

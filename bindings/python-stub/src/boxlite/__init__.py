@@ -16,7 +16,7 @@ the cargo target dir. See docs/python.md for the decisions behind this API.
 
 from . import _native
 from ._aio import Box, Boxlite, CodeBox, Execution, ExecStdin, SimpleBox
-from ._core import BoxInfo, BoxMetrics, Canceller, ExecResult, PortInfo, RuntimeMetrics
+from ._core import BoxInfo, BoxMetrics, Canceller, ExecResult, PortInfo, RuntimeMetrics, VolumeInfo
 from .errors import (
     AbortedError,
     AlreadyExistsError,
@@ -74,6 +74,7 @@ __all__ = [
     "Options",
     "PanicError",
     "PortInfo",
+    "VolumeInfo",
     "RegistryError",
     "RuntimeMetrics",
     "SecurityOptions",

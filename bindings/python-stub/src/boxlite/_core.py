@@ -37,6 +37,15 @@ def _record(cls: Type[T], values: Dict[str, Any]) -> T:
 
 
 @dataclass(frozen=True)
+class VolumeInfo:
+    """A shared host directory: host_path (canonical), guest_path, read_only."""
+
+    host_path: str
+    guest_path: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
 class PortInfo:
     """A published port: host_ip, host_port, guest_port, protocol ("tcp" or "udp")."""
 
@@ -51,7 +60,9 @@ class BoxInfo:
     """A box's record. `status`: "created", "starting", "running", "stopping", "stopped" or
     "failed". Times are unix milliseconds. `network`: the policy in force ("default", "none",
     {"allow": [...]} or {"deny": [...]}); `ports`: as bound while the box runs (a host port 0
-    replaced by the one picked), as asked otherwise. `reason`: why it stopped or failed."""
+    replaced by the one picked), as asked otherwise. `reason`: why it stopped or failed.
+    `volumes`: the shared host directories; `disk_size_gb`: as asked (None: the image's size
+    plus 2 GiB)."""
 
     id: str
     name: Optional[str]
@@ -67,10 +78,16 @@ class BoxInfo:
     reason: Optional[str]
     network: Union[str, Dict[str, List[str]]]
     ports: List[PortInfo] = field(default_factory=list)
+    volumes: List[VolumeInfo] = field(default_factory=list)
+    disk_size_gb: Optional[int] = None
 
     @staticmethod
     def _from(values: Dict[str, Any]) -> "BoxInfo":
-        values = dict(values, ports=[_record(PortInfo, p) for p in values.get("ports", [])])
+        values = dict(
+            values,
+            ports=[_record(PortInfo, p) for p in values.get("ports", [])],
+            volumes=[_record(VolumeInfo, v) for v in values.get("volumes", [])],
+        )
         return _record(BoxInfo, values)
 
 

@@ -8,6 +8,7 @@ names, ports in use) and names them too.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -23,6 +24,11 @@ Port = Union[Tuple[Any, ...], Mapping[str, Any]]
 with guest_port and any of host_port (0 or absent: a free one is picked), protocol ("tcp"),
 host_ip ("127.0.0.1")."""
 
+Volume = Union[Tuple[Any, ...], Mapping[str, Any]]
+"""A host directory shared live into the box: (host_path, guest_path), (host_path, guest_path,
+"ro"|"rw"), (host_path, guest_path, read_only_bool), or a dict with host_path, guest_path and
+optionally read_only. Read-only is enforced on the host."""
+
 Env = Union[Mapping[str, str], Sequence[Tuple[str, str]], None]
 """Environment variables: a dict, or a list of (name, value) pairs."""
 
@@ -31,6 +37,7 @@ Registry = Union[str, Mapping[str, Any]]
 host and any of insecure (plain http), username, password."""
 
 _PORT_KEYS = ("host_port", "guest_port", "protocol", "host_ip")
+_VOLUME_KEYS = {"host_path", "guest_path", "read_only"}
 _REGISTRY_KEYS = {"host", "insecure", "username", "password"}
 
 
@@ -77,8 +84,11 @@ class BoxOptions:
     `ports`: e.g. [(8080, 80), (0, 53, "udp"), {"guest_port": 443, "host_ip": "0.0.0.0"}]; host
     port 0 picks a free one, which info().ports reports while the box runs. `detach`: the box
     outlives this process (until stopped, removed or idle for `auto_stop_ms`). `auto_remove`:
-    remove the box once it stops. `volumes` and `disk_size_gb` are accepted here but refused at
-    create until the library supports them.
+    remove the box once it stops. `volumes`: host directories shared live, at most 3, e.g.
+    [("/host/shared", "/mnt/shared", "rw"), ("/host/in", "/in", True)] (True or "ro": read-only,
+    enforced on the host); the host directory must exist (a relative path is taken from the
+    current directory). `disk_size_gb`: the root filesystem's capacity, 1-1024 GiB and at least
+    the image's own disk, sparse on the host (default: the image's size plus 2 GiB).
     """
 
     image: str = "python:slim"
@@ -89,7 +99,7 @@ class BoxOptions:
     user: Optional[str] = None
     network: Network = None
     ports: Optional[Sequence[Port]] = None
-    volumes: Optional[Sequence[Any]] = None
+    volumes: Optional[Sequence[Volume]] = None
     disk_size_gb: Optional[int] = None
     detach: bool = False
     auto_remove: bool = False
@@ -98,10 +108,6 @@ class BoxOptions:
     security: Optional[SecurityOptions] = None
 
     def _json(self, name: Optional[str]) -> bytes:
-        if self.volumes:
-            raise _invalid("volumes are not supported by this libboxlite yet: create the box without them")
-        if self.disk_size_gb is not None:
-            raise _invalid("disk_size_gb is not supported by this libboxlite yet: every box disk is sized by its image")
         if self.security is not None and self.security.jailer_enabled:
             raise _invalid("jailer_enabled=True: this runtime has no jailer yet; use SecurityOptions(jailer_enabled=False)")
         return _options(
@@ -109,7 +115,7 @@ class BoxOptions:
             working_dir=self.working_dir, user=self.user, detach=self.detach or None,
             auto_stop_ms=self.auto_stop_ms, auto_remove=self.auto_remove or None,
             ready_timeout_ms=self.ready_timeout_ms, network=None if self.network is None else network_json(self.network),
-            ports=_ports(self.ports) or None,
+            ports=_ports(self.ports) or None, volumes=_volumes(self.volumes) or None, disk_size_gb=self.disk_size_gb,
         )
 
 
@@ -168,6 +174,36 @@ def _ports(ports: Optional[Sequence[Port]]) -> List[Dict[str, Any]]:
                 f"port {entry!r} is not (host_port, guest_port), (host_port, guest_port, 'tcp'|'udp') "
                 "or a dict with guest_port and any of host_port, protocol, host_ip"
             )
+    return specs
+
+
+def _volumes(volumes: Optional[Sequence[Volume]]) -> List[Dict[str, Any]]:
+    """The C ABI's "volumes" value; InvalidArgumentError naming an entry of no known form. The
+    paths are checked by the library (the host directory exists, the guest path is absolute and
+    not over the box's own mounts), which names them too."""
+    if volumes is None:
+        return []
+    if isinstance(volumes, (str, bytes, Mapping)) or not isinstance(volumes, Sequence):
+        raise _invalid(f"volumes {volumes!r} is not a list of volumes")
+    specs = []
+    for entry in volumes:
+        spec: Optional[Dict[str, Any]] = None
+        if isinstance(entry, (tuple, list)) and len(entry) in (2, 3):
+            mode = entry[2] if len(entry) == 3 else False
+            read_only = {"ro": True, "rw": False, True: True, False: False}.get(mode) if isinstance(mode, (str, bool)) else None
+            if read_only is not None:
+                spec = {"host_path": entry[0], "guest_path": entry[1], "read_only": read_only}
+        elif isinstance(entry, Mapping) and set(entry) <= _VOLUME_KEYS and {"host_path", "guest_path"} <= set(entry):
+            spec = {"read_only": False, **entry}
+        if spec is None or not isinstance(spec["read_only"], bool):
+            raise _invalid(
+                f"volume {entry!r} is not (host_path, guest_path), (host_path, guest_path, 'ro'|'rw'), "
+                "(host_path, guest_path, read_only_bool) or a dict with host_path, guest_path and optionally read_only"
+            )
+        # A relative host path is taken from the current directory, as a shell user expects.
+        spec["host_path"] = os.path.abspath(os.fspath(spec["host_path"]))
+        spec["guest_path"] = os.fspath(spec["guest_path"])
+        specs.append(spec)
     return specs
 
 
