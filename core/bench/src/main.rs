@@ -2,6 +2,7 @@
 //! Usage: boxlite-bench REGISTRY OUT.json [BASELINE.json]
 //!        boxlite-bench warm-exec REGISTRY RUNS   (prints warm exec round-trip stats as JSON; the
 //!        SDK benchmark compares its own round trip with it)
+//!        boxlite-bench files REGISTRY [BASELINE.json]   (prints the copy/read figures as JSON)
 //! BASELINE.json is `scripts/boot-baseline.sh`'s output: the same kernel booting a trivial init on
 //! the same engine, so boot overhead is a ratio.
 
@@ -163,6 +164,99 @@ async fn direct_exec_rtts(box_dir: &std::path::Path, runs: usize) -> Result<Vec<
     Ok(rtts)
 }
 
+/// This process's resident memory, KiB.
+fn own_rss_kib() -> u64 {
+    rss_kib(std::process::id())
+}
+
+/// Copy and read throughput through the files API (64 MiB of random bytes each way) against the
+/// raw channel figure of the same run, and how much this process's RSS grows during a 1 GiB copy.
+async fn files_bench(b: &boxlite::LiteBox, results: &mut serde_json::Map<String, Value>) -> Result<(), Box<dyn std::error::Error>> {
+    use boxlite::CopyOptions;
+    const MIB: usize = 64;
+    let dir = tempfile::Builder::new().prefix("bxf").tempdir_in("/tmp")?;
+    let src = dir.path().join("data.bin");
+    {
+        use std::io::{Read, Write};
+        let mut rng = std::fs::File::open("/dev/urandom")?;
+        let mut out = std::fs::File::create(&src)?;
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..MIB {
+            rng.read_exact(&mut buf)?;
+            out.write_all(&buf)?;
+        }
+    }
+    let mb = (MIB << 20) as f64 / 1e6;
+    let rate = |secs: f64| ((mb / secs) * 10.0).round() / 10.0;
+    let t = Instant::now();
+    b.copy_in(&src, "/root/data.bin", CopyOptions { overwrite: true }).await?;
+    let copy_in = rate(t.elapsed().as_secs_f64());
+    let out = dir.path().join("out.bin");
+    let t = Instant::now();
+    b.copy_out("/root/data.bin", &out, CopyOptions::default()).await?;
+    let copy_out = rate(t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let mut stream = b.files().read("/root/data.bin").await?;
+    let mut got = 0;
+    while let Some(chunk) = stream.next().await? {
+        got += chunk.len();
+    }
+    let read = rate(t.elapsed().as_secs_f64());
+    assert_eq!(got, MIB << 20);
+    results.insert("copy_in_mb_per_s".into(), json!(copy_in));
+    results.insert("copy_out_mb_per_s".into(), json!(copy_out));
+    results.insert("files_read_mb_per_s".into(), json!(read));
+    if let Some(raw) = results.get("raw_channel_mb_per_s").and_then(|r| r["p50"].as_f64()) {
+        for (key, v) in [("copy_in_vs_raw_channel_ratio", copy_in), ("copy_out_vs_raw_channel_ratio", copy_out), ("files_read_vs_raw_channel_ratio", read)] {
+            results.insert(key.into(), json!((v / raw * 100.0).round() / 100.0));
+        }
+    }
+    // 1 GiB in (a sparse host file: the bytes still cross the channel), sampling RSS.
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big)?.set_len(1 << 30)?;
+    let before = own_rss_kib();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(own_rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let t = Instant::now();
+    b.copy_in(&big, "/root/big.bin", CopyOptions { overwrite: true }).await?;
+    results.insert("copy_in_1gib_s".into(), json!((t.elapsed().as_secs_f64() * 10.0).round() / 10.0));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.join();
+    b.exec(ExecCommand::new("rm", ["-f", "/root/big.bin", "/root/data.bin"])).await?.wait().await?;
+    results.insert("copy_1gib_host_rss_growth_mib".into(), json!(((peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before)) as f64 / 1024.0 * 10.0).round() / 10.0));
+    Ok(())
+}
+
+/// `boxlite-bench files REGISTRY [BASELINE.json]`: only the files figures, as JSON.
+async fn files_only(registry: &str, baseline: Option<&String>) -> Result<(), Box<dyn std::error::Error>> {
+    let home = tempfile::Builder::new().prefix("bxb").tempdir_in("/tmp")?;
+    let registries = vec![RegistryConfig { host: registry.into(), insecure: true, ..Default::default() }];
+    let rt = Runtime::new(RuntimeOptions { home: Some(home.path().into()), registries, ..Default::default() })?;
+    let mut results = serde_json::Map::new();
+    if let Some(path) = baseline {
+        let base: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        if let Some(v) = base.get("raw_channel_mb_per_s") {
+            results.insert("raw_channel_mb_per_s".into(), v.clone());
+        }
+    }
+    let b = rt.create(BoxOptions::new("busybox:latest")).await?;
+    b.start().await?;
+    let measured = files_bench(&b, &mut results).await;
+    rt.remove(b.id(), true).await?;
+    measured?;
+    println!("{}", serde_json::to_string_pretty(&Value::Object(results))?);
+    Ok(())
+}
+
 async fn warm_exec_only(registry: &str, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
     let home = tempfile::Builder::new().prefix("bxb").tempdir_in("/tmp")?;
     let registries = vec![RegistryConfig { host: registry.into(), insecure: true, ..Default::default() }];
@@ -183,6 +277,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err("usage: boxlite-bench warm-exec REGISTRY RUNS".into());
         };
         return warm_exec_only(registry, runs).await;
+    }
+    if args.get(1).map(String::as_str) == Some("files") {
+        let Some(registry) = args.get(2) else { return Err("usage: boxlite-bench files REGISTRY [BASELINE.json]".into()) };
+        return files_only(registry, args.get(3)).await;
     }
     let (registry, out_path) = match (args.get(1), args.get(2)) {
         (Some(r), Some(o)) => (r.clone(), o.clone()),
@@ -289,6 +387,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     results.insert("stdout_20mb_ms".into(), json!(ms(t.elapsed())));
     results.insert("stdout_mb_per_s".into(), json!(((20.0 / secs) * 10.0).round() / 10.0));
     network_bench(&rt, &b, &mut results).await?;
+    files_bench(&b, &mut results).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let info = b.info()?;
     let pid = info.pid.ok_or("running box has no pid")?;

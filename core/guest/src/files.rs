@@ -100,6 +100,11 @@ fn box_path(vm: &Path) -> String {
     format!("/{}", rel.display())
 }
 
+/// Whether `name` is one of [`temp_beside`]'s.
+fn is_temp(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".boxlite-")
+}
+
 /// A fresh name beside `target` for building it before it is renamed into place.
 fn temp_beside(target: &Path) -> PathBuf {
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -119,7 +124,8 @@ fn remove_any(path: &Path) -> io::Result<()> {
 /// Puts the built `temp` in place of `target`, replacing what was there.
 fn replace(temp: &Path, target: &Path) -> io::Result<()> {
     if std::fs::symlink_metadata(target).is_ok() {
-        let old = temp_beside(target).with_extension("old");
+        let mut old = temp_beside(target).into_os_string();
+        old.push(".old");
         std::fs::rename(target, &old)?;
         std::fs::rename(temp, target)?;
         return remove_any(&old);
@@ -546,6 +552,7 @@ pub async fn watch(path: String, recursive: bool) -> Result<mpsc::Receiver<Resul
             };
             let mut out: Vec<WatchEvent> = Vec::new();
             let mut moved_from: HashMap<u32, usize> = HashMap::new();
+            let mut temp_moves = std::collections::HashSet::new();
             for ev in events {
                 if ev.mask.contains(F::IN_Q_OVERFLOW) {
                     let _ = tx.send(Err(Status::resource_exhausted("the box's file events came faster than they were read; some were lost"))).await;
@@ -568,8 +575,26 @@ pub async fn watch(path: String, recursive: bool) -> Result<mpsc::Receiver<Resul
                 let Some(name) = ev.name.as_ref().map(|n| n.to_string_lossy().into_owned()) else {
                     continue;
                 };
-                let shown = join(&dir, &name);
                 let is_dir = ev.mask.contains(F::IN_ISDIR);
+                // Our own temporaries (writes and copies are built beside their target) are not
+                // the box's events: their rename into place is the target's change.
+                if is_temp(&name) {
+                    if ev.mask.contains(F::IN_MOVED_FROM) {
+                        temp_moves.insert(ev.cookie);
+                    }
+                    continue;
+                }
+                let shown = join(&dir, &name);
+                if ev.mask.contains(F::IN_MOVED_TO) && temp_moves.remove(&ev.cookie) {
+                    if recursive && is_dir {
+                        if let Ok(vm) = open_in_root(&shown, false) {
+                            let _ = add(&fd.get_ref().0, &mut dirs, &vm, shown.clone());
+                        }
+                    }
+                    let kind = if is_dir { WatchEventKind::Created } else { WatchEventKind::Modified };
+                    out.push(WatchEvent { kind: kind.into(), path: shown, old_path: String::new(), is_dir });
+                    continue;
+                }
                 if recursive && is_dir && (ev.mask.contains(F::IN_CREATE) || ev.mask.contains(F::IN_MOVED_TO)) {
                     if let Ok(vm) = open_in_root(&shown, false) {
                         let _ = add(&fd.get_ref().0, &mut dirs, &vm, shown.clone());

@@ -286,6 +286,7 @@ async fn watch_and_stop(b: &LiteBox, host: &Path) {
         seen.push((ev.kind, ev.path, ev.old_path));
     }
     eprintln!("watch events: {seen:?}");
+    assert!(!seen.iter().any(|(_, p, _)| p.contains(".boxlite-")), "the agent's temporaries are not events: {seen:?}");
     let has = |k: WatchEventKind, p: &str| seen.iter().any(|(kind, path, _)| *kind == k && path == p);
     assert!(has(WatchEventKind::Modified, "/w/a"), "{seen:?}");
     assert!(has(WatchEventKind::Created, "/w/d"), "{seen:?}");
