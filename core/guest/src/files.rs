@@ -128,7 +128,7 @@ fn replace(temp: &Path, target: &Path) -> io::Result<()> {
         old.push(".old");
         std::fs::rename(target, &old)?;
         std::fs::rename(temp, target)?;
-        return remove_any(&old);
+        return remove_any(Path::new(&old));
     }
     std::fs::rename(temp, target)
 }
