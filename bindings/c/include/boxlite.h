@@ -87,10 +87,26 @@ typedef struct boxlite_canceller boxlite_canceller;
 // another stderr, a third waits or kills.
 typedef struct boxlite_exec boxlite_exec;
 
+// A file of a box being read. Made by `boxlite_box_open_reader`, read with
+// `boxlite_file_reader_read`, freed by `boxlite_file_reader_free`. Reads from several threads
+// take turns.
+typedef struct boxlite_file_reader boxlite_file_reader;
+
+// A file of a box being written. Made by `boxlite_box_open_writer`, written with
+// `boxlite_file_writer_write`, put in place by `boxlite_file_writer_finish`, freed by
+// `boxlite_file_writer_free` (which discards an unfinished file). Writes from several threads
+// take turns.
+typedef struct boxlite_file_writer boxlite_file_writer;
+
 // A BoxLite runtime: one home directory (state, images, boxes) and the threads that run its VMs.
 // Made by `boxlite_runtime_new`, freed by `boxlite_runtime_free`. Usable from several threads at
 // once.
 typedef struct boxlite_runtime boxlite_runtime;
+
+// A watch of a directory of a box. Made by `boxlite_box_watch`, read with `boxlite_watch_next`,
+// freed by `boxlite_watch_free` (which ends the watch in the box). Calls from several threads
+// take turns.
+typedef struct boxlite_watch boxlite_watch;
 
 // Which output stream of a command `boxlite_exec_read` reads.
 typedef int boxlite_stream;
@@ -301,7 +317,9 @@ boxlite_result boxlite_box_metrics(boxlite_box *b, char **out);
 boxlite_result boxlite_box_set_network(boxlite_box *b, const char *network_json);
 
 // Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`,
-// `boxlite_boxes_list`, `boxlite_runtime_metrics`, `boxlite_images_list`, `boxlite_image_remove`, `boxlite_images_prune`). NULL is a no-op.
+// `boxlite_boxes_list`, `boxlite_runtime_metrics`, `boxlite_images_list`, `boxlite_image_remove`,
+// `boxlite_images_prune`, `boxlite_box_list_dir`, `boxlite_box_stat_file`,
+// `boxlite_watch_next`). NULL is a no-op.
 //
 // # Safety
 // `s` is NULL or a string from this library, not yet freed.
@@ -484,6 +502,297 @@ boxlite_result boxlite_exec_notify_fd(const boxlite_exec *exec, int *fd);
 // # Safety
 // `exec` is NULL or an exec handle not yet freed.
 void boxlite_exec_free(boxlite_exec *exec);
+
+// Copies a host file or directory into the running box.
+//
+// `b`: the box (running: a stopped box is `BOXLITE_ERR_INVALID_STATE`; files go through its
+// guest agent). `host_path`: a file or directory on the host (relative paths from the current
+// directory). `guest_path`: an absolute path in the box. As `docker cp`: when `guest_path` is an
+// existing directory the source lands inside it under its own name, otherwise `guest_path` is
+// its new name (its parent must exist). Permission bits, mtimes (to the second) and symlinks
+// (as symlinks) are kept; files are owned by root; fifos, sockets and devices are skipped. It
+// streams (about a megabyte of host memory for any size) and lands whole or not at all: a
+// failed or aborted copy leaves nothing in the box.
+// `options_json`: NULL for the defaults, or `{"overwrite": true}` to replace an existing target
+// whole (without it an existing target is `BOXLITE_ERR_ALREADY_EXISTS`, naming it).
+// `canceller`: NULL, or a canceller whose cancel from another thread aborts the copy
+// (`BOXLITE_ERR_ABORTED`).
+//
+// Errors: `BOXLITE_ERR_NOT_FOUND` (the host path does not exist, or the guest path's parent does
+// not), `BOXLITE_ERR_INVALID_ARGUMENT` (a relative guest path, a bad option),
+// `BOXLITE_ERR_ALREADY_EXISTS`, `BOXLITE_ERR_INVALID_STATE` (the box is not running),
+// `BOXLITE_ERR_STORAGE` (the box's disk is full, or the host source cannot be read),
+// `BOXLITE_ERR_ABORTED`. Blocks for the copy. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; strings are NULL or NUL-terminated; `canceller` is NULL or a
+// live canceller.
+boxlite_result boxlite_box_copy_in(boxlite_box *b,
+                                   const char *host_path,
+                                   const char *guest_path,
+                                   const char *options_json,
+                                   const boxlite_canceller *canceller);
+
+// Copies a file or directory of the running box to the host.
+//
+// `guest_path`: an absolute path in the box (a final symlink is copied as a symlink).
+// `host_path`: where it lands, with `boxlite_box_copy_in`'s rules: into an existing directory
+// under its own name, else as `host_path` (whose parent must exist). Nothing the box sends is
+// trusted: entries land only beneath the destination, symlinks are created but never followed,
+// setuid/setgid/sticky bits are dropped, hard links, devices and fifos are refused, and a failed
+// copy leaves nothing on the host. (An aborted one is removed by a background thread a moment
+// after this returns.) `options_json` and `canceller` as for `boxlite_box_copy_in`.
+//
+// Errors: `BOXLITE_ERR_NOT_FOUND` (no such guest path; the host parent does not exist),
+// `BOXLITE_ERR_ALREADY_EXISTS` (the host target exists and `overwrite` is not set),
+// `BOXLITE_ERR_INVALID_ARGUMENT`, `BOXLITE_ERR_INVALID_STATE`, `BOXLITE_ERR_STORAGE` (writing the
+// host side failed), `BOXLITE_ERR_GUEST` (the box sent something refused, named),
+// `BOXLITE_ERR_ABORTED`. Blocks for the copy. Any thread.
+//
+// # Safety
+// As `boxlite_box_copy_in`.
+boxlite_result boxlite_box_copy_out(boxlite_box *b,
+                                    const char *guest_path,
+                                    const char *host_path,
+                                    const char *options_json,
+                                    const boxlite_canceller *canceller);
+
+// Opens a regular file of the running box for reading (symlinks followed inside the box).
+//
+// `path`: absolute, in the box. `out`: receives the reader on success (untouched on failure);
+// free it with `boxlite_file_reader_free`. Errors: `BOXLITE_ERR_NOT_FOUND` (no such file),
+// `BOXLITE_ERR_INVALID_ARGUMENT` (a relative path; a directory or another non-regular file),
+// `BOXLITE_ERR_INVALID_STATE` (the box is not running). Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; `path` is NULL or NUL-terminated; `out` is NULL or writable.
+boxlite_result boxlite_box_open_reader(boxlite_box *b, const char *path, boxlite_file_reader **out);
+
+// Reads the next bytes of the file.
+//
+// `buf`: `len` (> 0) writable bytes. `timeout_ms`: how long to wait for the box; negative waits
+// without limit. `n`: on success, the bytes written to `buf` (1..len), or 0 at the end of the
+// file (and on every later call).
+//
+// Errors: `BOXLITE_ERR_TIMEOUT` (nothing within `timeout_ms`; call again, nothing is lost),
+// `BOXLITE_ERR_INVALID_ARGUMENT` (`len` 0), `BOXLITE_ERR_GUEST` (the box stopped or failed
+// mid-file). Any thread; reads from several threads take turns.
+//
+// # Safety
+// `r` is NULL or a live reader; `buf` is NULL or valid for `len` bytes of writes; `n` is NULL or
+// writable.
+boxlite_result boxlite_file_reader_read(boxlite_file_reader *r,
+                                        uint8_t *buf,
+                                        size_t len,
+                                        int timeout_ms,
+                                        size_t *n);
+
+// Frees a reader; the rest of the file is not read. NULL is a no-op. Do not use `r` again, nor
+// free it while another thread uses it.
+//
+// # Safety
+// `r` is NULL or a reader not yet freed.
+void boxlite_file_reader_free(boxlite_file_reader *r);
+
+// Reads a whole regular file of the running box into memory (for big files, use
+// `boxlite_box_open_reader`).
+//
+// `data` and `len`: on success, the bytes (owned by the caller: free them with
+// `boxlite_bytes_free(data, len)`, also when `len` is 0) and their count. Errors as
+// `boxlite_box_open_reader` and `boxlite_file_reader_read`. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; `path` is NULL or NUL-terminated; `data` and `len` are NULL
+// or writable.
+boxlite_result boxlite_box_read_file(boxlite_box *b, const char *path, uint8_t **data, size_t *len);
+
+// Frees bytes returned by `boxlite_box_read_file`. `len` is the length it returned. NULL is a
+// no-op.
+//
+// # Safety
+// `data` is NULL or bytes from `boxlite_box_read_file`, not yet freed, with their `len`.
+void boxlite_bytes_free(uint8_t *data, size_t len);
+
+// Opens a file of the running box for writing. Nothing is visible at `path` until
+// `boxlite_file_writer_finish` succeeds; then the file is created, or replaced whole (a failed or
+// abandoned write keeps the old content). Its directory must exist.
+//
+// `options_json`: NULL for the defaults, or `{"mode": 493}` (permission bits as a number, here
+// 0755, at most 07777; default: an existing file keeps its own, a new one gets 0644).
+// `out`: receives the writer on success (untouched on failure); free it with
+// `boxlite_file_writer_free`. Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (a relative path, a bad
+// mode, a directory at `path`), `BOXLITE_ERR_NOT_FOUND` (no such directory),
+// `BOXLITE_ERR_INVALID_STATE` (the box is not running). Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; strings are NULL or NUL-terminated; `out` is NULL or
+// writable.
+boxlite_result boxlite_box_open_writer(boxlite_box *b,
+                                       const char *path,
+                                       const char *options_json,
+                                       boxlite_file_writer **out);
+
+// Sends `len` bytes of `data` (copied) to the file. Blocks while the box is behind
+// (backpressure: at most 16 chunks of 64 KiB wait on the host).
+//
+// Errors: `BOXLITE_ERR_STORAGE` (the box's disk is full), `BOXLITE_ERR_INVALID_STATE` (the writer
+// finished, or an earlier write failed: open a new one), `BOXLITE_ERR_GUEST` (the box stopped).
+// After an error the file is discarded. Any thread; writes from several threads take turns.
+//
+// # Safety
+// `w` is NULL or a live writer; `data` is NULL or valid for `len` bytes of reads.
+boxlite_result boxlite_file_writer_write(boxlite_file_writer *w, const uint8_t *data, size_t len);
+
+// Ends the file: on success it is in place in the box with everything written. The writer then
+// only accepts `boxlite_file_writer_free`.
+//
+// Errors: as `boxlite_file_writer_write`; `BOXLITE_ERR_INVALID_STATE` when called twice. Any
+// thread.
+//
+// # Safety
+// `w` is NULL or a live writer.
+boxlite_result boxlite_file_writer_finish(boxlite_file_writer *w);
+
+// Frees a writer. An unfinished file is discarded: the box keeps what was at the path before.
+// NULL is a no-op. Do not use `w` again, nor free it while another thread uses it.
+//
+// # Safety
+// `w` is NULL or a writer not yet freed.
+void boxlite_file_writer_free(boxlite_file_writer *w);
+
+// Writes `len` bytes of `data` to a file of the running box in one call: as
+// `boxlite_box_open_writer`, one write and `boxlite_file_writer_finish` (created, or replaced
+// whole once written). `options_json` as for `boxlite_box_open_writer`. Errors as those. Any
+// thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; strings are NULL or NUL-terminated; `data` is NULL or valid
+// for `len` bytes of reads.
+boxlite_result boxlite_box_write_file(boxlite_box *b,
+                                      const char *path,
+                                      const uint8_t *data,
+                                      size_t len,
+                                      const char *options_json);
+
+// The entries of a directory of the running box (symlinks not followed), sorted by name, as a
+// JSON array of `{"name", "type", "size", "mode", "mtime"}`: `type` is `"file"`, `"dir"`,
+// `"symlink"` or `"other"` (device, fifo, socket); `size` in bytes (a symlink's is its target's
+// length); `mode` the permission bits as a number; `mtime` unix milliseconds.
+//
+// `out` receives a string to free with `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND`,
+// `BOXLITE_ERR_INVALID_ARGUMENT` (a relative path, not a directory), `BOXLITE_ERR_INVALID_STATE`
+// (the box is not running). Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; `path` is NULL or NUL-terminated; `out` is NULL or writable.
+boxlite_result boxlite_box_list_dir(boxlite_box *b, const char *path, char **out);
+
+// One entry of the running box (a final symlink not followed) as a JSON object, as in
+// `boxlite_box_list_dir` (`"name"` is `"/"` for `/`). `out` receives a string to free with
+// `boxlite_string_free`. Errors: `BOXLITE_ERR_NOT_FOUND`, `BOXLITE_ERR_INVALID_ARGUMENT`,
+// `BOXLITE_ERR_INVALID_STATE`. Any thread.
+//
+// # Safety
+// As `boxlite_box_list_dir`.
+boxlite_result boxlite_box_stat_file(boxlite_box *b, const char *path, char **out);
+
+// Whether `path` exists in the running box (a dangling symlink exists). `exists` receives the
+// answer on success. Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (a relative path),
+// `BOXLITE_ERR_INVALID_STATE` (the box is not running). Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; `path` is NULL or NUL-terminated; `exists` is NULL or
+// writable.
+boxlite_result boxlite_box_file_exists(boxlite_box *b, const char *path, bool *exists);
+
+// Creates a directory (mode 0755) in the running box.
+//
+// `options_json`: NULL for the defaults, or `{"parents": true}`: create missing parents too, and
+// an existing directory is no error (`mkdir -p`). Errors: `BOXLITE_ERR_ALREADY_EXISTS`,
+// `BOXLITE_ERR_NOT_FOUND` (a missing parent without `parents`), `BOXLITE_ERR_INVALID_ARGUMENT`,
+// `BOXLITE_ERR_INVALID_STATE`. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; strings are NULL or NUL-terminated.
+boxlite_result boxlite_box_mkdir(boxlite_box *b, const char *path, const char *options_json);
+
+// Removes a file, symlink or empty directory of the running box.
+//
+// `options_json`: NULL for the defaults, or `{"recursive": true}`: remove a directory with
+// everything in it (`rm -r`). Errors: `BOXLITE_ERR_NOT_FOUND`, `BOXLITE_ERR_INVALID_ARGUMENT`
+// (a relative path; a directory that is not empty without `recursive`),
+// `BOXLITE_ERR_INVALID_STATE`. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; strings are NULL or NUL-terminated.
+boxlite_result boxlite_box_remove_file(boxlite_box *b, const char *path, const char *options_json);
+
+// Renames (moves) `from` to `to` within the running box, replacing a file at `to` (as
+// `rename(2)`). Errors: `BOXLITE_ERR_NOT_FOUND`, `BOXLITE_ERR_INVALID_ARGUMENT`,
+// `BOXLITE_ERR_INVALID_STATE`. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; strings are NULL or NUL-terminated.
+boxlite_result boxlite_box_rename_file(boxlite_box *b, const char *from, const char *to);
+
+// Watches a directory of the running box (inotify in the box) for files created, modified
+// (written and closed), deleted and renamed.
+//
+// `path`: an absolute directory in the box. `options_json`: NULL for the defaults, or
+// `{"recursive": true}`: also every subdirectory, those there now and those created later.
+// `out`: receives the watch on success (untouched on failure); free it with
+// `boxlite_watch_free`. Events come from the moment this returns; up to 4096 wait for
+// `boxlite_watch_next` before the box is made to hold them.
+//
+// Errors: `BOXLITE_ERR_NOT_FOUND`, `BOXLITE_ERR_INVALID_ARGUMENT` (a relative path, not a
+// directory), `BOXLITE_ERR_INVALID_STATE` (the box is not running). Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; strings are NULL or NUL-terminated; `out` is NULL or
+// writable.
+boxlite_result boxlite_box_watch(boxlite_box *b,
+                                 const char *path,
+                                 const char *options_json,
+                                 boxlite_watch **out);
+
+// The next event of a watch.
+//
+// `timeout_ms`: how long to wait; negative waits without limit, 0 only takes an event already
+// there. `event_json`: on success, an event to free with `boxlite_string_free`: `{"kind",
+// "path", "old_path", "is_dir"}`, `kind` one of `"created"` (or moved in from outside the
+// watched tree), `"modified"` (a file written and closed), `"deleted"` (or moved out),
+// `"renamed"` (within the tree: from `old_path`, null for the other kinds, to `path`); paths are
+// under the watched path as it was given. NULL at the end: the box stopped or the watched
+// directory was removed (and on every later call).
+//
+// Errors: `BOXLITE_ERR_TIMEOUT` (no event within `timeout_ms`; call again),
+// `BOXLITE_ERR_STORAGE` (events came faster than they were read and some were lost; the watch
+// has ended), `BOXLITE_ERR_GUEST` (the connection to the box failed). Any thread.
+//
+// # Safety
+// `w` is NULL or a live watch; `event_json` is NULL or writable.
+boxlite_result boxlite_watch_next(boxlite_watch *w, int timeout_ms, char **event_json);
+
+// A file descriptor for waiting on the watch from an event loop instead of blocking a thread in
+// `boxlite_watch_next`: it becomes readable when an event arrives and when the watch ends. Each
+// writes a byte; drain them (`read` until `EAGAIN`: the fd is non-blocking), then take the
+// events with `boxlite_watch_next(w, 0, ...)` until it returns `BOXLITE_ERR_TIMEOUT` (nothing
+// more now) or NULL (the end).
+//
+// `fd`: receives the descriptor on success. It belongs to `w`: do not close it;
+// `boxlite_watch_free` does (remove it from the event loop first). Any thread.
+//
+// # Safety
+// `w` is NULL or a live watch; `fd` is NULL or writable.
+boxlite_result boxlite_watch_notify_fd(const boxlite_watch *w, int *fd);
+
+// Frees a watch and ends it in the box (the box's agent stops watching within moments). Events
+// not read are discarded. NULL is a no-op. Do not use `w` again, nor free it while another
+// thread uses it.
+//
+// # Safety
+// `w` is NULL or a watch not yet freed.
+void boxlite_watch_free(boxlite_watch *w);
 
 // The images pulled into the runtime's home, as a JSON array sorted by reference; each an object
 // with `"reference"` (normalized, e.g. `"127.0.0.1:5000/busybox:latest"`), `"digest"` (of the

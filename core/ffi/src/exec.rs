@@ -53,18 +53,18 @@ pub struct boxlite_exec {
 /// Wakes whoever waits on the exec's notify fd: one byte per event on a non-blocking socket.
 /// A full socket buffer drops the byte, which loses nothing: the fd is readable already.
 #[derive(Clone)]
-struct Notifier(Arc<UnixStream>);
+pub(crate) struct Notifier(Arc<UnixStream>);
 
 impl Notifier {
     /// The notifier and the reading end its bytes arrive at, both non-blocking.
-    fn pair() -> std::io::Result<(Notifier, UnixStream)> {
+    pub(crate) fn pair() -> std::io::Result<(Notifier, UnixStream)> {
         let (tx, rx) = UnixStream::pair()?;
         tx.set_nonblocking(true)?;
         rx.set_nonblocking(true)?;
         Ok((Notifier(Arc::new(tx)), rx))
     }
 
-    fn notify(&self) {
+    pub(crate) fn notify(&self) {
         let _ = (&*self.0).write(&[1]);
     }
 }

@@ -1,6 +1,7 @@
 //! libboxlite: the C ABI of BoxLite (`include/boxlite.h`, generated from this crate by cbindgen).
 //!
-//! Opaque handles (`boxlite_runtime`, `boxlite_box`, `boxlite_exec`, `boxlite_canceller`), each
+//! Opaque handles (`boxlite_runtime`, `boxlite_box`, `boxlite_exec`, `boxlite_canceller`, and the
+//! files API's `boxlite_file_reader`, `boxlite_file_writer`, `boxlite_watch`), each
 //! freed by its own `_free`; every fallible call returns a `boxlite_result` and leaves details in
 //! the calling thread's `boxlite_errmsg()`; options are JSON objects; calls block and are safe from
 //! any thread.
@@ -14,6 +15,7 @@ mod boxes;
 mod cancel;
 mod error;
 mod exec;
+mod files;
 mod images;
 mod log;
 mod net;
@@ -24,6 +26,7 @@ pub use cancel::boxlite_canceller;
 pub use error::boxlite_result;
 pub use log::{boxlite_free_fn, boxlite_log_fn, boxlite_log_level};
 pub use exec::{boxlite_exec, boxlite_stream, BOXLITE_STDERR, BOXLITE_STDOUT};
+pub use files::{boxlite_file_reader, boxlite_file_writer, boxlite_watch};
 pub use runtime::boxlite_runtime;
 
 use std::ffi::{c_char, c_int};
@@ -35,6 +38,9 @@ const _: () = {
     thread_safe::<boxlite_box>();
     thread_safe::<boxlite_exec>();
     thread_safe::<boxlite_canceller>();
+    thread_safe::<boxlite_file_reader>();
+    thread_safe::<boxlite_file_writer>();
+    thread_safe::<boxlite_watch>();
 };
 
 /// Major version of this header.

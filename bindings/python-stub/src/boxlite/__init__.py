@@ -15,8 +15,9 @@ the cargo target dir. See docs/python.md for the decisions behind this API.
 """
 
 from . import _native
-from ._aio import Box, Boxlite, CodeBox, Execution, ExecStdin, SimpleBox
+from ._aio import Box, Boxlite, CodeBox, Execution, ExecStdin, FileWatch, Files, SimpleBox
 from ._core import BoxInfo, BoxMetrics, Canceller, ExecResult, PortInfo, RuntimeMetrics, VolumeInfo
+from ._files import FileEntry, WatchEvent
 from .errors import (
     AbortedError,
     AlreadyExistsError,
@@ -63,6 +64,9 @@ __all__ = [
     "ExecResult",
     "ExecStdin",
     "Execution",
+    "FileEntry",
+    "FileWatch",
+    "Files",
     "GuestBootError",
     "GuestError",
     "ImageError",
@@ -80,5 +84,6 @@ __all__ = [
     "SecurityOptions",
     "SimpleBox",
     "StorageError",
+    "WatchEvent",
     "library_version",
 ]

@@ -12,13 +12,14 @@ import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Callable, List, Optional, TypeVar, Union
+from typing import Any, AsyncIterator, Callable, Generator, List, Optional, TypeVar, Union
 
 from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, SimpleBoxBase, argv_of, split_lines, text_chunks
+from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
-from .errors import InvalidStateError, NotFoundError
+from .errors import BoxliteError, InvalidStateError, NotFoundError
 from .options import BoxOptions, Env, Network, Options
-from .sync_api import SyncBox, SyncBoxlite
+from .sync_api import SyncBox, SyncBoxlite, SyncFiles
 
 T = TypeVar("T")
 
@@ -31,6 +32,23 @@ _pool = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="box
 async def _blocking(call: Callable[..., T], *args: Any) -> T:
     """Runs a blocking library call on the pool (its error message is read on the same thread)."""
     return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(call, *args))
+
+
+async def _abortable(call: Callable[..., T], *args: Any, cancel: Optional[Canceller]) -> T:
+    """As _blocking, for a call that takes a canceller last: cancelling the awaiting task cancels
+    the call in the library too, and waits until it has returned (nothing half done is left
+    running)."""
+    canceller = cancel or Canceller()
+    done = asyncio.get_running_loop().run_in_executor(_pool, functools.partial(call, *args, canceller))
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        canceller.cancel()
+        try:
+            await done
+        except BoxliteError:
+            pass  # AbortedError, or whatever ended it first
+        raise
 
 
 class Boxlite:
@@ -142,6 +160,30 @@ class Box:
         returns its Execution once it runs. `timeout` in seconds is enforced in the guest. A
         command that cannot start raises InvalidArgumentError."""
         return Execution(await _blocking(self._sync._box.exec, argv_of(cmd, args), env, cwd, user, timeout, tty))
+
+    async def copy_in(self, host_path: HostPath, guest_path: GuestPath, overwrite: bool = False,
+                      cancel: Optional[Canceller] = None) -> None:
+        """Copies a host file or directory into the running box, as `docker cp`: into an existing
+        directory under its own name, else as `guest_path` (an absolute path whose parent
+        exists). Modes, mtimes and symlinks are kept; it streams, and lands whole or not at all.
+        An existing target raises AlreadyExistsError unless `overwrite` (which replaces it
+        whole). NotFoundError for a missing host path, InvalidArgumentError for a relative guest
+        path, InvalidStateError when the box is not running. Cancelling the task (or
+        `cancel.cancel()`) aborts the copy."""
+        await _abortable(self._sync.copy_in, host_path, guest_path, overwrite, cancel=cancel)
+
+    async def copy_out(self, guest_path: GuestPath, host_path: HostPath, overwrite: bool = False,
+                       cancel: Optional[Canceller] = None) -> None:
+        """Copies a file or directory of the running box to the host, with copy_in's rules. Nothing
+        the box sends is trusted: entries land only beneath `host_path`, symlinks are never
+        followed, setuid bits are dropped, and a failed copy leaves nothing. NotFoundError for a
+        missing guest path or host parent directory; AlreadyExistsError unless `overwrite`."""
+        await _abortable(self._sync.copy_out, guest_path, host_path, overwrite, cancel=cancel)
+
+    @property
+    def files(self) -> "Files":
+        """The box's files: read, write, list, stat, exists, mkdir, remove, rename, watch."""
+        return Files(self._sync.files)
 
     def close(self) -> None:
         """Frees this handle; the box itself is untouched."""
@@ -256,6 +298,141 @@ class Execution:
             self._loop.remove_reader(self._state.handle.fd)
 
 
+class Files:
+    """The files of a running box (`box.files`). Paths are absolute paths in the box (str or
+    PurePosixPath); the box's symlinks resolve inside the box. Every call needs the box running
+    (InvalidStateError otherwise); a missing path raises NotFoundError, a relative one
+    InvalidArgumentError."""
+
+    def __init__(self, sync: SyncFiles):
+        self._sync = sync
+
+    async def read(self, path: GuestPath) -> bytes:
+        """A regular file's bytes, whole (symlinks followed inside the box)."""
+        return await _blocking(self._sync.read, path)
+
+    async def read_text(self, path: GuestPath, encoding: str = "utf-8") -> str:
+        """A file decoded as `encoding` (UnicodeDecodeError if it is not)."""
+        return (await self.read(path)).decode(encoding)
+
+    async def write(self, path: GuestPath, data: Union[str, bytes], mode: Optional[int] = None) -> None:
+        """Writes `data` (str: as UTF-8) to a file: created, or replaced whole once written (a
+        failed write keeps the old content). Its directory must exist. `mode`: permission bits
+        (e.g. 0o755); None keeps an existing file's, a new file gets 0o644."""
+        await _blocking(self._sync.write, path, data, mode)
+
+    async def list(self, path: GuestPath) -> List[FileEntry]:
+        """The entries of a directory, sorted by name (symlinks not followed)."""
+        return await _blocking(self._sync.list, path)
+
+    async def stat(self, path: GuestPath) -> FileEntry:
+        """One entry (a final symlink not followed)."""
+        return await _blocking(self._sync.stat, path)
+
+    async def exists(self, path: GuestPath) -> bool:
+        """Whether `path` exists (a dangling symlink does)."""
+        return await _blocking(self._sync.exists, path)
+
+    async def mkdir(self, path: GuestPath, parents: bool = False) -> None:
+        """Creates a directory (0o755); `parents`: also the missing ones above it, and an existing
+        directory is no error (`mkdir -p`). AlreadyExistsError otherwise."""
+        await _blocking(self._sync.mkdir, path, parents)
+
+    async def remove(self, path: GuestPath, recursive: bool = False) -> None:
+        """Removes a file, symlink or empty directory; `recursive`: a directory with everything
+        in it (`rm -r`)."""
+        await _blocking(self._sync.remove, path, recursive)
+
+    async def rename(self, old: GuestPath, new: GuestPath) -> None:
+        """Renames (moves) `old` to `new` within the box, replacing a file at `new`."""
+        await _blocking(self._sync.rename, old, new)
+
+    def watch(self, path: GuestPath, recursive: bool = False) -> "FileWatch":
+        """Watches a directory (inotify in the box): an async iterator of WatchEvents that ends
+        when the box stops or the directory is removed. `recursive`: also every subdirectory,
+        present and future. The watch starts on `async with` (or `await`), else on the first
+        iteration; events before that are not seen:
+
+            async with box.files.watch("/work") as events:
+                ...  # changes from here on are seen
+                async for event in events:
+                    print(event.kind, event.path)
+
+        Leaving the `async with` (or aclose()) ends the watch in the box."""
+        return FileWatch(self._sync, path, recursive)
+
+
+class FileWatch:
+    """File events of a watched directory (Files.watch), waited for on the library's notify fd
+    through the event loop: no thread waits for events."""
+
+    def __init__(self, files: SyncFiles, path: GuestPath, recursive: bool):
+        self._files = files
+        self._args = (path, recursive)
+        self._handle: Optional[WatchHandle] = None
+        self._pending: List[WatchEvent] = []
+        self._closed = False
+        self._wake: Optional[Callable[[], None]] = None  # wakes the task waiting for an event
+
+    async def _open(self) -> WatchHandle:
+        if self._handle is None:
+            if self._closed:
+                raise InvalidStateError("INVALID_STATE", "the watch is closed")
+            self._handle = await _blocking(WatchHandle, self._files._box, *self._args)
+        return self._handle
+
+    def __await__(self) -> Generator[Any, None, "FileWatch"]:
+        return self.__aenter__().__await__()
+
+    async def __aenter__(self) -> "FileWatch":
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> "FileWatch":
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        handle = await self._open()
+        while not self._pending:
+            if handle.ended:
+                raise StopAsyncIteration
+            self._pending = handle.take()
+            if not self._pending and not handle.ended:
+                await self._readable(handle.fd)
+                if self._closed:
+                    raise StopAsyncIteration
+        return self._pending.pop(0)
+
+    async def _readable(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, wake)
+        self._wake = wake
+        try:
+            await ready
+        finally:
+            self._wake = None
+            loop.remove_reader(fd)
+
+    async def aclose(self) -> None:
+        """Ends the watch in the box; iteration then stops (a task waiting for an event wakes up
+        and ends). Closing again is a no-op."""
+        self._closed = True
+        if self._wake is not None:
+            self._wake()  # before the fd closes under the waiting task's reader
+            await asyncio.sleep(0)  # let it unregister the fd
+        if self._handle is not None:
+            self._handle.close()
+
+
 class ExecStdin:
     """Writes to a command's stdin; write() waits until the guest takes the bytes."""
 
@@ -316,6 +493,21 @@ class SimpleBox(SimpleBoxBase[Box]):
     async def metrics(self) -> BoxMetrics:
         """The box's metrics (`.memory_usage_bytes`, ...)."""
         return await self._started().metrics()
+
+    async def copy_in(self, host_path: HostPath, guest_path: GuestPath, overwrite: bool = False,
+                      cancel: Optional[Canceller] = None) -> None:
+        """Copies a host file or directory into the box (see Box.copy_in)."""
+        await self._started().copy_in(host_path, guest_path, overwrite, cancel)
+
+    async def copy_out(self, guest_path: GuestPath, host_path: HostPath, overwrite: bool = False,
+                       cancel: Optional[Canceller] = None) -> None:
+        """Copies a file or directory of the box to the host (see Box.copy_out)."""
+        await self._started().copy_out(guest_path, host_path, overwrite, cancel)
+
+    @property
+    def files(self) -> Files:
+        """The box's files (see Files)."""
+        return self._started().files
 
     async def stop(self) -> None:
         """Stops the box (with auto_remove, the library then removes it)."""

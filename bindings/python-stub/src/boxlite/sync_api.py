@@ -28,11 +28,13 @@ from ._core import (
     split_lines,
     text_chunks,
 )
+from . import _files
+from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
 from .errors import InvalidStateError, NotFoundError
 from .options import BoxOptions, Env, Network, Options
 
-__all__ = ["SyncBox", "SyncBoxlite", "SyncCodeBox", "SyncExecStdin", "SyncExecution", "SyncSimpleBox"]
+__all__ = ["SyncBox", "SyncBoxlite", "SyncCodeBox", "SyncExecStdin", "SyncExecution", "SyncFileWatch", "SyncFiles", "SyncSimpleBox"]
 
 
 class SyncBoxlite:
@@ -162,6 +164,30 @@ class SyncBox:
         that cannot start (not found, bad cwd or user) raises InvalidArgumentError."""
         return SyncExecution(self._box.exec(argv_of(cmd, args), env, cwd, user, timeout, tty))
 
+    def copy_in(self, host_path: HostPath, guest_path: GuestPath, overwrite: bool = False,
+                cancel: Optional[Canceller] = None) -> None:
+        """Copies a host file or directory into the running box, as `docker cp`: into an existing
+        directory under its own name, else as `guest_path` (an absolute path whose parent
+        exists). Modes, mtimes and symlinks are kept; it streams, and lands whole or not at all.
+        An existing target raises AlreadyExistsError unless `overwrite` (which replaces it
+        whole). NotFoundError for a missing host path, InvalidArgumentError for a relative guest
+        path, InvalidStateError when the box is not running; `cancel.cancel()` from another
+        thread aborts it (AbortedError)."""
+        _files.copy_in(self._box, host_path, guest_path, overwrite, cancel)
+
+    def copy_out(self, guest_path: GuestPath, host_path: HostPath, overwrite: bool = False,
+                 cancel: Optional[Canceller] = None) -> None:
+        """Copies a file or directory of the running box to the host, with copy_in's rules. Nothing
+        the box sends is trusted: entries land only beneath `host_path`, symlinks are never
+        followed, setuid bits are dropped, and a failed copy leaves nothing. NotFoundError for a
+        missing guest path or host parent directory; AlreadyExistsError unless `overwrite`."""
+        _files.copy_out(self._box, guest_path, host_path, overwrite, cancel)
+
+    @property
+    def files(self) -> "SyncFiles":
+        """The box's files: read, write, list, stat, exists, mkdir, remove, rename, watch."""
+        return SyncFiles(self._box)
+
     def close(self) -> None:
         """Frees this handle; the box itself is untouched."""
         self._box.close()
@@ -240,6 +266,94 @@ class SyncExecution:
         self._state.handle.resize_tty(rows, cols)
 
 
+class SyncFiles:
+    """The files of a running box (`box.files`). Paths are absolute paths in the box (str or
+    PurePosixPath); the box's symlinks resolve inside the box. Every call needs the box running
+    (InvalidStateError otherwise); a missing path raises NotFoundError, a relative one
+    InvalidArgumentError."""
+
+    def __init__(self, handle: BoxHandle):
+        self._box = handle
+
+    def read(self, path: GuestPath) -> bytes:
+        """A regular file's bytes, whole (symlinks followed inside the box)."""
+        return _files.read(self._box, path)
+
+    def read_text(self, path: GuestPath, encoding: str = "utf-8") -> str:
+        """A file decoded as `encoding` (UnicodeDecodeError if it is not)."""
+        return self.read(path).decode(encoding)
+
+    def write(self, path: GuestPath, data: Union[str, bytes], mode: Optional[int] = None) -> None:
+        """Writes `data` (str: as UTF-8) to a file: created, or replaced whole once written (a
+        failed write keeps the old content). Its directory must exist. `mode`: permission bits
+        (e.g. 0o755); None keeps an existing file's, a new file gets 0o644."""
+        _files.write(self._box, path, data, mode)
+
+    def list(self, path: GuestPath) -> List[FileEntry]:
+        """The entries of a directory, sorted by name (symlinks not followed)."""
+        return _files.listdir(self._box, path)
+
+    def stat(self, path: GuestPath) -> FileEntry:
+        """One entry (a final symlink not followed)."""
+        return _files.stat(self._box, path)
+
+    def exists(self, path: GuestPath) -> bool:
+        """Whether `path` exists (a dangling symlink does)."""
+        return _files.exists(self._box, path)
+
+    def mkdir(self, path: GuestPath, parents: bool = False) -> None:
+        """Creates a directory (0o755); `parents`: also the missing ones above it, and an existing
+        directory is no error (`mkdir -p`). AlreadyExistsError otherwise."""
+        _files.mkdir(self._box, path, parents)
+
+    def remove(self, path: GuestPath, recursive: bool = False) -> None:
+        """Removes a file, symlink or empty directory; `recursive`: a directory with everything
+        in it (`rm -r`)."""
+        _files.remove(self._box, path, recursive)
+
+    def rename(self, old: GuestPath, new: GuestPath) -> None:
+        """Renames (moves) `old` to `new` within the box, replacing a file at `new`."""
+        _files.rename(self._box, old, new)
+
+    def watch(self, path: GuestPath, recursive: bool = False) -> "SyncFileWatch":
+        """Watches a directory (inotify in the box), from now: an iterator of WatchEvents that
+        ends when the box stops or the directory is removed. `recursive`: also every
+        subdirectory, present and future. Close it (or leave its `with` block) to end the watch
+        in the box."""
+        return SyncFileWatch(WatchHandle(self._box, path, recursive))
+
+
+class SyncFileWatch:
+    """File events of a watched directory: `for event in watch` (WatchEvent: kind, path,
+    old_path, is_dir) until the box stops or close(). Waits on the library's notify fd."""
+
+    def __init__(self, handle: WatchHandle):
+        self._handle = handle
+        self._pending: List[WatchEvent] = []
+
+    def __iter__(self) -> "SyncFileWatch":
+        return self
+
+    def __next__(self) -> WatchEvent:
+        while not self._pending:
+            if self._handle.ended:
+                raise StopIteration
+            self._pending = self._handle.take()
+            if not self._pending and not self._handle.ended:
+                select.select([self._handle.fd], [], [])
+        return self._pending.pop(0)
+
+    def close(self) -> None:
+        """Ends the watch in the box; iteration then stops. Closing again is a no-op."""
+        self._handle.close()
+
+    def __enter__(self) -> "SyncFileWatch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class SyncExecStdin:
     """Writes to a command's stdin; write() blocks until the guest takes the bytes."""
 
@@ -287,6 +401,21 @@ class SyncSimpleBox(SimpleBoxBase[SyncBox]):
 
     def metrics(self) -> BoxMetrics:
         return self._started().metrics()
+
+    def copy_in(self, host_path: HostPath, guest_path: GuestPath, overwrite: bool = False,
+                cancel: Optional[Canceller] = None) -> None:
+        """Copies a host file or directory into the box (see SyncBox.copy_in)."""
+        self._started().copy_in(host_path, guest_path, overwrite, cancel)
+
+    def copy_out(self, guest_path: GuestPath, host_path: HostPath, overwrite: bool = False,
+                 cancel: Optional[Canceller] = None) -> None:
+        """Copies a file or directory of the box to the host (see SyncBox.copy_out)."""
+        self._started().copy_out(guest_path, host_path, overwrite, cancel)
+
+    @property
+    def files(self) -> SyncFiles:
+        """The box's files (see SyncFiles)."""
+        return self._started().files
 
     def stop(self) -> None:
         """Stops the box; its disk is kept (start() boots it again)."""

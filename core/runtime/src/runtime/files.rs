@@ -26,6 +26,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -319,10 +321,15 @@ impl Files {
         tx.send(WriteFileRequest { kind: Some(write_file_request::Kind::Header(header)) }).await.map_err(|_| closed())?;
         let b = self.b.clone();
         let shown = path.to_string();
-        let call = tokio::spawn(async move {
-            client.write_file(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map(|_| ()).map_err(|s| b.file_error(&shown, s))
-        });
-        Ok(FileWriter { tx: Some(tx), call: Some(call) })
+        // A request stream that merely ends reads as a complete file in the box. Unless finish()
+        // said so, it ends with a message the box refuses, so that an abandoned writer's partial
+        // file is discarded even when its last chunks are still queued.
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = finished.clone();
+        let refused = std::iter::once_with(move || (!done.load(Ordering::SeqCst)).then_some(WriteFileRequest { kind: None })).flatten();
+        let requests = tokio_stream::StreamExt::chain(tokio_stream::wrappers::ReceiverStream::new(rx), tokio_stream::iter(refused));
+        let call = tokio::spawn(async move { client.write_file(requests).await.map(|_| ()).map_err(|s| b.file_error(&shown, s)) });
+        Ok(FileWriter { tx: Some(tx), call: Some(call), finished })
     }
 
     /// The entries of a directory (symlinks not followed), sorted by name.
@@ -420,6 +427,8 @@ impl ReadStream {
 pub struct FileWriter {
     tx: Option<mpsc::Sender<WriteFileRequest>>,
     call: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// Set by finish(): the request stream may end cleanly.
+    finished: Arc<AtomicBool>,
 }
 
 impl FileWriter {
@@ -438,6 +447,7 @@ impl FileWriter {
 
     /// Ends the file: it is in place when this returns `Ok`.
     pub async fn finish(mut self) -> Result<()> {
+        self.finished.store(true, Ordering::SeqCst);
         self.tx = None;
         self.answer().await
     }
@@ -452,7 +462,8 @@ impl FileWriter {
 
 impl Drop for FileWriter {
     fn drop(&mut self) {
-        // Unfinished: cancel the call, so the box discards the partial file.
+        // Unfinished: the request stream ends with the message the box refuses (see
+        // Files::writer) and the call is cancelled; either way the box discards the partial file.
         if let (Some(_), Some(call)) = (self.tx.take(), self.call.take()) {
             call.abort();
         }
