@@ -26,6 +26,12 @@ export declare class Box {
    * its later starts. A network cannot be switched on or off after create.
    */
   setNetwork(options: NetworkOptions): Promise<void>
+  /** Copies a host file or directory into the running box (`docker cp` rules). */
+  copyIn(hostPath: string, guestPath: string, overwrite: boolean, cancel?: CancelToken | undefined | null): Promise<void>
+  /** Copies a file or directory of the running box to the host (`docker cp` rules). */
+  copyOut(guestPath: string, hostPath: string, overwrite: boolean, cancel?: CancelToken | undefined | null): Promise<void>
+  /** The box's files API. */
+  files(): Files
   /** Starts `argv` in the box (booting it first if needed). */
   exec(argv: Array<string>, options?: ExecOptions | undefined | null, cancel?: CancelToken | undefined | null): Promise<Execution>
 }
@@ -61,6 +67,54 @@ export declare class Execution {
   resizeTty(rows: number, cols: number): Promise<void>
   /** Waits for the command to end; may be called any number of times. */
   wait(): Promise<ExitResult>
+}
+
+/** A file being read. */
+export declare class FileReader {
+  /** The next chunk (at most 64 KiB), or null at the end (or once closed). */
+  next(): Promise<Buffer | null>
+  /** Stops reading: the box's side of the read ends. */
+  close(): void
+}
+
+/** The files of one box; every call needs the box running. */
+export declare class Files {
+  /** Opens a file for reading, chunk by chunk. */
+  read(path: string): Promise<FileReader>
+  /** A whole file. */
+  readAll(path: string): Promise<Buffer>
+  /** Writes a whole file (created, or replaced once written). */
+  write(path: string, data: Buffer, mode?: number | undefined | null): Promise<void>
+  /** Opens a file for writing chunk by chunk; it appears once `finish()` resolves. */
+  writer(path: string, mode?: number | undefined | null): Promise<FileWriter>
+  /** A directory's entries (symlinks not followed), sorted by name. */
+  list(path: string): Promise<FileEntry[]>
+  /** One entry (a final symlink not followed). */
+  stat(path: string): Promise<FileEntry>
+  exists(path: string): Promise<boolean>
+  mkdir(path: string, parents: boolean): Promise<void>
+  remove(path: string, recursive: boolean): Promise<void>
+  rename(from: string, to: string): Promise<void>
+  /** Watches a directory; resolves once the box's watch is in place. */
+  watch(path: string, recursive: boolean): Promise<FileWatcher>
+}
+
+/** A watch of a box directory. */
+export declare class FileWatcher {
+  /** The next event, or null once the box stopped, the directory went away or `close()` was called. */
+  next(): Promise<WatchEvent | null>
+  /** Ends the watch, in the box too; a pending `next()` resolves null. */
+  close(): void
+}
+
+/** A file being written. */
+export declare class FileWriter {
+  /** Sends bytes; resolves once the box has room for more. */
+  write(data: Buffer): Promise<void>
+  /** Ends the file: it is in place once this resolves. */
+  finish(): Promise<void>
+  /** Gives up: the box discards what was sent and the file is left as it was. */
+  abort(): Promise<void>
 }
 
 /** A BoxLite runtime over one home directory. */
@@ -181,6 +235,19 @@ export interface ExitResult {
   timedOut: boolean
 }
 
+/** One entry of a box directory. */
+export interface FileEntry {
+  /** Its name (`/` for `stat("/")`). */
+  name: string
+  type: 'file' | 'dir' | 'symlink' | 'other'
+  /** Bytes (a symlink's: the length of its target). */
+  size: number
+  /** Permission bits. */
+  mode: number
+  /** Last modification, milliseconds since the epoch. */
+  mtimeMs: number
+}
+
 export interface ImageInfo {
   reference: string
   digest: string
@@ -289,4 +356,13 @@ export interface VolumeOptions {
   guestPath: string
   /** Enforced by the host: the box can read but not change it. Default false. */
   readOnly?: boolean
+}
+
+/** One event of a watch. */
+export interface WatchEvent {
+  kind: 'created' | 'modified' | 'deleted' | 'renamed'
+  path: string
+  /** Where a renamed entry was before. */
+  oldPath?: string
+  isDir: boolean
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex, OnceCell};
 use tokio_util::sync::CancellationToken;
 
+mod files;
+
 /// A runtime error on its way to JS: our code name and message.
 struct Failure {
     code: &'static str,
@@ -649,6 +651,42 @@ impl JsBox {
     pub fn set_network<'env>(&self, env: &'env Env, options: NetworkOptions) -> Result<PromiseRaw<'env, ()>> {
         let b = self.inner.clone();
         promise(env, async move { Ok(b.set_network(network(options)?).await?) })
+    }
+
+    /// Copies a host file or directory into the running box (`docker cp` rules).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn copy_in<'env>(
+        &self,
+        env: &'env Env,
+        host_path: String,
+        guest_path: String,
+        overwrite: bool,
+        cancel: Option<&CancelToken>,
+    ) -> Result<PromiseRaw<'env, ()>> {
+        let b = self.inner.clone();
+        let options = boxlite::CopyOptions { overwrite };
+        promise(env, cancellable(token_of(cancel), "the copy", async move { Ok(b.copy_in(host_path, &guest_path, options).await?) }))
+    }
+
+    /// Copies a file or directory of the running box to the host (`docker cp` rules).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn copy_out<'env>(
+        &self,
+        env: &'env Env,
+        guest_path: String,
+        host_path: String,
+        overwrite: bool,
+        cancel: Option<&CancelToken>,
+    ) -> Result<PromiseRaw<'env, ()>> {
+        let b = self.inner.clone();
+        let options = boxlite::CopyOptions { overwrite };
+        promise(env, cancellable(token_of(cancel), "the copy", async move { Ok(b.copy_out(&guest_path, host_path, options).await?) }))
+    }
+
+    /// The box's files API.
+    #[napi]
+    pub fn files(&self) -> files::Files {
+        files::Files::new(self.inner.files())
     }
 
     /// Starts `argv` in the box (booting it first if needed).

@@ -1,4 +1,5 @@
 export { BoxliteError, ERROR_CODES, type ErrorCode } from './errors'
+export { FileReadStream, Files, FileWatch } from './files'
 export { Box, Execution, Images, Runtime } from './runtime'
 export { InputStream, OutputStream } from './streams'
 export type {
@@ -6,10 +7,15 @@ export type {
   BoxMetrics,
   BoxOptions,
   BoxStatus,
+  CopyOptions,
   ExecOptions,
   ExitResult,
+  FileEntry,
+  FileRemoveOptions,
+  FileType,
   ImageInfo,
   ImageRemoveOptions,
+  MkdirOptions,
   NetworkOptions,
   PortBinding,
   PortOptions,
@@ -21,6 +27,10 @@ export type {
   RemoveOptions,
   RuntimeMetrics,
   RuntimeOptions,
+  WatchEvent,
+  WatchOptions,
+  WriteData,
+  WriteOptions,
   VolumeInfo,
   VolumeOptions,
 } from './types'

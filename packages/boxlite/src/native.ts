@@ -5,3 +5,6 @@ export const native = addon
 export type NativeRuntime = addon.Runtime
 export type NativeBox = addon.Box
 export type NativeExecution = addon.Execution
+export type NativeFiles = addon.Files
+export type NativeFileReader = addon.FileReader
+export type NativeFileWatcher = addon.FileWatcher

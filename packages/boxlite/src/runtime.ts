@@ -1,5 +1,6 @@
 import { cancellable } from './cancel'
 import { BoxliteError, coded } from './errors'
+import { Files } from './files'
 import { native, type NativeBox, type NativeExecution, type NativeRuntime } from './native'
 import { InputStream, OutputStream } from './streams'
 import type {
@@ -7,6 +8,7 @@ import type {
   BoxMetrics,
   BoxOptions,
   BoxStatus,
+  CopyOptions,
   ExecOptions,
   ExitResult,
   ImageInfo,
@@ -22,7 +24,7 @@ import type {
   RuntimeOptions,
   VolumeInfo,
 } from './types'
-import { networkOption, optionalCount, portOptions, stringRecord, volumeOptions, type NativeNetwork } from './validate'
+import { guestPathArg, hostPathArg, networkOption, optionalCount, optionalFlag, portOptions, stringRecord, volumeOptions, type NativeNetwork } from './validate'
 
 type NativeBoxInfo = Awaited<ReturnType<NativeBox['info']>>
 type NativeImageInfo = Awaited<ReturnType<NativeRuntime['pull']>>
@@ -224,11 +226,14 @@ export class Images {
 export class Box {
   readonly #native: NativeBox
   readonly #runtime: Runtime
+  /** The box's files: read, write, list, stat, mkdir, remove, rename and watch (the box must be running). */
+  readonly files: Files
 
   /** @internal */
   constructor(box: NativeBox, runtime: Runtime) {
     this.#native = box
     this.#runtime = runtime
+    this.files = new Files(box.files())
   }
 
   /** The box id (13 characters, unique, sortable by creation). */
@@ -283,6 +288,35 @@ export class Box {
     const native = networkOption('network', network)
     if (!native) throw new BoxliteError('INVALID_ARGUMENT', 'setNetwork needs a network')
     await coded(() => this.#native.setNetwork(native))
+  }
+
+  /**
+   * Copies the host file or directory `hostPath` into the running box at `guestPath`, as
+   * `docker cp` does: into `guestPath` under its own name when that is an existing directory,
+   * otherwise as `guestPath` (whose parent must exist). Streamed as tar, never whole in memory;
+   * permission bits, mtimes and symlinks (as symlinks) are kept, files are owned by root. The
+   * copy is built beside its target and moved into place, so a failed one leaves nothing. An
+   * existing target is refused (`ALREADY_EXISTS`, naming it) unless `overwrite`, which replaces
+   * it whole. A missing host path is `NOT_FOUND`; a box not running is `INVALID_STATE`.
+   */
+  async copyIn(hostPath: string, guestPath: string, options: CopyOptions = {}): Promise<void> {
+    const host = hostPathArg('hostPath', hostPath)
+    const guest = guestPathArg('guestPath', guestPath)
+    const overwrite = optionalFlag('overwrite', options.overwrite)
+    await cancellable(options.signal, 'the copy', (token) => this.#native.copyIn(host, guest, overwrite, token))
+  }
+
+  /**
+   * Copies the box's file or directory `guestPath` to the host at `hostPath`, with `copyIn`'s
+   * rules. Nothing the box sends is trusted: entries land only beneath the destination, symlinks
+   * are created but never followed, setuid/setgid bits are dropped, hard links and devices are
+   * refused, and a failed copy leaves nothing behind.
+   */
+  async copyOut(guestPath: string, hostPath: string, options: CopyOptions = {}): Promise<void> {
+    const guest = guestPathArg('guestPath', guestPath)
+    const host = hostPathArg('hostPath', hostPath)
+    const overwrite = optionalFlag('overwrite', options.overwrite)
+    await cancellable(options.signal, 'the copy', (token) => this.#native.copyOut(guest, host, overwrite, token))
   }
 
   /** Removes the box and its disk; see `Runtime.remove`. */

@@ -270,3 +270,74 @@ export interface RemoveOptions {
   /** Stop a running box first instead of refusing. */
   force?: boolean
 }
+
+/** How `copyIn` and `copyOut` treat an existing target. */
+export interface CopyOptions {
+  /**
+   * Replace an existing target (a file, or a directory as a whole). Without it a copy whose target
+   * exists is refused (`ALREADY_EXISTS`, naming it) and nothing is written.
+   */
+  overwrite?: boolean
+  /** Cancels the copy (code `ABORTED`); nothing half-copied is left. */
+  signal?: AbortSignal
+}
+
+/** What a box directory entry is. Symlinks are reported as such, never followed. */
+export type FileType = 'file' | 'dir' | 'symlink' | 'other'
+
+/** One entry of a box directory, as `files.list` and `files.stat` report it. */
+export interface FileEntry {
+  /** Its name, without a directory (`/` for `stat('/')`). */
+  name: string
+  /** `file`, `dir`, `symlink`, or `other` (a device, fifo or socket). */
+  type: FileType
+  /** Size in bytes (a symlink's is the length of its target). */
+  size: number
+  /** Permission bits, e.g. `0o644`. */
+  mode: number
+  /** Last modification. */
+  mtime: Date
+}
+
+/**
+ * What `files.write` takes: text (written as UTF-8), bytes, or a stream of chunks (an async
+ * iterable such as a Node `Readable`, or a web `ReadableStream`) sent one by one as the box takes them.
+ */
+export type WriteData = string | Uint8Array | AsyncIterable<Uint8Array | string> | ReadableStream<Uint8Array>
+
+export interface WriteOptions {
+  /** Permission bits (`0` to `0o7777`). Default: an existing file keeps its own, a new one gets `0o644`. */
+  mode?: number
+}
+
+export interface MkdirOptions {
+  /** Also create missing parents; an existing directory is then no error (`mkdir -p`). */
+  parents?: boolean
+}
+
+export interface FileRemoveOptions {
+  /** Remove a directory with everything in it (`rm -r`); without it only a file, symlink or empty directory. */
+  recursive?: boolean
+}
+
+export interface WatchOptions {
+  /** Also watch every subdirectory, those there now and those created later. */
+  recursive?: boolean
+  /** Closes the watch (in the box too); the iteration then rejects with code `ABORTED`. */
+  signal?: AbortSignal
+}
+
+/** One change under a watched directory. */
+export interface WatchEvent {
+  /**
+   * `created` (or moved in from outside the watched tree), `modified` (a file written and closed),
+   * `deleted` (or moved out), `renamed` (within the watched tree, from `oldPath` to `path`).
+   */
+  type: 'created' | 'modified' | 'deleted' | 'renamed'
+  /** The path in the box, under the watched path as it was given. */
+  path: string
+  /** For `renamed`: where it was before. */
+  oldPath?: string
+  /** Whether it is a directory. */
+  isDir: boolean
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { NetworkOptions, PortOptions } from './types'
-import { networkOption, optionalCount, portOptions, stringRecord, volumeOptions } from './validate'
+import { fileMode, guestPathArg, hostPathArg, networkOption, optionalCount, optionalFlag, portOptions, stringRecord, volumeOptions } from './validate'
 
 describe('option checks', () => {
   it('accepts whole numbers and undefined', () => {
@@ -52,6 +52,33 @@ describe('port checks', () => {
     expect(bad({ guestPort: 80, protocol: 'sctp' })).toThrow(/ports\[1\] .*protocol must be 'tcp' or 'udp', got sctp/)
     expect(bad({ guestPort: 80, hostIp: 'localhost' })).toThrow(/ports\[1\] .*hostIp must be an IP address, got localhost/)
     expect(bad('80:80')).toThrow(/ports\[1\] "80:80": must be an object/)
+  })
+})
+
+describe('file argument checks', () => {
+  it('takes absolute guest paths and names a relative one with the fix', () => {
+    expect(guestPathArg('path', '/tmp/a')).toBe('/tmp/a')
+    expect(() => guestPathArg('guestPath', 'tmp/a')).toThrow("guestPath must be an absolute path in the box (starting with /), got 'tmp/a'")
+    expect(() => guestPathArg('path', 42)).toThrow(/path must be an absolute path.*got 42/)
+    expect(() => guestPathArg('path', '/a\0b')).toThrow(/absolute path/)
+  })
+
+  it('takes any non-empty host path', () => {
+    expect(hostPathArg('hostPath', 'rel/dir')).toBe('rel/dir')
+    expect(() => hostPathArg('hostPath', '')).toThrow("hostPath must be a path on the host, got ''")
+  })
+
+  it('takes permission bits and shows a bad mode in octal', () => {
+    expect(fileMode('mode', undefined)).toBeUndefined()
+    expect(fileMode('mode', 0o755)).toBe(0o755)
+    expect(() => fileMode('mode', 0o10000)).toThrow('mode must be permission bits from 0 to 0o7777 (e.g. 0o644), got 0o10000')
+    expect(() => fileMode('mode', 1.5)).toThrow(/got 1.5/)
+  })
+
+  it('refuses a flag that is not a boolean instead of coercing it', () => {
+    expect(optionalFlag('overwrite', undefined)).toBe(false)
+    expect(optionalFlag('overwrite', true)).toBe(true)
+    expect(() => optionalFlag('overwrite', 'false')).toThrow("overwrite must be true or false, got 'false'")
   })
 })
 

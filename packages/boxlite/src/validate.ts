@@ -86,6 +86,43 @@ function isPort(value: unknown, min: number): boolean {
   return Number.isInteger(value) && (value as number) >= min && (value as number) <= 0xffff
 }
 
+/** A path in the box: absolute, without NUL bytes (the box resolves the rest). */
+export function guestPathArg(name: string, value: unknown): string {
+  if (typeof value !== 'string' || !value.startsWith('/') || value.includes('\0')) {
+    const shown = typeof value === 'string' ? `'${value}'` : String(value)
+    throw new BoxliteError('INVALID_ARGUMENT', `${name} must be an absolute path in the box (starting with /), got ${shown}`)
+  }
+  return value
+}
+
+/** A path on the host: a non-empty string (relative to the current directory, or absolute). */
+export function hostPathArg(name: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '' || value.includes('\0')) {
+    const shown = typeof value === 'string' ? `'${value}'` : String(value)
+    throw new BoxliteError('INVALID_ARGUMENT', `${name} must be a path on the host, got ${shown}`)
+  }
+  return value
+}
+
+/** Permission bits, `0` to `0o7777`, e.g. `0o755`. */
+export function fileMode(name: string, value: number | undefined): number | undefined {
+  if (value === undefined) return undefined
+  if (!Number.isInteger(value) || value < 0 || value > 0o7777) {
+    const shown = typeof value === 'number' && Number.isInteger(value) ? `0o${value.toString(8)}` : String(value)
+    throw new BoxliteError('INVALID_ARGUMENT', `${name} must be permission bits from 0 to 0o7777 (e.g. 0o644), got ${shown}`)
+  }
+  return value
+}
+
+/** An optional boolean flag; anything else (e.g. the string 'false') is refused rather than coerced. */
+export function optionalFlag(name: string, value: unknown): boolean {
+  if (value === undefined) return false
+  if (typeof value !== 'boolean') {
+    throw new BoxliteError('INVALID_ARGUMENT', `${name} must be true or false, got ${typeof value === 'string' ? `'${value}'` : String(value)}`)
+  }
+  return value
+}
+
 /** Most volumes a box may have (the runtime's limit: each is a virtio device of the VM). */
 export const MAX_VOLUMES = 3
 

@@ -1,7 +1,7 @@
 export { CodeBox, DEFAULT_CODE_IMAGE, type CodeBoxOptions } from './code-box'
 export type { EnvRecord, ExecResult, SimpleExecOptions } from './exec-args'
 export { run } from './run'
-export { SimpleBox, type SimpleBoxOptions } from './simple-box'
+export { SimpleBox, SimpleFiles, type SimpleBoxOptions } from './simple-box'
 // What a user of this package needs from @boxlite/core, so it need not be a direct dependency.
 export {
   BoxliteError,
@@ -9,11 +9,22 @@ export {
   type BoxInfo,
   type BoxMetrics,
   type BoxStatus,
+  type CopyOptions,
   type ErrorCode,
+  type FileEntry,
+  type FileReadStream,
+  type FileRemoveOptions,
+  type FileType,
+  type FileWatch,
+  type MkdirOptions,
   type NetworkOptions,
   type PortBinding,
   type PortOptions,
   type RegistryOptions,
+  type WatchEvent,
+  type WatchOptions,
+  type WriteData,
+  type WriteOptions,
   type VolumeInfo,
   type VolumeOptions,
 } from '@boxlite/core'

@@ -4,10 +4,19 @@ import {
   type BoxInfo,
   type BoxMetrics,
   type BoxOptions,
+  type CopyOptions,
+  type FileEntry,
+  type FileReadStream,
+  type FileRemoveOptions,
+  type FileWatch,
   type InputStream,
+  type MkdirOptions,
   type NetworkOptions,
   type RegistryOptions,
   type Runtime,
+  type WatchOptions,
+  type WriteData,
+  type WriteOptions,
 } from '@boxlite/core'
 import { defaultRuntime } from './default-runtime'
 import {
@@ -51,6 +60,7 @@ export class SimpleBox implements AsyncDisposable {
   #box: Box | undefined
   #created: boolean | undefined
   #removal: Promise<void> | undefined
+  #files: SimpleFiles | undefined
 
   constructor(options: SimpleBoxOptions) {
     const { runtime, home, registries, reuseExisting, ...boxOptions } = options
@@ -146,6 +156,30 @@ export class SimpleBox implements AsyncDisposable {
     return { exitCode: exit.exitCode, stdout, stderr, timedOut: exit.timedOut }
   }
 
+  /**
+   * Copies a host file or directory into the box (created and booted first if needed); see
+   * `Box.copyIn` in `@boxlite/core`: `docker cp` rules, modes, mtimes and symlinks kept, an
+   * existing target refused (`ALREADY_EXISTS`) unless `overwrite`.
+   */
+  async copyIn(hostPath: string, guestPath: string, options: CopyOptions = {}): Promise<void> {
+    await (await this.#runningBox()).copyIn(hostPath, guestPath, options)
+  }
+
+  /** Copies a file or directory of the box to the host (booting the box first if needed); see `Box.copyOut`. */
+  async copyOut(guestPath: string, hostPath: string, options: CopyOptions = {}): Promise<void> {
+    await (await this.#runningBox()).copyOut(guestPath, hostPath, options)
+  }
+
+  /**
+   * The box's files: `read`, `readText`, `readStream`, `write`, `list`, `stat`, `exists`, `mkdir`,
+   * `remove`, `rename` and `watch`, as `Box.files` in `@boxlite/core`; each call creates and boots
+   * the box first if needed.
+   */
+  get files(): SimpleFiles {
+    this.#files ??= new SimpleFiles(async () => (await this.#runningBox()).files)
+    return this.#files
+  }
+
   /** Stops the box's VM; its disk is kept and the next `exec` boots it again. */
   async stop(): Promise<void> {
     const box = await this.#settledBox()
@@ -160,6 +194,13 @@ export class SimpleBox implements AsyncDisposable {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.remove()
+  }
+
+  /** The box, created and booted if needed (file calls need it running, as `exec` boots it). */
+  async #runningBox(): Promise<Box> {
+    const box = await this.#ensureBox()
+    if ((await box.info()).status !== 'running') await box.start()
+    return box
   }
 
   #ensureBox(): Promise<Box> {
@@ -225,6 +266,76 @@ export class SimpleBox implements AsyncDisposable {
 }
 
 const REMOVE_ATTEMPTS = 3
+
+type BoxFiles = Box['files']
+
+/** `SimpleBox.files`: `Box.files` of `@boxlite/core`, on a box created and booted on first use. */
+export class SimpleFiles {
+  readonly #files: () => Promise<BoxFiles>
+
+  /** @internal */
+  constructor(files: () => Promise<BoxFiles>) {
+    this.#files = files
+  }
+
+  /** A whole file's bytes. */
+  async read(path: string): Promise<Buffer> {
+    return (await this.#files()).read(path)
+  }
+
+  /** A whole file, decoded as UTF-8. */
+  async readText(path: string): Promise<string> {
+    return (await this.#files()).readText(path)
+  }
+
+  /** A file's bytes chunk by chunk (an async iterable of Buffers, with `bytes()` and `text()`). */
+  async readStream(path: string): Promise<FileReadStream> {
+    return (await this.#files()).readStream(path)
+  }
+
+  /** Writes a file from text, bytes or a stream of chunks (sent with backpressure); `mode` sets its permission bits. */
+  async write(path: string, data: WriteData, options: WriteOptions = {}): Promise<void> {
+    await (await this.#files()).write(path, data, options)
+  }
+
+  /** A directory's entries (`name`, `type`, `size`, `mode`, `mtime`), sorted by name. */
+  async list(path: string): Promise<FileEntry[]> {
+    return (await this.#files()).list(path)
+  }
+
+  /** One entry (a final symlink not followed). */
+  async stat(path: string): Promise<FileEntry> {
+    return (await this.#files()).stat(path)
+  }
+
+  /** Whether the path exists in the box. */
+  async exists(path: string): Promise<boolean> {
+    return (await this.#files()).exists(path)
+  }
+
+  /** Creates a directory; with `parents`, the missing ones above it too. */
+  async mkdir(path: string, options: MkdirOptions = {}): Promise<void> {
+    await (await this.#files()).mkdir(path, options)
+  }
+
+  /** Removes a file, symlink or empty directory; with `recursive`, a whole tree. */
+  async remove(path: string, options: FileRemoveOptions = {}): Promise<void> {
+    await (await this.#files()).remove(path, options)
+  }
+
+  /** Renames (moves) `from` to `to` within the box. */
+  async rename(from: string, to: string): Promise<void> {
+    await (await this.#files()).rename(from, to)
+  }
+
+  /**
+   * Watches a directory: resolves once the watch is in place; iterate the result for events. It
+   * ends when the box stops; `break`, `close()` or the `signal` end it (in the box too).
+   */
+  async watch(path: string, options: WatchOptions = {}): Promise<FileWatch> {
+    return (await this.#files()).watch(path, options)
+  }
+}
 
 async function feed(stdin: InputStream, text: string | undefined): Promise<void> {
   try {
