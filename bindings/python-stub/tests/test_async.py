@@ -208,6 +208,29 @@ def test_codebox_runs_python(codebox):
     assert "ZeroDivisionError" in run(codebox.run("1 / 0"))
 
 
+def test_faq_background_server_keeps_running_without_its_handle(codebox):
+    # The FAQ's `python -m http.server` with the sockets module (the test image has no http module).
+    serve = ("import socket; s = socket.create_server(('127.0.0.1', 8000))\n"
+             "while True: c, _ = s.accept(); c.sendall(b'hello'); c.close()")
+    fetch = "import socket; print(socket.create_connection(('127.0.0.1', 8000), 5).recv(5).decode())"
+
+    async def main():
+        server = await codebox.exec("python3", "-c", serve, background=True)
+        assert isinstance(server, boxlite.Execution)
+        del server  # the box keeps it running
+        import gc
+        gc.collect()
+        for _ in range(50):
+            result = await codebox.exec("python3", "-c", fetch)
+            if result.exit_code == 0:
+                return result
+            await asyncio.sleep(0.2)
+        return result
+
+    result = run(main())
+    assert (result.exit_code, result.stdout) == (0, "hello\n"), result.stderr
+
+
 def test_twenty_execs_on_two_boxes_overlap(abox, codebox):
     """Each exec sleeps 1 s: one at a time they would take over 20 s."""
     command = ("sh", "-c", "sleep 1; echo done")

@@ -12,7 +12,7 @@ import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Callable, Generator, List, Optional, TypeVar, Union
+from typing import Any, AsyncIterator, Callable, Generator, List, Literal, Optional, TypeVar, Union, overload
 
 from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, SimpleBoxBase, argv_of, split_lines, text_chunks
 from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
@@ -472,11 +472,27 @@ class SimpleBox(SimpleBoxBase[Box]):
         await self._box.start()
         return self
 
+    @overload
     async def exec(self, cmd: str, *args: Any, env: Env = None, timeout: Optional[float] = None, cwd: Optional[str] = None,
-                   user: Optional[str] = None, stdin: Union[str, bytes, None] = None) -> ExecResult:
+                   user: Optional[str] = None, stdin: Union[str, bytes, None] = None,
+                   background: Literal[False] = False) -> ExecResult: ...
+
+    @overload
+    async def exec(self, cmd: str, *args: Any, env: Env = None, timeout: Optional[float] = None, cwd: Optional[str] = None,
+                   user: Optional[str] = None, stdin: Union[str, bytes, None] = None,
+                   background: Literal[True]) -> "Execution": ...
+
+    async def exec(self, cmd: str, *args: Any, env: Env = None, timeout: Optional[float] = None, cwd: Optional[str] = None,
+                   user: Optional[str] = None, stdin: Union[str, bytes, None] = None,
+                   background: bool = False) -> Union[ExecResult, "Execution"]:
         """Runs a command to its end: ExecResult(exit_code, stdout, stderr, error_message), whole
         decoded strings. `stdin` is written to it, then closed. `timeout` in seconds: the guest
-        kills the command (timed_out, exit code 137)."""
+        kills the command (timed_out, exit code 137).
+
+        `background=True` (a server, say) returns its Execution as soon as it runs instead; the
+        box keeps it running until the box ends, whether or not the handle is kept. Its output
+        waits, up to 8 MiB per stream, for `stdout()` / `stderr()`; a command that writes more
+        without being read pauses, so send a chatty server's logs to a file."""
         execution = await self._started().exec(cmd, *args, env=env, cwd=cwd, user=user, timeout=timeout)
         if stdin:
             try:
@@ -484,6 +500,9 @@ class SimpleBox(SimpleBoxBase[Box]):
             except InvalidStateError:
                 pass  # the command ended without reading all of it, as with a closed pipe
         await execution.stdin().close()
+        if background:
+            self._background.append(execution)
+            return execution
         return await execution.wait()
 
     async def info(self) -> BoxInfo:
@@ -527,6 +546,7 @@ class SimpleBox(SimpleBoxBase[Box]):
         except NotFoundError:
             pass  # removed meanwhile
         finally:
+            self._background.clear()
             box.close()
 
     async def __aenter__(self) -> "SimpleBox":

@@ -449,6 +449,9 @@ class SimpleBoxBase(Generic[B]):
         self._runtime = runtime
         self._reuse = reuse_existing
         self._box: Optional[B] = None
+        # Executions started with background=True: held here so that dropping the caller's
+        # handle never ends the command (the box's end does).
+        self._background: List[Any] = []
         self.created = False
         """True if start() made a new box, False if it reused one (`reuse_existing`)."""
 

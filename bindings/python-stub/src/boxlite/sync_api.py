@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import select
 from types import SimpleNamespace
-from typing import Any, Iterator, List, Optional, Union
+from typing import Any, Iterator, List, Literal, Optional, Union, overload
 
 from ._core import (
     BoxHandle,
@@ -388,12 +388,28 @@ class SyncSimpleBox(SimpleBoxBase[SyncBox]):
         self._box.start()
         return self
 
+    @overload
     def exec(self, cmd: str, *args: Any, env: Env = None, timeout: Optional[float] = None, cwd: Optional[str] = None,
-             user: Optional[str] = None, stdin: Union[str, bytes, None] = None) -> ExecResult:
+             user: Optional[str] = None, stdin: Union[str, bytes, None] = None,
+             background: Literal[False] = False) -> ExecResult: ...
+
+    @overload
+    def exec(self, cmd: str, *args: Any, env: Env = None, timeout: Optional[float] = None, cwd: Optional[str] = None,
+             user: Optional[str] = None, stdin: Union[str, bytes, None] = None,
+             background: Literal[True]) -> "SyncExecution": ...
+
+    def exec(self, cmd: str, *args: Any, env: Env = None, timeout: Optional[float] = None, cwd: Optional[str] = None,
+             user: Optional[str] = None, stdin: Union[str, bytes, None] = None,
+             background: bool = False) -> Union[ExecResult, "SyncExecution"]:
         """Runs a command to its end: ExecResult(exit_code, stdout, stderr, error_message).
-        `stdin` is written to it, then closed. `timeout` in seconds."""
+        `stdin` is written to it, then closed. `timeout` in seconds. `background=True` returns
+        the running SyncExecution at once, kept running by the box until the box ends (output
+        waits for stdout()/stderr(), up to 8 MiB per stream)."""
         execution = self._started().exec(cmd, *args, env=env, cwd=cwd, user=user, timeout=timeout)
         _feed(execution.stdin(), stdin)
+        if background:
+            self._background.append(execution)
+            return execution
         return execution.wait()
 
     def info(self) -> BoxInfo:
@@ -435,6 +451,7 @@ class SyncSimpleBox(SimpleBoxBase[SyncBox]):
         except NotFoundError:
             pass  # removed meanwhile
         finally:
+            self._background.clear()
             box.close()
 
     def __enter__(self) -> "SyncSimpleBox":
