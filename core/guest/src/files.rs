@@ -14,6 +14,7 @@ use boxlite_protocol::v1::{
     copy_in_request, write_file_request, CopyInRequest, FileChunk, FileEntry, FileType, ListDirResponse, WatchEvent, WatchEventKind,
     WriteFileRequest,
 };
+use boxlite_protocol::chunks::{ChunkWriter, Piece, PieceReader};
 use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_PATH_BYTES};
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use std::collections::HashMap;
@@ -28,8 +29,6 @@ use tonic::{Status, Streaming};
 const QUEUE: usize = 8;
 /// Entries per `ListDir` message.
 const LIST_BATCH: usize = 1000;
-
-type Chunks = mpsc::Sender<Result<FileChunk, Status>>;
 
 /// The gRPC status for an I/O error on box path `path`.
 pub fn status(path: &str, e: &io::Error) -> Status {
@@ -133,39 +132,6 @@ fn replace(temp: &Path, target: &Path) -> io::Result<()> {
     std::fs::rename(temp, target)
 }
 
-/// What the blocking side of a stream reads: data, then an explicit end. A stream that closes
-/// without `End` was cut off (the host cancelled, the connection broke): nothing is committed.
-enum Piece {
-    Data(Vec<u8>),
-    End,
-}
-
-struct PieceReader {
-    rx: mpsc::Receiver<Piece>,
-    buf: Vec<u8>,
-    pos: usize,
-    ended: bool,
-}
-
-impl Read for PieceReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Piece::Data(d)) => (self.buf, self.pos) = (d, 0),
-                Some(Piece::End) => self.ended = true,
-                None => return Err(io::Error::new(io::ErrorKind::Interrupted, "the host cut the stream off")),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 /// Forwards the data messages of a client stream to `tx`, then `End` when it ended cleanly.
 async fn feed<M>(mut inbound: Streaming<M>, tx: mpsc::Sender<Piece>, data: impl Fn(M) -> Option<Vec<u8>>) -> Result<(), Status> {
     loop {
@@ -186,31 +152,6 @@ async fn feed<M>(mut inbound: Streaming<M>, tx: mpsc::Sender<Piece>, data: impl 
     }
 }
 
-/// A writer that sends what is written as chunks of at most MAX_CHUNK_BYTES.
-struct ChunkWriter {
-    tx: Chunks,
-    buf: Vec<u8>,
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(MAX_CHUNK_BYTES - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == MAX_CHUNK_BYTES {
-            self.flush()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(MAX_CHUNK_BYTES));
-        self.tx.blocking_send(Ok(FileChunk { data })).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the host went away"))
-    }
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(e.to_string()))?
 }
@@ -223,7 +164,7 @@ pub async fn copy_in(mut inbound: Streaming<CopyInRequest>) -> Result<(), Status
     };
     check(&header.path)?;
     let (tx, rx) = mpsc::channel(QUEUE);
-    let reader = PieceReader { rx, buf: Vec::new(), pos: 0, ended: false };
+    let reader = PieceReader::new(rx, "the host cut the stream off");
     let work = tokio::task::spawn_blocking(move || unpack(&header.path, header.overwrite, reader));
     let fed = feed(inbound, tx, |m: CopyInRequest| match m.kind {
         Some(copy_in_request::Kind::Data(d)) => Some(d),
@@ -306,7 +247,7 @@ pub async fn copy_out(path: String) -> Result<mpsc::Receiver<Result<FileChunk, S
     };
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::task::spawn_blocking(move || {
-        let mut builder = tar::Builder::new(ChunkWriter { tx: tx.clone(), buf: Vec::with_capacity(MAX_CHUNK_BYTES) });
+        let mut builder = tar::Builder::new(ChunkWriter::new(tx.clone(), |data| Ok(FileChunk { data }), "the host went away"));
         // The agent's own mounts inside the box (kernel filesystems) are not the box's files.
         let pseudo = ["/proc", "/sys", "/dev"].map(|p| PathBuf::from(format!("{ROOTFS}{p}")));
         let descend = move |dir: &Path| !pseudo.iter().any(|p| p == dir);

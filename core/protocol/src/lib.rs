@@ -7,6 +7,7 @@ pub mod v1 {
     tonic::include_proto!("boxlite.v1");
 }
 
+pub mod chunks;
 pub mod tree;
 
 /// Largest chunk of output or stdin carried by one message. Bigger guest messages are rejected.

@@ -344,11 +344,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tcg_args_use_microvm_with_rtc() {
-        let q = Qemu { binary: "qemu".into(), accel: ResolvedAccel::Tcg };
-        let spec = VmSpec {
-            cpus: 2,
+    /// A one-CPU box of 256 MiB in `/b` with no network and no volumes.
+    fn spec() -> VmSpec {
+        VmSpec {
+            cpus: 1,
             memory_mib: 256,
             disk: "/b/disk.qcow2".into(),
             kernel: "/k".into(),
@@ -357,7 +356,13 @@ mod tests {
             network: false,
             hostname: "web".into(),
             volumes: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn tcg_args_use_microvm_with_rtc() {
+        let q = Qemu { binary: "qemu".into(), accel: ResolvedAccel::Tcg };
+        let spec = VmSpec { cpus: 2, ..spec() };
         let args = q.args(&spec).join(" ");
         assert!(args.contains("microvm,") && args.contains("rtc=on"));
         assert!(args.contains("-accel tcg,thread=multi -cpu max -smp 2 -m 256"));
@@ -372,17 +377,8 @@ mod tests {
     #[test]
     fn volumes_are_9p_shares_with_mapped_xattr() {
         let q = Qemu { binary: "qemu".into(), accel: ResolvedAccel::Kvm };
-        let spec = VmSpec {
-            cpus: 1,
-            memory_mib: 256,
-            disk: "/b/disk.qcow2".into(),
-            kernel: "/k".into(),
-            initrd: "/i".into(),
-            box_dir: "/b".into(),
-            network: false,
-            hostname: "web".into(),
-            volumes: vec![crate::options::Volume::new("/h/a,b", "/mnt/a"), crate::options::Volume::new("/h/c", "/mnt/c").read_only()],
-        };
+        let volumes = vec![crate::options::Volume::new("/h/a,b", "/mnt/a"), crate::options::Volume::new("/h/c", "/mnt/c").read_only()];
+        let spec = VmSpec { volumes, ..spec() };
         let args = q.args(&spec).join(" ");
         assert!(args.contains("-fsdev local,id=vol0,path=/h/a,,b,security_model=mapped-xattr -device virtio-9p-device,fsdev=vol0,mount_tag=boxlite0"), "{args}");
         // Without a NIC the second volume would be the 5th device: the placeholder goes first.

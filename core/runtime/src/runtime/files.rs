@@ -18,6 +18,7 @@ use boxlite_protocol::v1::{
     copy_in_request, write_file_request, CopyInHeader, CopyInRequest, FileChunk, MakeDirRequest, PathRequest, RemoveFileRequest,
     RenameFileRequest, WatchRequest, WriteFileHeader, WriteFileRequest,
 };
+use boxlite_protocol::chunks::{ChunkWriter, Piece, PieceReader};
 use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES};
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
@@ -159,7 +160,7 @@ impl LiteBox {
         tx.send(CopyInRequest { kind: Some(copy_in_request::Kind::Header(header)) }).await.map_err(|_| closed())?;
         let source = host_path.clone();
         let mut producer = tokio::task::spawn_blocking(move || {
-            let writer = ChunkWriter::new(tx.clone(), |data| CopyInRequest { kind: Some(copy_in_request::Kind::Data(data)) });
+            let writer = ChunkWriter::new(tx.clone(), |data| CopyInRequest { kind: Some(copy_in_request::Kind::Data(data)) }, "the box ended the copy");
             let mut builder = tar::Builder::new(writer);
             let written = boxlite_protocol::tree::append_tree(&mut builder, Path::new(&name), &source, &|_| true)
                 .and_then(|_| builder.into_inner())
@@ -192,7 +193,7 @@ impl LiteBox {
         let mut client = self.running_client("copy out of").await?;
         let mut stream = client.copy_out(PathRequest { path: guest_path.to_string() }).await.map_err(|s| self.file_error(guest_path, s))?.into_inner();
         let (tx, rx) = mpsc::channel(QUEUE);
-        let extract = tokio::task::spawn_blocking(move || landing.extract(PieceReader::new(rx)));
+        let extract = tokio::task::spawn_blocking(move || landing.extract(PieceReader::new(rx, "the copy was cut off")));
         let fed: Result<()> = async {
             loop {
                 match stream.message().await {
@@ -602,78 +603,6 @@ fn watch_event(e: boxlite_protocol::v1::WatchEvent, watched: &str) -> std::resul
         _ => None,
     };
     Ok(WatchEvent { kind, path: e.path, old_path, is_dir: e.is_dir })
-}
-
-/// Bytes of a stream for the blocking side, then an explicit end: a stream that closes without
-/// `End` was cut off, and nothing of it is kept.
-enum Piece {
-    Data(Vec<u8>),
-    End,
-}
-
-struct PieceReader {
-    rx: mpsc::Receiver<Piece>,
-    buf: Vec<u8>,
-    pos: usize,
-    ended: bool,
-}
-
-impl PieceReader {
-    fn new(rx: mpsc::Receiver<Piece>) -> Self {
-        PieceReader { rx, buf: Vec::new(), pos: 0, ended: false }
-    }
-}
-
-impl Read for PieceReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Piece::Data(d)) => (self.buf, self.pos) = (d, 0),
-                Some(Piece::End) => self.ended = true,
-                None => return Err(io::Error::new(io::ErrorKind::Interrupted, "the copy was cut off")),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// Sends what is written as messages of at most MAX_CHUNK_BYTES, waiting while the channel is
-/// full (called from a blocking thread).
-struct ChunkWriter<M> {
-    tx: mpsc::Sender<M>,
-    wrap: fn(Vec<u8>) -> M,
-    buf: Vec<u8>,
-}
-
-impl<M> ChunkWriter<M> {
-    fn new(tx: mpsc::Sender<M>, wrap: fn(Vec<u8>) -> M) -> Self {
-        ChunkWriter { tx, wrap, buf: Vec::with_capacity(MAX_CHUNK_BYTES) }
-    }
-}
-
-impl<M> Write for ChunkWriter<M> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(MAX_CHUNK_BYTES - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == MAX_CHUNK_BYTES {
-            self.flush()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(MAX_CHUNK_BYTES));
-        self.tx.blocking_send((self.wrap)(data)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the box ended the copy"))
-    }
 }
 
 /// Where a copy out lands on the host, decided before anything arrives from the guest.
