@@ -9,11 +9,20 @@ const alias = {
   '@boxlite/simple': fromRoot('./packages/simple/src/index.ts'),
 }
 
+// Python sources imported by the packages (the CodeBox driver) are strings, as tsup's text loader makes them.
+const pythonAsText = {
+  name: 'python-as-text',
+  transform(source: string, id: string) {
+    return id.endsWith('.py') ? { code: `export default ${JSON.stringify(source)}`, map: null } : undefined
+  },
+}
+
 export default defineConfig({
   test: {
     projects: [
       {
         resolve: { alias },
+        plugins: [pythonAsText],
         test: {
           name: 'unit',
           include: ['packages/*/src/**/*.test.ts'],
@@ -22,6 +31,7 @@ export default defineConfig({
       {
         // Real VMs (software emulation in CI): one file at a time, generous timeouts.
         resolve: { alias },
+        plugins: [pythonAsText],
         test: {
           name: 'e2e',
           include: ['packages/*/test/**/*.e2e.test.ts', 'examples/**/*.e2e.test.ts'],

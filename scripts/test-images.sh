@@ -2,7 +2,8 @@
 # Test fixtures: builds OCI test images from Debian packages (no Docker), serves them from two local
 # registries and prints env lines for tests to `eval "$(scripts/test-images.sh)"`:
 #   REGISTRY=127.0.0.1:5000        anonymous: busybox:latest, python:slim, whiteout:latest,
-#                                  busybox-zstd:latest, multiarch:latest (+ library/ aliases)
+#                                  busybox-zstd:latest, multiarch:latest (+ library/ aliases),
+#                                  code-interpreter:latest (python3 with matplotlib and numpy)
 #   AUTH_REGISTRY=127.0.0.1:5001   basic auth (AUTH_USER / AUTH_PASSWORD): private/busybox:latest
 #   OCI_LAYOUT=.../busybox-oci     the busybox image as an OCI layout directory (tag latest)
 #   OCI_ARCHIVE=.../busybox-oci.tar  the same layout as a tarball
@@ -45,7 +46,7 @@ flock 9
 # so only FORCE=1 redoes it.
 recipe=$(sha256sum <"$script" | cut -c1-16)
 if [ "${FORCE:-0}" = 1 ]; then
-  rm -rf rootfs-python
+  rm -rf rootfs-python rootfs-code
 fi
 if [ "${FORCE:-0}" = 1 ] || [ "$(cat recipe 2>/dev/null)" != "$recipe" ]; then
   rm -rf rootfs-busybox ./*-oci ./*-oci.tar
@@ -82,6 +83,32 @@ build_python_rootfs() { # DIR
   # Images carry no package caches, docs or device nodes (the guest mounts its own /dev).
   (cd "$r" && rm -rf var/cache/apt/archives/*.deb var/lib/apt/lists/* usr/share/doc/* usr/share/man/* \
     usr/share/locale/* dev/*)
+  : >"$r/etc/resolv.conf"
+}
+
+# The code interpreter's image: full python3 (json, asyncio, ...) with matplotlib and numpy, as
+# CodeBox's charts and tables need. Debian's matplotlib depends (through scipy and pythran) on gcc,
+# boost and more that a chart never uses; those are removed again, which keeps the image ~350 MB
+# instead of 1.2 GB.
+build_code_rootfs() { # DIR
+  local r=$1
+  log "debootstrap minbase + python3, then matplotlib and numpy (a few minutes)"
+  {
+    debootstrap --variant=minbase --include=python3 bookworm "$r" "$mirror" &&
+      chroot "$r" apt-get update -qq &&
+      chroot "$r" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        python3-matplotlib python3-numpy &&
+      chroot "$r" dpkg --purge --force-depends python3-pythran python3-sympy python3-mpmath python3-scipy \
+        libboost1.74-dev libboost-dev gcc-12 g++-12 gcc g++ cpp-12 cpp libgcc-12-dev libstdc++-12-dev \
+        libc6-dev linux-libc-dev libpython3.11-dev libpython3-dev python3.11-dev python3-dev \
+        libopenblas-pthread-dev libopenblas-dev binutils binutils-x86-64-linux-gnu binutils-common \
+        libbinutils libasan8 libtsan2 liblsan0 libubsan1 libexpat1-dev zlib1g-dev unicode-data \
+        libjs-mathjax fonts-mathjax &&
+      chroot "$r" python3 -c 'import matplotlib.pyplot, numpy'
+  } >debootstrap-code.log 2>&1 ||
+    { tail -20 debootstrap-code.log >&2; log "building the code-interpreter tree failed, see $cache/debootstrap-code.log"; exit 1; }
+  (cd "$r" && rm -rf var/cache/apt/archives/*.deb var/cache/apt/*.bin var/lib/apt/lists/* usr/share/doc/* \
+    usr/share/man/* usr/share/locale/* dev/*)
   : >"$r/etc/resolv.conf"
 }
 
@@ -131,6 +158,15 @@ python_layout() {
   add_layer "$l:slim" "$root"
   umoci config --image "$l:slim" --config.env="$path_env" --config.env=LANG=C.UTF-8 \
     --config.workingdir=/ --config.cmd=python3
+}
+
+code_layout() {
+  local l=$1 root
+  root=$(rootfs code build_code_rootfs)
+  new_image "$l" latest amd64
+  add_layer "$l:latest" "$root"
+  umoci config --image "$l:latest" --config.env="$path_env" --config.env=LANG=C.UTF-8 \
+    --config.workingdir=/root --config.cmd=python3
 }
 
 whiteout_layout() {
@@ -236,6 +272,7 @@ layout python python_layout
 layout whiteout whiteout_layout
 layout busybox-zstd busybox_zstd_layout
 layout multiarch multiarch_layout
+layout code code_layout
 
 # ---------------------------------------------------------------- registries
 
@@ -298,6 +335,7 @@ push python-oci:slim "$registry/python:slim"
 # Docker Hub style names too, for references that normalize "busybox" to "library/busybox".
 push busybox-oci:latest "$registry/library/busybox:latest"
 push python-oci:slim "$registry/library/python:slim"
+push code-oci:latest "$registry/code-interpreter:latest"
 push whiteout-oci:latest "$registry/whiteout:latest"
 push busybox-zstd-oci:latest "$registry/busybox-zstd:latest"
 push multiarch-oci:latest "$registry/multiarch:latest" --all

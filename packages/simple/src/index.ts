@@ -1,4 +1,14 @@
 export { CodeBox, DEFAULT_CODE_IMAGE, type CodeBoxOptions } from './code-box'
+export {
+  CODE_OUTPUT_LIMIT,
+  CodeContext,
+  type CodeError,
+  type CodeExecution,
+  type CodeLanguage,
+  type CodeResult,
+  type CreateContextOptions,
+  type RunCodeOptions,
+} from './code-context'
 export type { EnvRecord, ExecResult, SimpleExecOptions } from './exec-args'
 export { run } from './run'
 export { SimpleBox, SimpleFiles, type SimpleBoxOptions } from './simple-box'

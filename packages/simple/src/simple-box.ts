@@ -196,6 +196,11 @@ export class SimpleBox implements AsyncDisposable {
     return this.remove()
   }
 
+  /** @internal The `@boxlite/core` box, created and booted if needed (for subclasses). */
+  protected coreBox(): Promise<Box> {
+    return this.#runningBox()
+  }
+
   /** The box, created and booted if needed (file calls need it running, as `exec` boots it). */
   async #runningBox(): Promise<Box> {
     const box = await this.#ensureBox()
