@@ -15,6 +15,7 @@ the cargo target dir. See docs/python.md for the decisions behind this API.
 """
 
 from . import _native
+from ._code import CODE_OUTPUT_LIMIT, CodeContext, CodeError, CodeExecution, CodeResult
 from ._aio import Box, Boxlite, CodeBox, Execution, ExecStdin, FileWatch, Files, SimpleBox
 from ._core import BoxInfo, BoxMetrics, Canceller, ExecResult, PortInfo, RuntimeMetrics, VolumeInfo
 from ._files import FileEntry, WatchEvent
@@ -49,6 +50,11 @@ def library_version() -> str:
 
 
 __all__ = [
+    "CODE_OUTPUT_LIMIT",
+    "CodeContext",
+    "CodeError",
+    "CodeExecution",
+    "CodeResult",
     "AbortedError",
     "AlreadyExistsError",
     "Box",

@@ -12,8 +12,9 @@ import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Callable, Generator, List, Literal, Optional, TypeVar, Union, overload
+from typing import Any, AsyncIterator, Callable, Dict, Generator, List, Literal, Optional, TypeVar, Union, overload
 
+from ._code import CodeContext, CodeContexts, CodeExecution
 from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, SimpleBoxBase, argv_of, split_lines, text_chunks
 from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
@@ -557,7 +558,18 @@ class SimpleBox(SimpleBoxBase[Box]):
 
 
 class CodeBox(SimpleBox):
-    """A python:slim box that runs Python code: `await box.run(code)` returns what it printed."""
+    """A box that runs Python code (default image python:slim): `await box.run(code)` in a fresh
+    interpreter each time, or `await box.run_code(code)` in a context whose variables and imports
+    last from call to call, with rich results (see docs/code-interpreter.md):
+
+        async with boxlite.CodeBox(image="...") as box:
+            await box.run_code("x = 6 * 7")
+            execution = await box.run_code("x")     # execution.results[0].text == "42"
+    """
+
+    def __init__(self, image: str = "python:slim", **options: Any):
+        super().__init__(image, **options)
+        self._contexts = CodeContexts()
 
     async def run(self, code: str, timeout: Optional[float] = None) -> str:
         """Runs `code` with python3 and returns its stdout followed by its stderr."""
@@ -567,3 +579,30 @@ class CodeBox(SimpleBox):
     async def install_packages(self, *names: str) -> ExecResult:
         """pip-installs `names` in the box (needs the box's network to reach the index)."""
         return await self.exec("python3", "-m", "pip", "install", "--quiet", *names)
+
+    async def create_context(self, language: str = "python", cwd: Optional[str] = None,
+                             env: Optional[Dict[str, str]] = None) -> CodeContext:
+        """Starts a new context: an interpreter of its own, independent of every other context."""
+        return await self._contexts.create(self._started(), language, cwd, env)
+
+    def list_contexts(self) -> List[CodeContext]:
+        """The contexts made by create_context() and not removed (not the default one)."""
+        return self._contexts.list()
+
+    async def remove_context(self, context: Union[CodeContext, str]) -> None:
+        """Ends a context's interpreter; its variables are gone. NotFoundError if unknown."""
+        await self._contexts.remove(context)
+
+    async def run_code(self, code: str, context: Union[CodeContext, str, None] = None, timeout: Optional[float] = None,
+                       on_stdout: Optional[Callable[[str], Any]] = None,
+                       on_stderr: Optional[Callable[[str], Any]] = None) -> CodeExecution:
+        """Runs a cell in `context` (default: the box's default context, started on first use
+        and again if its interpreter died): CodeExecution(results, stdout, stderr, error,
+        timed_out). Results are the last expression's value, display()ed values and matplotlib
+        figures as MIME bundles. After `timeout` seconds the cell is interrupted
+        (KeyboardInterrupt) and the context keeps its state."""
+        return await self._contexts.run(self._started(), code, context, timeout, on_stdout, on_stderr)
+
+    async def shutdown(self) -> None:
+        await self._contexts.close()
+        await super().shutdown()

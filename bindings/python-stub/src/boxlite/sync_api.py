@@ -9,9 +9,11 @@ scripts, and for threads beside a running event loop (each call blocks only its 
 
 from __future__ import annotations
 
+import asyncio
 import select
+import threading
 from types import SimpleNamespace
-from typing import Any, Iterator, List, Literal, Optional, Union, overload
+from typing import Any, Callable, Coroutine, Dict, Iterator, List, Literal, Optional, TypeVar, Union, overload
 
 from ._core import (
     BoxHandle,
@@ -29,10 +31,13 @@ from ._core import (
     text_chunks,
 )
 from . import _files
+from ._code import CodeContext, CodeContexts, CodeExecution
 from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
 from .errors import InvalidStateError, NotFoundError
 from .options import BoxOptions, Env, Network, Options
+
+T = TypeVar("T")
 
 __all__ = ["SyncBox", "SyncBoxlite", "SyncCodeBox", "SyncExecStdin", "SyncExecution", "SyncFileWatch", "SyncFiles", "SyncSimpleBox"]
 
@@ -462,7 +467,14 @@ class SyncSimpleBox(SimpleBoxBase[SyncBox]):
 
 
 class SyncCodeBox(SyncSimpleBox):
-    """A python:slim box that runs Python code: `run(code)` returns what it printed."""
+    """A box that runs Python code: `run(code)` in a fresh interpreter each time, or
+    `run_code(code)` in a context whose state lasts (as CodeBox; contexts are served by an event
+    loop on a thread of this box's own, so they work from any thread)."""
+
+    def __init__(self, image: str = "python:slim", **options: Any):
+        super().__init__(image, **options)
+        self._contexts = CodeContexts()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     def run(self, code: str, timeout: Optional[float] = None) -> str:
         """Runs `code` with python3 and returns its stdout followed by its stderr."""
@@ -472,6 +484,41 @@ class SyncCodeBox(SyncSimpleBox):
     def install_packages(self, *names: str) -> ExecResult:
         """pip-installs `names` in the box (needs the box's network to reach the index)."""
         return self.exec("python3", "-m", "pip", "install", "--quiet", *names)
+
+    def create_context(self, language: str = "python", cwd: Optional[str] = None,
+                       env: Optional[Dict[str, str]] = None) -> CodeContext:
+        """Starts a new context (see CodeBox.create_context)."""
+        return self._in_loop(lambda box: self._contexts.create(box, language, cwd, env))
+
+    def list_contexts(self) -> List[CodeContext]:
+        """The contexts made by create_context() and not removed."""
+        return self._contexts.list()
+
+    def remove_context(self, context: Union[CodeContext, str]) -> None:
+        """Ends a context's interpreter. NotFoundError if unknown."""
+        self._in_loop(lambda box: self._contexts.remove(context))
+
+    def run_code(self, code: str, context: Union[CodeContext, str, None] = None, timeout: Optional[float] = None,
+                 on_stdout: Optional[Callable[[str], Any]] = None,
+                 on_stderr: Optional[Callable[[str], Any]] = None) -> CodeExecution:
+        """Runs a cell (see CodeBox.run_code); the callbacks run on the contexts' thread."""
+        return self._in_loop(lambda box: self._contexts.run(box, code, context, timeout, on_stdout, on_stderr))
+
+    def _in_loop(self, call: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        from ._aio import Box  # the async wrapper of this box, used on the contexts' loop only
+
+        box = Box(self._started())
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="boxlite-code", daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(call(box), self._loop).result()
+
+    def shutdown(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(self._contexts.close(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+        super().shutdown()
 
 
 def _feed(stdin: SyncExecStdin, data: Union[str, bytes, None]) -> None:
