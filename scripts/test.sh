@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: set-up, test images and registries, then every suite, each booting real VMs:
 # Rust (unit + VM tests), the Node addon and TS packages (build, generated-file drift, publint,
-# vitest unit + e2e + packaging), the C ABI (header drift, C tests, example) and the Python stub.
+# vitest unit + e2e + packaging, the examples and the MCP server), the C ABI (header drift, C tests,
+# example), the Python package and the example notebook (nbclient).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BOXLITE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxlite}
@@ -39,5 +40,8 @@ bash bindings/c/test.sh
 
 step "Python: bindings/python-stub/test.sh"
 bash bindings/python-stub/test.sh
+
+step "Notebook: examples/notebook/test.sh"
+bash examples/notebook/test.sh
 
 step "all suites passed"
