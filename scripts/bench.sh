@@ -18,3 +18,5 @@ rm -f "$baseline"
 "$root/scripts/setup-js.sh"
 (cd "$root" && TURBO_TELEMETRY_DISABLED=1 pnpm build >/dev/null)
 node "$root/packages/boxlite/bench/sdk-overhead.mjs" "$REGISTRY" "$CARGO_TARGET_DIR/release/boxlite-bench" "${out%.json}-sdk.json"
+# CodeBox contexts: warm runCode round trip and a new context's first result, against exec floors.
+node "$root/packages/simple/bench/code-context.mjs" "$REGISTRY" "${out%.json}-code.json"
