@@ -3,7 +3,7 @@
 # registries and prints env lines for tests to `eval "$(scripts/test-images.sh)"`:
 #   REGISTRY=127.0.0.1:5000        anonymous: busybox:latest, python:slim, whiteout:latest,
 #                                  busybox-zstd:latest, multiarch:latest (+ library/ aliases),
-#                                  code-interpreter:latest (python3 with matplotlib and numpy)
+#                                  code-interpreter:latest (python3 with matplotlib, numpy, pip)
 #   AUTH_REGISTRY=127.0.0.1:5001   basic auth (AUTH_USER / AUTH_PASSWORD): private/busybox:latest
 #   OCI_LAYOUT=.../busybox-oci     the busybox image as an OCI layout directory (tag latest)
 #   OCI_ARCHIVE=.../busybox-oci.tar  the same layout as a tarball
@@ -87,7 +87,7 @@ build_python_rootfs() { # DIR
 }
 
 # The code interpreter's image: full python3 (json, asyncio, ...) with matplotlib and numpy, as
-# CodeBox's charts and tables need. Debian's matplotlib depends (through scipy and pythran) on gcc,
+# CodeBox's charts and tables need, and pip (CodeBox.install_packages). Debian's matplotlib depends (through scipy and pythran) on gcc,
 # boost and more that a chart never uses; those are removed again, which keeps the image ~350 MB
 # instead of 1.2 GB.
 build_code_rootfs() { # DIR
@@ -97,7 +97,7 @@ build_code_rootfs() { # DIR
     debootstrap --variant=minbase --include=python3 bookworm "$r" "$mirror" &&
       chroot "$r" apt-get update -qq &&
       chroot "$r" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        python3-matplotlib python3-numpy &&
+        python3-matplotlib python3-numpy python3-pip &&
       chroot "$r" dpkg --purge --force-depends python3-pythran python3-sympy python3-mpmath python3-scipy \
         libboost1.74-dev libboost-dev gcc-12 g++-12 gcc g++ cpp-12 cpp libgcc-12-dev libstdc++-12-dev \
         libc6-dev linux-libc-dev libpython3.11-dev libpython3-dev python3.11-dev python3-dev \

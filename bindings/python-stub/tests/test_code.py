@@ -119,3 +119,52 @@ def test_the_sync_twin(home, registry):
         assert box.run_code("print('default')").stdout == "default\n"
         assert box.list_contexts() == [context]
     rt.close()
+
+
+@pytest.fixture(scope="module")
+def package_index(tmp_path_factory):
+    """A PEP 503 package index on this host's 127.0.0.1 serving one wheel, boxlite-probe 1.0,
+    built here (pip wheel of a one-module project)."""
+    import functools
+    import subprocess
+    import sys
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path_factory.mktemp("index")
+    project = root / "project"
+    (project / "boxlite_probe").mkdir(parents=True)
+    (project / "boxlite_probe" / "__init__.py").write_text("VALUE = 'installed-from-the-host-index'\n")
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "boxlite-probe"\nversion = "1.0"\n')
+    served = root / "served"
+    (served / "simple" / "boxlite-probe").mkdir(parents=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(served / "simple" / "boxlite-probe"), str(project)], check=True)
+    [wheel] = (served / "simple" / "boxlite-probe").glob("*.whl")
+    (served / "simple" / "boxlite-probe" / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_install_packages_from_an_index_on_the_host(loop, cbox, package_index):
+    """The FAQ's install_packages: pip in the box, the index reached through host.docker.internal
+    (the host's 127.0.0.1), chosen by pip's own config; the package imports afterwards, in a new
+    interpreter and in a new context."""
+    async def main():
+        config = f"[global]\nindex-url = http://host.docker.internal:{package_index}/simple\ntrusted-host = host.docker.internal\n"
+        await cbox.files.write("/etc/pip.conf", config)
+        result = await cbox.install_packages("boxlite-probe")
+        assert result.exit_code == 0, result.stderr
+        assert await cbox.run("import boxlite_probe; print(boxlite_probe.VALUE)") == "installed-from-the-host-index\n"
+        context = await cbox.create_context()
+        assert (await cbox.run_code("import boxlite_probe; boxlite_probe.VALUE", context=context)).results[0].text == "'installed-from-the-host-index'"
+        missing = await cbox.install_packages("no-such-package-anywhere")
+        assert missing.exit_code != 0 and "no-such-package-anywhere" in missing.stderr
+
+    loop.run_until_complete(main())

@@ -41,10 +41,15 @@ export class CodeBox extends SimpleBox {
     return this.exec('python3', ['-c', code], options)
   }
 
-  /** `pip install name` in the box (needs pip in the image, and network or a local path). */
-  installPackage(name: string, options?: SimpleExecOptions): Promise<ExecResult> {
+  /**
+   * `pip install name` in the box (needs pip in the image, and network or a local path; pip's own
+   * config, e.g. /etc/pip.conf or `PIP_INDEX_URL`, picks the index). A distribution's "externally
+   * managed" guard (PEP 668) is lifted: the box is the environment.
+   */
+  installPackage(name: string, options: SimpleExecOptions = {}): Promise<ExecResult> {
     const pip = ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--quiet']
-    return this.exec('python3', [...pip, name], options)
+    const env = { PIP_BREAK_SYSTEM_PACKAGES: '1', PIP_ROOT_USER_ACTION: 'ignore', ...options.env }
+    return this.exec('python3', [...pip, name], { ...options, env })
   }
 
   /**

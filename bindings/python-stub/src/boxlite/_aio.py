@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any, AsyncIterator, Callable, Dict, Generator, List, Literal, Optional, TypeVar, Union, overload
 
-from ._code import CodeContext, CodeContexts, CodeExecution
+from ._code import PIP_ENV, CodeContext, CodeContexts, CodeExecution
 from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, SimpleBoxBase, argv_of, split_lines, text_chunks
 from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
@@ -577,8 +577,10 @@ class CodeBox(SimpleBox):
         return result.stdout + result.stderr
 
     async def install_packages(self, *names: str) -> ExecResult:
-        """pip-installs `names` in the box (needs the box's network to reach the index)."""
-        return await self.exec("python3", "-m", "pip", "install", "--quiet", *names)
+        """pip-installs `names` in the box (needs pip in the image and the box's network to reach
+        the index; pip's own config, e.g. /etc/pip.conf or PIP_INDEX_URL in the box's env, picks it).
+        A distribution's "externally managed" guard is lifted: the box is the environment."""
+        return await self.exec("python3", "-m", "pip", "install", "--quiet", *names, env=PIP_ENV)
 
     async def create_context(self, language: str = "python", cwd: Optional[str] = None,
                              env: Optional[Dict[str, str]] = None) -> CodeContext:

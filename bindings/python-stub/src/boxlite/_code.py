@@ -60,6 +60,9 @@ class CodeExecution:
     """The cell ran past its timeout and was interrupted (`error` is its KeyboardInterrupt)."""
 
 
+PIP_ENV = {"PIP_BREAK_SYSTEM_PACKAGES": "1", "PIP_ROOT_USER_ACTION": "ignore", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+"""install_packages' environment: in a box, pip may install over a distribution's python (PEP 668)."""
+
 OutputCallback = Optional[Callable[[str], Any]]
 
 

@@ -31,7 +31,7 @@ from ._core import (
     text_chunks,
 )
 from . import _files
-from ._code import CodeContext, CodeContexts, CodeExecution
+from ._code import PIP_ENV, CodeContext, CodeContexts, CodeExecution
 from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
 from .errors import InvalidStateError, NotFoundError
@@ -482,8 +482,8 @@ class SyncCodeBox(SyncSimpleBox):
         return result.stdout + result.stderr
 
     def install_packages(self, *names: str) -> ExecResult:
-        """pip-installs `names` in the box (needs the box's network to reach the index)."""
-        return self.exec("python3", "-m", "pip", "install", "--quiet", *names)
+        """pip-installs `names` in the box (see CodeBox.install_packages)."""
+        return self.exec("python3", "-m", "pip", "install", "--quiet", *names, env=PIP_ENV)
 
     def create_context(self, language: str = "python", cwd: Optional[str] = None,
                        env: Optional[Dict[str, str]] = None) -> CodeContext:
