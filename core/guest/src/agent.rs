@@ -27,9 +27,23 @@ fn uptime_ms() -> u64 {
     (secs * 1000.0) as u64
 }
 
+/// Sets the guest's wall clock (CLOCK_REALTIME) to `unix_ms`.
+fn set_clock(unix_ms: u64) -> Result<(), Status> {
+    let ts = libc::timespec { tv_sec: (unix_ms / 1000) as libc::time_t, tv_nsec: ((unix_ms % 1000) * 1_000_000) as libc::c_long };
+    // SAFETY: clock_settime reads the timespec given.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(Status::internal(format!("setting the clock: {}", std::io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Guest for Agent {
-    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+    async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let clock = req.into_inner().set_clock_unix_ms;
+        if clock != 0 {
+            set_clock(clock)?;
+        }
         Ok(Response::new(PingResponse { agent_version: env!("CARGO_PKG_VERSION").into(), uptime_ms: uptime_ms() }))
     }
 

@@ -73,8 +73,15 @@ impl Guest {
 
     /// Waits for the agent to answer; returns the guest's uptime in milliseconds.
     pub async fn ping(&self) -> Result<u64> {
-        let reply = self.client.clone().ping(PingRequest {}).await.map_err(rpc_error)?;
+        let reply = self.client.clone().ping(PingRequest::default()).await.map_err(rpc_error)?;
         Ok(reply.into_inner().uptime_ms)
+    }
+
+    /// Sets the guest's wall clock to the host's (at boot, and after a resume).
+    pub async fn set_clock(&self) -> Result<()> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        self.client.clone().ping(PingRequest { set_clock_unix_ms: now }).await.map_err(rpc_error)?;
+        Ok(())
     }
 
     /// Asks the agent to stop everything, unmount the disk and power off.

@@ -402,7 +402,7 @@ impl Runtime {
         let slot = self.slot(id);
         let mut live = slot.lock().await;
         let rec = self.record(id)?;
-        if let Some(a) = live.as_ref().filter(|a| rec.status == BoxStatus::Running && rec.shim_pid == Some(a.shim_pid)) {
+        if let Some(a) = live.as_ref().filter(|a| rec.status.is_up() && rec.shim_pid == Some(a.shim_pid)) {
             return Ok(a.guest.clone());
         }
         *live = None;
@@ -410,7 +410,7 @@ impl Runtime {
         let _lock = BoxLock::lock(&dir).await?;
         let rec = self.record_locked(id)?;
         let shim_pid = match (rec.status, rec.shim_pid) {
-            (BoxStatus::Running, Some(pid)) => pid,
+            (BoxStatus::Running | BoxStatus::Paused, Some(pid)) => pid,
             (BoxStatus::Starting | BoxStatus::Stopping, _) => {
                 return Err(Error::InvalidState(format!("box {id} is {} in another process; try again", rec.status)))
             }
@@ -679,6 +679,11 @@ fn removed(id: &str) -> Error {
     Error::NotFound(format!("box {id} does not exist (it was removed)"))
 }
 
+/// The error of a call a paused box cannot take.
+pub(crate) fn paused(id: &str) -> Error {
+    Error::InvalidState(format!("box {id} is paused: resume() it first"))
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
@@ -709,10 +714,43 @@ impl LiteBox {
         self.rt.stop_box(&self.id, true).await
     }
 
+    /// Stops the VM's vCPUs and keeps its memory: processes, files and connections stay as they
+    /// are, using no CPU, until [`resume`](Self::resume). Commands under way wait and go on after
+    /// the resume; new calls are refused (`InvalidState`) meanwhile. The box is `paused` in
+    /// `info()` from any process. Pausing a paused box does nothing; a box that is not running
+    /// cannot be paused.
+    pub async fn pause(&self) -> Result<()> {
+        self.pause_or_resume(true).await
+    }
+
+    /// Lets a paused box run again, its clock set to the host's; does nothing on a running box.
+    pub async fn resume(&self) -> Result<()> {
+        self.pause_or_resume(false).await
+    }
+
+    async fn pause_or_resume(&self, pause: bool) -> Result<()> {
+        let what = if pause { "paused" } else { "resumed" };
+        let rec = self.info()?;
+        if !rec.status.is_up() {
+            return Err(Error::InvalidState(format!("box {} is {}: only a running box can be {what}; start it first", self.id, rec.status)));
+        }
+        let guest = Guest::connect(&shim::socket(&self.rt.box_dir(&self.id))).await?;
+        let mut shim = guest.shim();
+        let reply = if pause {
+            shim.pause(boxlite_protocol::v1::PauseRequest {}).await.map(|_| ())
+        } else {
+            shim.resume(boxlite_protocol::v1::ResumeRequest {}).await.map(|_| ())
+        };
+        reply.map_err(|s| match s.code() {
+            tonic::Code::FailedPrecondition => Error::InvalidState(s.message().to_string()),
+            _ => Error::Engine(format!("box {} could not be {what}: {}", self.id, s.message())),
+        })
+    }
+
     /// The box's metrics; zeros (and no pid) when it is not running.
     pub async fn metrics(&self) -> Result<BoxMetrics> {
         let rec = self.info()?;
-        if rec.status != BoxStatus::Running {
+        if !rec.status.is_up() {
             return Ok(BoxMetrics::default());
         }
         // Asks the running supervisor directly: reading metrics never boots a box.
@@ -768,6 +806,9 @@ impl LiteBox {
             crate::guest::check_window(rows, cols)?;
         }
         let rec = self.info()?;
+        if rec.status == BoxStatus::Paused {
+            return Err(paused(&self.id));
+        }
         let start = exec_start(&rec, cmd);
         // A request the guest could never take is refused before a VM is booted for it.
         crate::guest::check_exec_request(start.clone())?;

@@ -18,6 +18,8 @@ pub enum BoxStatus {
     Starting,
     /// Its VM is running and the guest answers.
     Running,
+    /// Its VM's vCPUs are stopped (`pause`); memory, processes and connections are kept.
+    Paused,
     /// A stop was asked for and is under way.
     Stopping,
     /// Its VM was stopped (asked for, or its owner process ended); its disk is kept.
@@ -33,6 +35,7 @@ impl BoxStatus {
             BoxStatus::Created => "created",
             BoxStatus::Starting => "starting",
             BoxStatus::Running => "running",
+            BoxStatus::Paused => "paused",
             BoxStatus::Stopping => "stopping",
             BoxStatus::Stopped => "stopped",
             BoxStatus::Failed => "failed",
@@ -44,6 +47,7 @@ impl BoxStatus {
             "created" => Ok(BoxStatus::Created),
             "starting" => Ok(BoxStatus::Starting),
             "running" => Ok(BoxStatus::Running),
+            "paused" => Ok(BoxStatus::Paused),
             "stopping" => Ok(BoxStatus::Stopping),
             "stopped" => Ok(BoxStatus::Stopped),
             "failed" => Ok(BoxStatus::Failed),
@@ -53,9 +57,14 @@ impl BoxStatus {
 }
 
 impl BoxStatus {
-    /// Whether a supervisor process may be alive for the box (starting, running or stopping).
+    /// Whether a supervisor process may be alive for the box (starting, running, paused or stopping).
     pub fn is_active(self) -> bool {
-        matches!(self, BoxStatus::Starting | BoxStatus::Running | BoxStatus::Stopping)
+        matches!(self, BoxStatus::Starting | BoxStatus::Running | BoxStatus::Paused | BoxStatus::Stopping)
+    }
+
+    /// Whether the box's VM is up and its supervisor serving (running or paused).
+    pub fn is_up(self) -> bool {
+        matches!(self, BoxStatus::Running | BoxStatus::Paused)
     }
 }
 
@@ -306,7 +315,7 @@ fn parts_to_record((id, name, options, image, status, pid, created_at, (shim_pid
     let status = BoxStatus::parse(&status)?;
     // Bound ports hold only while the box runs; otherwise its ports are as asked (host port 0
     // until the next start picks one).
-    let ports = if status == BoxStatus::Running { bound } else { options.ports.clone() };
+    let ports = if status.is_up() { bound } else { options.ports.clone() };
     Ok(BoxRecord {
         options,
         image: serde_json::from_str(&image).map_err(|e| corrupt("image", e))?,

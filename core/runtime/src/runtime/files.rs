@@ -227,6 +227,9 @@ impl LiteBox {
     /// through its agent, and booting a box as a side effect of a copy would surprise).
     async fn running_client(&self, what: &str) -> Result<GuestClient<Channel>> {
         let rec = self.info()?;
+        if rec.status == BoxStatus::Paused {
+            return Err(super::paused(&self.id));
+        }
         if rec.status != BoxStatus::Running {
             return Err(Error::InvalidState(format!(
                 "cannot {what} box {}: it is {}; start it first (files go through its running guest agent)",
@@ -263,7 +266,7 @@ impl Runtime {
         loop {
             match self.record(id) {
                 Ok(rec) if matches!(rec.status, BoxStatus::Stopped | BoxStatus::Stopping) => return true,
-                Ok(rec) if rec.status != BoxStatus::Running => return false,
+                Ok(rec) if !rec.status.is_up() => return false,
                 Err(_) => return true, // removed
                 Ok(_) => {}
             }

@@ -5,13 +5,14 @@
 use crate::guest::Guest;
 use boxlite_protocol::v1::shim_server::{Shim, ShimServer};
 use boxlite_protocol::v1::{
-    exec_output, ExecOutput, SetNetworkRequest, SetNetworkResponse, StatusRequest, StatusResponse, StopRequest, StopResponse,
+    exec_output, ExecOutput, PauseRequest, PauseResponse, ResumeRequest, ResumeResponse, SetNetworkRequest, SetNetworkResponse,
+    StatusRequest, StatusResponse, StopRequest, StopResponse,
 };
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -43,6 +44,56 @@ pub struct Shared {
     /// Why the box is failing (a helper it needs died): running commands end with this error
     /// instead of the exit the shutdown gives them, and new calls are refused with it.
     failure: std::sync::OnceLock<String>,
+    /// Pausing and resuming the VM (QMP) and recording it.
+    pause: Pause,
+}
+
+/// The VM's vCPUs stopped or running, changed one request at a time.
+pub struct Pause {
+    qmp: Option<std::path::PathBuf>,
+    /// Records the box `paused` (true) or `running` (false); false if the record is not ours.
+    record: Box<dyn Fn(bool) -> bool + Send + Sync>,
+    paused: AtomicBool,
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl Pause {
+    pub fn new(qmp: Option<std::path::PathBuf>, record: Box<dyn Fn(bool) -> bool + Send + Sync>) -> Self {
+        Pause { qmp, record, paused: AtomicBool::new(false), changing: tokio::sync::Mutex::new(()) }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// QMP `stop` (pause) or `cont` (resume) and the record; with a resume, the guest's clock is
+    /// set to the host's. Nothing happens when the VM already is as asked.
+    pub async fn set(&self, pause: bool, guest: &Guest) -> Result<(), String> {
+        let _one_at_a_time = self.changing.lock().await;
+        if self.is_paused() == pause {
+            return Ok(());
+        }
+        let Some(qmp) = self.qmp.clone() else { return Err("this VM engine cannot pause a box".into()) };
+        let command = if pause { "stop" } else { "cont" };
+        let reply = tokio::task::spawn_blocking(move || crate::engine::qemu::qmp_command(&qmp, command))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("QMP {command}: {e}"))?;
+        if !reply.contains("\"return\"") {
+            return Err(format!("QMP {command} failed: {}", reply.trim()));
+        }
+        self.paused.store(pause, Ordering::Release);
+        if !pause {
+            // The guest's clock stood still while paused.
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(10), guest.set_clock()).await.unwrap_or(Err(crate::error::Error::Guest("timed out".into()))) {
+                eprintln!("boxlite-shim: setting the guest clock after resume: {e}");
+            }
+        }
+        if !(self.record)(pause) {
+            eprintln!("boxlite-shim: recording the box {} failed", if pause { "paused" } else { "running" });
+        }
+        Ok(())
+    }
 }
 
 impl Shared {
@@ -56,6 +107,7 @@ impl Shared {
         boot_ms: u64,
         started_at: u64,
         net_control: Option<std::path::PathBuf>,
+        pause: Pause,
     ) -> Self {
         Shared {
             guest,
@@ -72,6 +124,16 @@ impl Shared {
             cpu_sample: Mutex::new((Instant::now(), vm_cpu_micros(vm_pid))),
             net_control,
             failure: std::sync::OnceLock::new(),
+            pause,
+        }
+    }
+
+    /// Lets the VM run again if it is paused (before a stop: the agent must answer).
+    pub async fn unpause(&self) {
+        if self.pause.is_paused() {
+            if let Err(e) = self.pause.set(false, &self.guest).await {
+                eprintln!("boxlite-shim: resuming before the stop: {e}");
+            }
         }
     }
 
@@ -84,11 +146,15 @@ impl Shared {
         self.last_activity.store(super::now_millis(), Ordering::Relaxed);
     }
 
-    /// Resolves once no exec has run or started for `limit_ms` (never without a limit).
+    /// Resolves once no exec has run or started for `limit_ms` (never without a limit). A paused
+    /// box is not idle: it was kept on purpose.
     pub async fn idle(&self, limit_ms: Option<u64>) {
         let Some(limit) = limit_ms else { return std::future::pending().await };
         loop {
             let now = super::now_millis();
+            if self.pause.is_paused() {
+                self.touch();
+            }
             let due = self.last_activity.load(Ordering::Relaxed) + limit;
             let busy = self.active_execs.load(Ordering::Relaxed) > 0;
             if !busy && now >= due {
@@ -129,6 +195,10 @@ async fn handle(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) 
     }
     if let Some(reason) = shared.failure.get() {
         return Ok(status_response(tonic::Status::unavailable(reason.clone())));
+    }
+    if shared.pause.is_paused() {
+        // A call made now would wait, unanswered, for a resume that may never come.
+        return Ok(status_response(tonic::Status::failed_precondition("the box is paused: resume() it first")));
     }
     let exec = path == EXEC_PATH;
     if exec {
@@ -279,6 +349,16 @@ impl Shim for ShimService {
             network_bytes_received: net.bytes_received,
             network_tcp_connections: net.tcp_connections,
         }))
+    }
+
+    async fn pause(&self, _: tonic::Request<PauseRequest>) -> Result<tonic::Response<PauseResponse>, tonic::Status> {
+        self.shared.pause.set(true, &self.shared.guest).await.map_err(tonic::Status::unavailable)?;
+        Ok(tonic::Response::new(PauseResponse {}))
+    }
+
+    async fn resume(&self, _: tonic::Request<ResumeRequest>) -> Result<tonic::Response<ResumeResponse>, tonic::Status> {
+        self.shared.pause.set(false, &self.shared.guest).await.map_err(tonic::Status::unavailable)?;
+        Ok(tonic::Response::new(ResumeResponse {}))
     }
 
     async fn set_network(&self, req: tonic::Request<SetNetworkRequest>) -> Result<tonic::Response<SetNetworkResponse>, tonic::Status> {

@@ -188,7 +188,18 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel();
     let (ended_tx, ended_rx) = tokio::sync::watch::channel(false);
     let net_control = net.as_ref().map(|n| n.control().to_path_buf());
-    let shared = Arc::new(proxy::Shared::new(guest.clone(), stop_tx, ended_rx, me, vm_pid, boot_ms, started_at, net_control));
+    let pause = {
+        let (db, id) = (cfg.db.clone(), cfg.box_id.clone());
+        proxy::Pause::new(
+            cfg.vm.qmp_socket.clone(),
+            Box::new(move |paused| {
+                let status = if paused { BoxStatus::Paused } else { BoxStatus::Running };
+                let update = StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), ..Default::default() };
+                State::open(&db).and_then(|s| s.update_if_shim(&id, me, status, update)).unwrap_or(false)
+            }),
+        )
+    };
+    let shared = Arc::new(proxy::Shared::new(guest.clone(), stop_tx, ended_rx, me, vm_pid, boot_ms, started_at, net_control, pause));
     tokio::spawn(proxy::serve(listener, shared.clone()));
 
     let (Ok(mut sigterm), Ok(mut sigint)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
@@ -212,12 +223,16 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         End::VmExited(Ok(s)) if s.success() => (BoxStatus::Stopped, Some("the guest powered off".to_string())),
         End::VmExited(status) => (BoxStatus::Failed, Some(format!("the box's VM process {}", describe(&status)))),
         End::Stop { force, reason } => {
+            if !force {
+                shared.unpause().await; // a graceful stop needs the agent
+            }
             record(BoxStatus::Stopping, StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), ..Default::default() });
             stop_vm(&mut vm, &guest, force, &cfg, &mut stop_rx).await;
             (BoxStatus::Stopped, reason)
         }
         End::HelperDied(reason) => {
             shared.fail(reason.clone());
+            shared.unpause().await;
             record(BoxStatus::Stopping, StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), ..Default::default() });
             stop_vm(&mut vm, &guest, false, &cfg, &mut stop_rx).await;
             (BoxStatus::Failed, Some(reason))
@@ -272,6 +287,10 @@ async fn connect_when_ready(socket: &Path) -> Guest {
             if let Ok(guest) = Guest::connect(socket).await {
                 // The request waits in the channel until the agent serves it.
                 if guest.ping().await.is_ok() {
+                    // The guest read the RTC at boot, to the second.
+                    if let Err(e) = guest.set_clock().await {
+                        eprintln!("boxlite-shim: setting the guest clock: {e}");
+                    }
                     return guest;
                 }
             }
