@@ -8,7 +8,9 @@ use boxlite_protocol::v1::{
     WriteFileRequest,
 };
 use boxlite_protocol::{AGENT_PORT_NAME, MAX_MESSAGE_BYTES};
+use hyper::body::Incoming;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -156,10 +158,35 @@ async fn serve() -> i32 {
         let service = GuestServer::new(Agent)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let routes = tonic::service::Routes::new(service).prepare();
+        let routes = tower::ServiceExt::map_request(tonic::service::Routes::new(service).prepare(), |req: http::Request<Incoming>| {
+            req.map(ResetIsError)
+        });
         let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(routes));
         let _ = conn.await;
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request body whose reset (or broken connection) reaches the handler as an error. tonic's
+/// server decoder takes a body error of code CANCELLED for the end of the stream
+/// (`tonic/src/codec/decode.rs`), and RST_STREAM(CANCEL), what a host sends when it drops a call,
+/// is exactly that: without this, a cancelled upload would look like one that ended cleanly.
+struct ResetIsError(Incoming);
+
+impl http_body::Body for ResetIsError {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.0).poll_frame(cx).map_err(|e| Status::aborted(format!("the host cut the stream off: {e}")))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
     }
 }

@@ -111,6 +111,16 @@ fn temp_beside(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{}.boxlite-{}-{nanos}", name.chars().take(64).collect::<String>(), std::process::id()))
 }
 
+/// A file being built beside its target, removed unless it was renamed into place, also when
+/// the call is dropped midway (on the host's reset the server drops the handler where it waits).
+struct Staged<'a>(&'a Path);
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
 fn remove_any(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
@@ -316,6 +326,7 @@ pub async fn write_file(mut inbound: Streaming<WriteFileRequest>) -> Result<(), 
     }
     let mode = header.mode.or(existing.map(|m| m.mode() & 0o7777)).unwrap_or(0o644);
     let temp = temp_beside(&target);
+    let _staged = Staged(&temp);
     let written = async {
         let mut file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&temp).await?;
         while let Some(m) = inbound.message().await.map_err(|s| io::Error::new(io::ErrorKind::Interrupted, s.message().to_string()))? {
@@ -329,9 +340,6 @@ pub async fn write_file(mut inbound: Streaming<WriteFileRequest>) -> Result<(), 
         std::fs::rename(&temp, &target)
     }
     .await;
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
     written.map_err(|e| status(&path, &e))
 }
 
@@ -346,7 +354,11 @@ fn entry(name: String, meta: &std::fs::Metadata) -> FileEntry {
     } else {
         FileType::Other
     };
-    FileEntry { name, r#type: kind.into(), size: meta.len(), mode: meta.mode() & 0o7777, mtime_ms: meta.mtime() * 1000 + meta.mtime_nsec() / 1_000_000 }
+    // A symlink's permission bits are never used on Linux, which shows them as 0777. Our guest
+    // kernel (ext4 without POSIX ACLs) gives a new symlink the creator's umask instead (`ln -s`
+    // in a box made 0755), so they are reported as Linux shows them everywhere else.
+    let mode = if t.is_symlink() { 0o777 } else { meta.mode() & 0o7777 };
+    FileEntry { name, r#type: kind.into(), size: meta.len(), mode, mtime_ms: meta.mtime() * 1000 + meta.mtime_nsec() / 1_000_000 }
 }
 
 /// `ListDir`: the directory's entries in batches.
@@ -379,7 +391,11 @@ pub async fn stat(path: String) -> Result<FileEntry, Status> {
     check(&path)?;
     let real = resolve(&path).map_err(|e| status(&path, &e))?;
     let meta = std::fs::symlink_metadata(&real).map_err(|e| status(&path, &e))?;
-    let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into());
+    // The box root is `/` to the box (its VM path ends in the root's own directory name).
+    let name = match real.file_name() {
+        Some(n) if real != Path::new(ROOTFS) => n.to_string_lossy().into_owned(),
+        _ => "/".into(),
+    };
     Ok(entry(name, &meta))
 }
 

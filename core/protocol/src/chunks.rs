@@ -12,8 +12,9 @@ pub enum Piece {
     End,
 }
 
-/// Reads the pieces a channel delivers; a channel closed before `End` is an `Interrupted` error
-/// saying `cut_off`.
+/// Reads the pieces a channel delivers; a channel closed before `End` is a `ConnectionAborted`
+/// error saying `cut_off`. (Not `Interrupted`: `io::copy` and `read_exact`, which tar unpacks
+/// with, retry that forever, so the reading thread would spin and never clean up.)
 pub struct PieceReader {
     rx: mpsc::Receiver<Piece>,
     buf: Vec<u8>,
@@ -37,7 +38,7 @@ impl Read for PieceReader {
             match self.rx.blocking_recv() {
                 Some(Piece::Data(d)) => (self.buf, self.pos) = (d, 0),
                 Some(Piece::End) => self.ended = true,
-                None => return Err(io::Error::new(io::ErrorKind::Interrupted, self.cut_off)),
+                None => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, self.cut_off)),
             }
         }
         let n = out.len().min(self.buf.len() - self.pos);
@@ -79,5 +80,36 @@ impl<M> Write for ChunkWriter<M> {
         }
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(MAX_CHUNK_BYTES));
         self.tx.blocking_send((self.wrap)(data)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, self.gone))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_stream_cut_off_fails_a_copy_instead_of_retrying_forever() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Piece::Data(vec![7; 100])).unwrap();
+        drop(tx); // closed without End
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = PieceReader::new(rx, "cut off");
+            let _ = done_tx.send(io::copy(&mut reader, &mut io::sink()).map_err(|e| (e.kind(), e.to_string())));
+        });
+        let copied = done_rx.recv_timeout(Duration::from_secs(5)).expect("io::copy kept retrying the cut-off stream");
+        assert_eq!(copied, Err((io::ErrorKind::ConnectionAborted, "cut off".to_string())));
+    }
+
+    #[test]
+    fn a_stream_with_its_end_reads_whole() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Piece::Data(b"ab".to_vec())).unwrap();
+        tx.try_send(Piece::Data(b"c".to_vec())).unwrap();
+        tx.try_send(Piece::End).unwrap();
+        let mut got = Vec::new();
+        PieceReader::new(rx, "cut off").read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"abc");
     }
 }

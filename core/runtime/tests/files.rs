@@ -76,6 +76,7 @@ async fn files_in_and_out_of_one_box() {
     big_file_round_trip(&b, host).await;
     tree_round_trip(&b, host).await;
     overwrite(&b, host).await;
+    cancelled_copy_in(&b, host).await;
     files_api(&b).await;
     hostile_trees(&b, host).await;
     bad_input(&b, host).await;
@@ -154,6 +155,36 @@ async fn overwrite(b: &LiteBox, host: &Path) {
     assert_eq!(std::fs::read(&dest).unwrap(), b"two");
 }
 
+/// A copy cancelled midway (its future dropped) leaves nothing in the box: neither the target nor
+/// the agent's hidden staging entry beside it. Several rounds cut at different points, of one big
+/// file and of a tree of many small files (whose tar is cut between two entries, so a cut the
+/// agent took for the end would land a partial tree).
+async fn cancelled_copy_in(b: &LiteBox, host: &Path) {
+    let big = host.join("sparse.bin");
+    std::fs::File::create(&big).unwrap().set_len(512 << 20).unwrap(); // reads as zeros
+    let tree = host.join("many");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..20_000 {
+        std::fs::write(tree.join(format!("f{i:05}")), b"x").unwrap();
+    }
+    for round in 0..6u64 {
+        let (src, target) = if round % 2 == 0 { (&big, "/root/sparse.bin") } else { (&tree, "/root/many") };
+        let cut = Duration::from_millis(300 + 100 * round);
+        let copy = tokio::time::timeout(cut, b.copy_in(src, target, KEEP)).await;
+        assert!(copy.is_err(), "round {round}: the copy ended before its cancel: {copy:?}");
+        let t = Instant::now();
+        let left = loop {
+            let left = sh(b, "ls -a /root | grep -e sparse -e many || true").await;
+            if left.is_empty() || t.elapsed() > Duration::from_secs(5) {
+                break left;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(left, "", "round {round} (cut after {cut:?}): the cancelled copy left this in the box");
+        eprintln!("cancelled copy {round} (after {cut:?}) left nothing after {:?}", t.elapsed());
+    }
+}
+
 async fn files_api(b: &LiteBox) {
     let files = b.files();
     files.mkdir("/tmp/api/x/y", MkdirOptions { parents: true }).await.unwrap();
@@ -182,6 +213,14 @@ async fn files_api(b: &LiteBox) {
     assert_eq!(names, [("a.txt", FileType::File), ("x", FileType::Dir)]);
     assert_eq!((list[0].size, list[0].mode), (5, 0o640));
     assert!(list[0].mtime > SystemTime::now() - Duration::from_secs(600), "{:?}", list[0].mtime);
+    // A symlink is listed and stated as lstat sees it (mode 0777 on Linux); the box root is "/".
+    sh(b, "ln -s a.txt /tmp/api/link").await;
+    let link = files.list("/tmp/api").await.unwrap().into_iter().find(|e| e.name == "link").unwrap();
+    assert_eq!((link.file_type, link.mode, link.size), (FileType::Symlink, 0o777, 5));
+    let st = files.stat("/tmp/api/link").await.unwrap();
+    assert_eq!((st.name.as_str(), st.file_type, st.mode), ("link", FileType::Symlink, 0o777));
+    let st = files.stat("/").await.unwrap();
+    assert_eq!((st.name.as_str(), st.file_type), ("/", FileType::Dir));
     let st = files.stat("/tmp/api/x/big").await.unwrap();
     assert_eq!((st.name.as_str(), st.size, st.mode, st.file_type), ("big", 2_000_000, 0o644, FileType::File));
     assert!(files.exists("/tmp/api/a.txt").await.unwrap());
