@@ -250,6 +250,22 @@ boxlite_result boxlite_box_start(boxlite_box *b);
 // `b` is NULL or a live box handle.
 boxlite_result boxlite_box_stop(boxlite_box *b);
 
+// Pauses the running box: its vCPUs stop and its memory, processes and connections are kept,
+// using no CPU, until `boxlite_box_resume`. Commands under way wait and go on after the resume;
+// new calls (exec, files) fail with `BOXLITE_ERR_INVALID_STATE` meanwhile. Its info says
+// `"paused"` to every process. A paused box stays paused; a box that is not running is
+// `BOXLITE_ERR_INVALID_STATE`. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle.
+boxlite_result boxlite_box_pause(boxlite_box *b);
+
+// Lets a paused box run again, its clock set to the host's; a no-op on a running box. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle.
+boxlite_result boxlite_box_resume(boxlite_box *b);
+
 // Removes the box: its record and its directory (disk, logs) are deleted.
 //
 // `force`: stop a running box first; without it a running box is `BOXLITE_ERR_INVALID_STATE`.
@@ -261,7 +277,7 @@ boxlite_result boxlite_box_stop(boxlite_box *b);
 boxlite_result boxlite_box_remove(boxlite_box *b, bool force);
 
 // The box's record as a JSON object: `"id"`, `"name"` (or null), `"image"`, `"status"` (one of
-// `"created"`, `"starting"`, `"running"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
+// `"created"`, `"starting"`, `"running"`, `"paused"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
 // process while running, else null), `"cpus"`, `"memory_mib"`, `"created_at"` and
 // `"started_at"` (unix milliseconds; `started_at` null before the first boot), `"detach"`,
 // `"auto_remove"`, `"reason"` (why it is failed, or how it last stopped; else null),
@@ -275,7 +291,8 @@ boxlite_result boxlite_box_remove(boxlite_box *b, bool force);
 //
 // # Safety
 // `b` is NULL or a live box handle; `out` is NULL or writable.
-boxlite_result boxlite_box_info(const boxlite_box *b, char **out);
+boxlite_result boxlite_box_info(const boxlite_box *b,
+                                char **out);
 
 // Every box of the runtime's home, oldest first, as a JSON array of the objects
 // `boxlite_box_info` gives, each with its current status (boxes of other processes included).

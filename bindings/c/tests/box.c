@@ -551,6 +551,37 @@ static void freeing_the_last_handle_stops_its_vms(void) {
   boxlite_box_free(again);
 }
 
+/* Pause keeps a command under way, which goes on after resume; new execs are refused meanwhile. */
+static void a_paused_box_refuses_new_execs_and_goes_on_after_resume(void) {
+  const char *counter[] = {"sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.1; done"};
+  boxlite_exec *exec = NULL;
+  CHECK_OK(boxlite_box_exec(box, counter, 3, NULL, &exec));
+  if (!exec) return;
+  stream_reader out = {exec, BOXLITE_STDOUT, {0}, BOXLITE_OK};
+  pthread_t out_thread;
+  CHECK(pthread_create(&out_thread, NULL, read_to_end, &out) == 0);
+  CHECK_OK(boxlite_box_pause(box));
+  CHECK_OK(boxlite_box_pause(box)); /* already paused: nothing happens */
+  char *info = NULL;
+  CHECK_OK(boxlite_box_info(box, &info));
+  CHECK(info && strstr(info, "\"status\":\"paused\""));
+  boxlite_string_free(info);
+  const char *argv[] = {"true"};
+  boxlite_exec *refused = NULL;
+  CHECK_RESULT(boxlite_box_exec(box, argv, 1, NULL, &refused), BOXLITE_ERR_INVALID_STATE);
+  CHECK_ERRMSG("resume");
+  CHECK(refused == NULL);
+  CHECK_OK(boxlite_box_resume(box));
+  pthread_join(out_thread, NULL);
+  int code = -1, sig = -1;
+  bool timed_out = true;
+  CHECK_OK(boxlite_exec_wait(exec, -1, &code, &sig, &timed_out));
+  CHECK(code == 0 && strcmp(text(&out.output), "1\n2\n3\n4\n5\n") == 0);
+  CHECK_RESULT(boxlite_box_pause(NULL), BOXLITE_ERR_NULL_POINTER);
+  free(out.output.data);
+  boxlite_exec_free(exec);
+}
+
 int main(void) {
   home = fixture("BOXLITE_TEST_HOME");
   registry = fixture("REGISTRY");
@@ -574,6 +605,7 @@ int main(void) {
   RUN(a_tty_exec_sees_a_terminal);
   RUN(a_tty_exec_is_resized);
   RUN(bad_execs_fail_clearly);
+  RUN(a_paused_box_refuses_new_execs_and_goes_on_after_resume);
   RUN(remove_cleans_up_and_later_calls_fail);
   RUN(handles_outlive_their_runtime);
   RUN(freeing_the_last_handle_stops_its_vms);

@@ -255,6 +255,17 @@ enum Command {
         #[arg(required = true, value_name = "BOX")]
         boxes: Vec<String>,
     },
+    /// Pause running boxes: their vCPUs stop, memory and processes are kept (`resume` goes on).
+    Pause {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Resume paused boxes.
+    #[command(alias = "unpause")]
+    Resume {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
     /// Remove boxes and their disks.
     Rm {
         /// Stop running boxes first.
@@ -439,6 +450,9 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
         Command::Exec { interactive, tty, process: ProcessFlags { env, workdir, user }, sandbox, command } => {
             let sandbox = runtime.get(&sandbox)?;
             let rec = sandbox.info()?;
+            if rec.status == BoxStatus::Paused {
+                return Err(boxlite::Error::InvalidState(format!("box {} is paused: resume it first (boxlite resume {})", display_name(&rec), display_name(&rec))));
+            }
             // `exec` would otherwise boot a stopped box for as long as this process lives.
             if rec.status != BoxStatus::Running {
                 return Err(boxlite::Error::InvalidState(format!(
@@ -488,7 +502,7 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
             let sandbox = runtime.get(&sandbox)?;
             let rec = sandbox.info()?;
             let mut json = to_json(&rec)?;
-            if rec.status == BoxStatus::Running {
+            if rec.status.is_up() {
                 json["metrics"] = to_json(&sandbox.metrics().await?)?;
             }
             println!("{}", serde_json::to_string_pretty(&json).map_err(|e| boxlite::Error::Internal(e.to_string()))?);
@@ -497,7 +511,7 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
         Command::Port { sandbox } => {
             let rec = runtime.get(&sandbox)?.info()?;
             // Ports are bound only while the box runs (as `docker port`: nothing otherwise).
-            if rec.status == BoxStatus::Running {
+            if rec.status.is_up() {
                 for p in &rec.ports {
                     println!("{}/{} -> {}:{}", p.guest_port, p.protocol, p.host_ip, p.host_port);
                 }
@@ -572,6 +586,20 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
                 } else {
                     sandbox.stop().await?;
                 }
+                println!("{b}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { boxes } => {
+            for b in boxes {
+                runtime.get(&b)?.pause().await?;
+                println!("{b}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { boxes } => {
+            for b in boxes {
+                runtime.get(&b)?.resume().await?;
                 println!("{b}");
             }
             Ok(ExitCode::SUCCESS)
@@ -657,7 +685,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> boxlite::Result<serde_json::Value>
 /// One `stats` table: the given boxes (or every running one), `-` for a box that is not running.
 async fn print_stats(runtime: &Runtime, boxes: &[String]) -> boxlite::Result<()> {
     let records = if boxes.is_empty() {
-        runtime.list()?.into_iter().filter(|b| b.status == BoxStatus::Running).collect()
+        runtime.list()?.into_iter().filter(|b| b.status.is_up()).collect()
     } else {
         boxes.iter().map(|b| runtime.get(b)?.info()).collect::<boxlite::Result<Vec<_>>>()?
     };
@@ -665,7 +693,7 @@ async fn print_stats(runtime: &Runtime, boxes: &[String]) -> boxlite::Result<()>
     for rec in records {
         let name = rec.name.as_deref().unwrap_or("-");
         let metrics = match rec.status {
-            BoxStatus::Running => Some(runtime.get(&rec.id)?.metrics().await?),
+            BoxStatus::Running | BoxStatus::Paused => Some(runtime.get(&rec.id)?.metrics().await?),
             _ => None,
         };
         lines.push(match metrics {

@@ -1,5 +1,5 @@
 //! A detached box driven by one short-lived `boxlite` process after another, as with docker:
-//! `run -d`, `exec` (and an interrupted one), `inspect`, `stats`, `logs`, `stop`, `start`, `restart`, `stop --force`, `rm -f`.
+//! `run -d`, `exec` (and an interrupted one), `inspect`, `stats`, `logs`, `pause`, `resume`, `stop`, `start`, `restart`, `stop --force`, `rm -f`.
 
 use boxlite::{BoxOptions, RegistryConfig, Runtime, RuntimeOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -125,6 +125,17 @@ fn a_detached_box_is_driven_from_one_cli_process_after_another() {
     expect(home, &["exec", "web", "sh", "-c", "echo written-to-the-console > /dev/console"], 0);
     let logs = text(&expect(home, &["logs", "web"], 0).stdout);
     assert!(logs.contains("written-to-the-console"), "{logs}");
+
+    // pause / resume from separate processes; exec on a paused box says to resume it.
+    expect(home, &["exec", "web", "sh", "-c", "echo before-pause > /tmp/state"], 0);
+    expect(home, &["pause", "web"], 0);
+    assert_eq!(status(home, "web"), "paused");
+    assert_eq!(inspect(home, "web")["status"], "paused");
+    let out = expect(home, &["exec", "web", "true"], 125);
+    assert!(text(&out.stderr).contains("paused") && text(&out.stderr).contains("boxlite resume web"), "{}", text(&out.stderr));
+    expect(home, &["resume", "web"], 0);
+    assert_eq!(status(home, "web"), "running");
+    assert_eq!(text(&expect(home, &["exec", "web", "cat", "/tmp/state"], 0).stdout), "before-pause\n");
 
     let started = Instant::now();
     expect(home, &["stop", "web"], 0);

@@ -232,6 +232,38 @@ pub unsafe extern "C" fn boxlite_box_stop(b: *mut boxlite_box) -> boxlite_result
     })
 }
 
+/// Pauses the running box: its vCPUs stop and its memory, processes and connections are kept,
+/// using no CPU, until `boxlite_box_resume`. Commands under way wait and go on after the resume;
+/// new calls (exec, files) fail with `BOXLITE_ERR_INVALID_STATE` meanwhile. Its info says
+/// `"paused"` to every process. A paused box stays paused; a box that is not running is
+/// `BOXLITE_ERR_INVALID_STATE`. Any thread.
+///
+/// # Safety
+/// `b` is NULL or a live box handle.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_pause(b: *mut boxlite_box) -> boxlite_result {
+    boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let b = unsafe { handle(b, "box")? };
+        let lite = b.lite.clone();
+        b.ctx.run(async move { lite.pause().await })
+    })
+}
+
+/// Lets a paused box run again, its clock set to the host's; a no-op on a running box. Any thread.
+///
+/// # Safety
+/// `b` is NULL or a live box handle.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_box_resume(b: *mut boxlite_box) -> boxlite_result {
+    boundary(|| {
+        // SAFETY: forwarded from this function's contract.
+        let b = unsafe { handle(b, "box")? };
+        let lite = b.lite.clone();
+        b.ctx.run(async move { lite.resume().await })
+    })
+}
+
 /// Removes the box: its record and its directory (disk, logs) are deleted.
 ///
 /// `force`: stop a running box first; without it a running box is `BOXLITE_ERR_INVALID_STATE`.
@@ -254,7 +286,7 @@ pub unsafe extern "C" fn boxlite_box_remove(b: *mut boxlite_box, force: bool) ->
 }
 
 /// The box's record as a JSON object: `"id"`, `"name"` (or null), `"image"`, `"status"` (one of
-/// `"created"`, `"starting"`, `"running"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
+/// `"created"`, `"starting"`, `"running"`, `"paused"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
 /// process while running, else null), `"cpus"`, `"memory_mib"`, `"created_at"` and
 /// `"started_at"` (unix milliseconds; `started_at` null before the first boot), `"detach"`,
 /// `"auto_remove"`, `"reason"` (why it is failed, or how it last stopped; else null),
