@@ -327,3 +327,20 @@ def test_the_faq_simplebox_sample_runs_as_written_with_the_debug_log(home, regis
     assert lines[5] == boxlite.__version__
     assert "DEBUG" in proc.stderr and "box ready" in proc.stderr, f"RUST_LOG=debug prints the runtime's debug log; {said}"
     assert box_processes(home, box_id) == 0 and not os.path.exists(os.path.join(home, "boxes", box_id))
+
+
+def test_pause_keeps_a_command_under_way_and_refuses_new_ones(abox, art):
+    async def main():
+        execution = await abox.exec("sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.1; done")
+        await abox.pause()
+        await abox.pause()  # already paused: nothing happens
+        assert (await abox.info()).status == "paused"
+        assert (await art.get_info(abox.id)).status == "paused"
+        with pytest.raises(boxlite.InvalidStateError, match="resume"):
+            await abox.exec("true")
+        await abox.resume()
+        result = await execution.wait()
+        assert (result.exit_code, result.stdout) == (0, "1\n2\n3\n4\n5\n")
+        assert (await abox.info()).status == "running"
+
+    run(main())

@@ -139,6 +139,17 @@ class Box:
         """Stops the VM; the disk is kept."""
         await _blocking(self._sync.stop)
 
+    async def pause(self) -> None:
+        """Stops the VM's vCPUs and keeps its memory (processes, files, connections) until
+        resume(); commands under way wait and go on after it, new calls raise InvalidStateError
+        meanwhile; info().status is "paused". Pausing a paused box does nothing; a box that is
+        not running raises InvalidStateError."""
+        await _blocking(self._sync.pause)
+
+    async def resume(self) -> None:
+        """Lets a paused box run again, its clock set to the host's; a no-op on a running box."""
+        await _blocking(self._sync.resume)
+
     async def remove(self, force: bool = False) -> None:
         """Deletes the box and its disk; a running box needs `force`."""
         await _blocking(self._sync.remove, force)
@@ -532,6 +543,14 @@ class SimpleBox(SimpleBoxBase[Box]):
     async def stop(self) -> None:
         """Stops the box (with auto_remove, the library then removes it)."""
         await self._started().stop()
+
+    async def pause(self) -> None:
+        """Pauses the box (see Box.pause)."""
+        await self._started().pause()
+
+    async def resume(self) -> None:
+        """Resumes a paused box (see Box.resume)."""
+        await self._started().resume()
 
     async def shutdown(self) -> None:
         """Ends the box: removes it (`auto_remove`, the default) or stops it, keeping its disk

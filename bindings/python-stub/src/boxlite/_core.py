@@ -57,7 +57,7 @@ class PortInfo:
 
 @dataclass(frozen=True)
 class BoxInfo:
-    """A box's record. `status`: "created", "starting", "running", "stopping", "stopped" or
+    """A box's record. `status`: "created", "starting", "running", "paused", "stopping", "stopped" or
     "failed". Times are unix milliseconds. `network`: the policy in force ("default", "none",
     {"allow": [...]} or {"deny": [...]}); `ports`: as bound while the box runs (a host port 0
     replaced by the one picked), as asked otherwise. `reason`: why it stopped or failed.
@@ -260,6 +260,12 @@ class BoxHandle:
 
     def stop(self) -> None:
         check(self._lib.boxlite_box_stop(self.handle()))
+
+    def pause(self) -> None:
+        check(self._lib.boxlite_box_pause(self.handle()))
+
+    def resume(self) -> None:
+        check(self._lib.boxlite_box_resume(self.handle()))
 
     def remove(self, force: bool) -> None:
         check(self._lib.boxlite_box_remove(self.handle(), force))

@@ -29,6 +29,8 @@ _PROTOTYPES = {
     "boxlite_box_id": (c_char_p, [c_void_p]),
     "boxlite_box_start": (c_int, [c_void_p]),
     "boxlite_box_stop": (c_int, [c_void_p]),
+    "boxlite_box_pause": (c_int, [c_void_p]),
+    "boxlite_box_resume": (c_int, [c_void_p]),
     "boxlite_box_remove": (c_int, [c_void_p, c_bool]),
     "boxlite_box_free": (None, [c_void_p]),
     "boxlite_box_info": (c_int, [c_void_p, POINTER(c_void_p)]),

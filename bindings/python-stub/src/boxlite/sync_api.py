@@ -145,6 +145,14 @@ class SyncBox:
         """Stops the VM; the disk is kept."""
         self._box.stop()
 
+    def pause(self) -> None:
+        """Stops the VM's vCPUs and keeps its memory until resume() (see Box.pause)."""
+        self._box.pause()
+
+    def resume(self) -> None:
+        """Lets a paused box run again, its clock set to the host's."""
+        self._box.resume()
+
     def remove(self, force: bool = False) -> None:
         """Deletes the box and its disk; a running box needs `force`."""
         self._box.remove(force)
@@ -441,6 +449,14 @@ class SyncSimpleBox(SimpleBoxBase[SyncBox]):
     def stop(self) -> None:
         """Stops the box; its disk is kept (start() boots it again)."""
         self._started().stop()
+
+    def pause(self) -> None:
+        """Pauses the box (see SyncBox.pause)."""
+        self._started().pause()
+
+    def resume(self) -> None:
+        """Resumes a paused box."""
+        self._started().resume()
 
     def shutdown(self) -> None:
         """Ends the box: removes it (`auto_remove`, the default) or stops it, keeping its disk
