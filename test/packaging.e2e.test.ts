@@ -22,6 +22,7 @@ beforeAll(async () => {
   const tarballs = readdirSync(packs).map((f) => join(packs, f))
   expect(tarballs.map((t) => t.split('/').pop()).sort()).toEqual([
     'boxlite-core-0.1.0.tgz',
+    'boxlite-mcp-0.1.0.tgz',
     'boxlite-native-0.1.0.tgz',
     'boxlite-native-linux-x64-gnu-0.1.0.tgz',
     'boxlite-simple-0.1.0.tgz',
@@ -37,6 +38,21 @@ beforeAll(async () => {
 }, 300_000)
 
 describe('packed npm tarballs', () => {
+  it('install the boxlite-mcp bin, which answers an MCP client over stdio', () => {
+    writeFileSync(
+      join(project, 'mcp-client.mjs'),
+      `import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
+const client = new Client({ name: 'packaging-test', version: '1.0.0' })
+await client.connect(new StdioClientTransport({ command: 'node_modules/.bin/boxlite-mcp', env: process.env }))
+console.log((await client.listTools()).tools.map((t) => t.name).sort().join(' '))
+await client.close()
+`,
+    )
+    const out = execFileSync('node', ['mcp-client.mjs'], { cwd: project, env, encoding: 'utf8' })
+    expect(out.trim().split(' ')).toEqual(expect.arrayContaining(['run_code', 'run_command', 'sandbox_create', 'sandbox_list', 'sandbox_remove']))
+  })
+
   it('run the SimpleBox example (ESM) and leave no box behind', () => {
     const out = execFileSync('node', ['index.mjs'], { cwd: project, env, encoding: 'utf8' })
     expect(out).toBe('hi\n')
