@@ -19,6 +19,10 @@ export declare class Box {
   stop(): Promise<void>
   /** Ends the VM at once, without syncing the guest's writes; the disk is kept. */
   kill(): Promise<void>
+  /** Stops the VM's vCPUs, keeping its memory, until `resume`; new calls are refused meanwhile. */
+  pause(): Promise<void>
+  /** Lets a paused box run again, its clock set to the host's. */
+  resume(): Promise<void>
   /** CPU, memory, command and network counters; zeros when the box is not running. */
   metrics(): Promise<BoxMetrics>
   /**

@@ -638,6 +638,20 @@ impl JsBox {
         promise(env, async move { Ok(b.kill().await?) })
     }
 
+    /// Stops the VM's vCPUs, keeping its memory, until `resume`; new calls are refused meanwhile.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn pause<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(b.pause().await?) })
+    }
+
+    /// Lets a paused box run again, its clock set to the host's.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn resume<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(b.resume().await?) })
+    }
+
     /// CPU, memory, command and network counters; zeros when the box is not running.
     #[napi(ts_return_type = "Promise<BoxMetrics>")]
     pub fn metrics<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, BoxMetrics>> {

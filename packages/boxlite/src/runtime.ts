@@ -264,6 +264,22 @@ export class Box {
     await coded(() => this.#native.kill())
   }
 
+  /**
+   * Stops the box's vCPUs and keeps its memory: processes, files and connections stay as they
+   * are, using no CPU, until {@link resume}. Commands under way wait and go on after the resume;
+   * new calls (exec, files) are refused with `INVALID_STATE` meanwhile. `info().status` is
+   * `'paused'` from any process. Pausing a paused box does nothing; a box that is not running is
+   * `INVALID_STATE`.
+   */
+  async pause(): Promise<void> {
+    await coded(() => this.#native.pause())
+  }
+
+  /** Lets a paused box run again, its clock set to the host's; does nothing on a running box. */
+  async resume(): Promise<void> {
+    await coded(() => this.#native.resume())
+  }
+
   /** CPU, memory, command and network figures of the running box; zeros when it is not running. */
   async metrics(): Promise<BoxMetrics> {
     const m = await coded(() => this.#native.metrics())

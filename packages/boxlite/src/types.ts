@@ -125,7 +125,7 @@ export interface BoxOptions {
  * `created` (never started), `starting`, `running`, `stopping`, `stopped` (its disk is kept), or
  * `failed` (did not boot, or ended without being asked to: `reason` says why; it can start again).
  */
-export type BoxStatus = 'created' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
+export type BoxStatus = 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped' | 'failed'
 
 export interface BoxInfo {
   id: string

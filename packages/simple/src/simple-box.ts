@@ -180,6 +180,19 @@ export class SimpleBox implements AsyncDisposable {
     return this.#files
   }
 
+  /**
+   * Pauses the running box: its vCPUs stop, its memory and processes are kept, until `resume()`;
+   * calls meanwhile are refused (`INVALID_STATE`). See `Box.pause` in `@boxlite/core`.
+   */
+  async pause(): Promise<void> {
+    await (await this.#ensureBox()).pause()
+  }
+
+  /** Lets a paused box run again (its clock set to the host's). */
+  async resume(): Promise<void> {
+    await (await this.#ensureBox()).resume()
+  }
+
   /** Stops the box's VM; its disk is kept and the next `exec` boots it again. */
   async stop(): Promise<void> {
     const box = await this.#settledBox()

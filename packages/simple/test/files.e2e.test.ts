@@ -107,14 +107,16 @@ describe('SimpleBox files', () => {
       if (event.type === 'deleted') break
     }
     await changes
-    expect(seen.map((e) => [e.type, e.path])).toEqual([
+    // inotify merges an event identical to the one still queued before it: the two writes to a
+    // may come as one `modified`.
+    const kinds = seen.map((e) => [e.type, e.path]).filter((k, i, all) => i === 0 || `${k}` !== `${all[i - 1]}`)
+    expect(kinds).toEqual([
       ['created', '/tmp/w/a'],
-      ['modified', '/tmp/w/a'],
       ['modified', '/tmp/w/a'],
       ['renamed', '/tmp/w/b'],
       ['deleted', '/tmp/w/b'],
     ])
-    expect(seen[3]).toEqual({ type: 'renamed', path: '/tmp/w/b', oldPath: '/tmp/w/a', isDir: false })
+    expect(seen.find((e) => e.type === 'renamed')).toEqual({ type: 'renamed', path: '/tmp/w/b', oldPath: '/tmp/w/a', isDir: false })
   })
 
   it('names a missing host path, a relative guest path and a missing guest path', async () => {

@@ -119,6 +119,21 @@ describe('SimpleBox', () => {
     expect(results.map((r) => r.stdout)).toEqual(['1\n', '2\n', '3\n'])
   })
 
+  it('pauses and resumes: a command under way goes on, new ones are refused while paused', async () => {
+    const core = (await runtime.get(box.id!))!
+    const counter = await core.exec('sh', ['-c', 'for i in 1 2 3 4 5 6; do echo $i; sleep 0.1; done'])
+    const output = counter.stdout.text()
+    await box.pause()
+    expect((await box.info()).status).toBe('paused')
+    await expect(box.exec('true')).rejects.toMatchObject({ code: 'INVALID_STATE', message: expect.stringMatching(/paused.*resume/) })
+    await box.pause() // pausing a paused box does nothing
+    await box.resume()
+    expect((await box.info()).status).toBe('running')
+    await expect(output).resolves.toBe('1\n2\n3\n4\n5\n6\n')
+    await expect(counter.wait()).resolves.toMatchObject({ exitCode: 0 })
+    await expect(box.exec('echo', 'after')).resolves.toMatchObject({ stdout: 'after\n' })
+  })
+
   it('keeps its disk across stop and the boot that follows', async () => {
     await box.exec('sh', '-c', 'echo kept > /root/file')
     await box.stop()
