@@ -13,6 +13,8 @@ baseline=$(mktemp)
 "$root/scripts/boot-baseline.sh" "$BOXLITE_ASSETS_DIR/vmlinux" 10 | tail -1 >"$baseline"
 cargo build --quiet --release -p boxlite-bench -p boxlite-shim --manifest-path "$root/Cargo.toml"
 "$CARGO_TARGET_DIR/release/boxlite-bench" "$REGISTRY" "$out" "$baseline"
+# Density: DENSITY_BOXES (default 100) idle 128 MiB boxes at once; their total CPU, RSS and PSS.
+"$CARGO_TARGET_DIR/release/boxlite-bench" density "$REGISTRY" "${DENSITY_BOXES:-100}" "${out%.json}-density.json"
 rm -f "$baseline"
 # The SDK's overhead on a warm exec (Node round trip minus Rust round trip), through the built packages.
 "$root/scripts/setup-js.sh"

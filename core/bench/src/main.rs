@@ -3,8 +3,11 @@
 //!        boxlite-bench warm-exec REGISTRY RUNS   (prints warm exec round-trip stats as JSON; the
 //!        SDK benchmark compares its own round trip with it)
 //!        boxlite-bench files REGISTRY [BASELINE.json]   (prints the copy/read figures as JSON)
+//!        boxlite-bench density REGISTRY [N] [OUT.json]   (N idle boxes at once, default 100)
 //! BASELINE.json is `scripts/boot-baseline.sh`'s output: the same kernel booting a trivial init on
 //! the same engine, so boot overhead is a ratio.
+
+mod density;
 
 use boxlite::{BoxOptions, ExecCommand, PullProgress, RegistryConfig, Runtime, RuntimeOptions};
 use serde_json::{json, Value};
@@ -277,6 +280,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err("usage: boxlite-bench warm-exec REGISTRY RUNS".into());
         };
         return warm_exec_only(registry, runs).await;
+    }
+    if args.get(1).map(String::as_str) == Some("density") {
+        let Some(registry) = args.get(2) else { return Err("usage: boxlite-bench density REGISTRY [N] [OUT.json]".into()) };
+        let n = args.get(3).map(|n| n.parse()).transpose().map_err(|_| "density: N must be a number of boxes")?.unwrap_or(100);
+        return density::run(registry, n, args.get(4)).await;
     }
     if args.get(1).map(String::as_str) == Some("files") {
         let Some(registry) = args.get(2) else { return Err("usage: boxlite-bench files REGISTRY [BASELINE.json]".into()) };
