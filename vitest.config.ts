@@ -9,11 +9,12 @@ const alias = {
   '@boxlite/simple': fromRoot('./packages/simple/src/index.ts'),
 }
 
-// Python sources imported by the packages (the CodeBox driver) are strings, as tsup's text loader makes them.
-const pythonAsText = {
-  name: 'python-as-text',
+// The CodeBox drivers (programs run inside boxes) are imported as strings, as tsup bundles them.
+const driversAsText = {
+  name: 'code-drivers-as-text',
+  enforce: 'pre' as const,
   transform(source: string, id: string) {
-    return id.endsWith('.py') ? { code: `export default ${JSON.stringify(source)}`, map: null } : undefined
+    return /_code_driver\.(py|js)$/.test(id) ? { code: `export default ${JSON.stringify(source)}`, map: null } : undefined
   },
 }
 
@@ -22,7 +23,7 @@ export default defineConfig({
     projects: [
       {
         resolve: { alias },
-        plugins: [pythonAsText],
+        plugins: [driversAsText],
         test: {
           name: 'unit',
           include: ['packages/*/src/**/*.test.ts'],
@@ -31,7 +32,7 @@ export default defineConfig({
       {
         // Real VMs (software emulation in CI): one file at a time, generous timeouts.
         resolve: { alias },
-        plugins: [pythonAsText],
+        plugins: [driversAsText],
         test: {
           name: 'e2e',
           include: ['packages/*/test/**/*.e2e.test.ts', 'examples/**/*.e2e.test.ts'],

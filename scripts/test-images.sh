@@ -3,7 +3,7 @@
 # registries and prints env lines for tests to `eval "$(scripts/test-images.sh)"`:
 #   REGISTRY=127.0.0.1:5000        anonymous: busybox:latest, python:slim, whiteout:latest,
 #                                  busybox-zstd:latest, multiarch:latest (+ library/ aliases),
-#                                  code-interpreter:latest (python3 with matplotlib, numpy, pip)
+#                                  code-interpreter:latest (python3 with matplotlib, numpy, pip; node)
 #   AUTH_REGISTRY=127.0.0.1:5001   basic auth (AUTH_USER / AUTH_PASSWORD): private/busybox:latest
 #   OCI_LAYOUT=.../busybox-oci     the busybox image as an OCI layout directory (tag latest)
 #   OCI_ARCHIVE=.../busybox-oci.tar  the same layout as a tarball
@@ -87,7 +87,7 @@ build_python_rootfs() { # DIR
 }
 
 # The code interpreter's image: full python3 (json, asyncio, ...) with matplotlib and numpy, as
-# CodeBox's charts and tables need, and pip (CodeBox.install_packages). Debian's matplotlib depends (through scipy and pythran) on gcc,
+# CodeBox's charts and tables need, pip (CodeBox.install_packages) and node (JavaScript contexts). Debian's matplotlib depends (through scipy and pythran) on gcc,
 # boost and more that a chart never uses; those are removed again, which keeps the image ~350 MB
 # instead of 1.2 GB.
 build_code_rootfs() { # DIR
@@ -97,14 +97,14 @@ build_code_rootfs() { # DIR
     debootstrap --variant=minbase --include=python3 bookworm "$r" "$mirror" &&
       chroot "$r" apt-get update -qq &&
       chroot "$r" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        python3-matplotlib python3-numpy python3-pip &&
+        python3-matplotlib python3-numpy python3-pip nodejs &&
       chroot "$r" dpkg --purge --force-depends python3-pythran python3-sympy python3-mpmath python3-scipy \
         libboost1.74-dev libboost-dev gcc-12 g++-12 gcc g++ cpp-12 cpp libgcc-12-dev libstdc++-12-dev \
         libc6-dev linux-libc-dev libpython3.11-dev libpython3-dev python3.11-dev python3-dev \
         libopenblas-pthread-dev libopenblas-dev binutils binutils-x86-64-linux-gnu binutils-common \
         libbinutils libasan8 libtsan2 liblsan0 libubsan1 libexpat1-dev zlib1g-dev unicode-data \
         libjs-mathjax fonts-mathjax &&
-      chroot "$r" python3 -c 'import matplotlib.pyplot, numpy'
+      chroot "$r" python3 -c 'import matplotlib.pyplot, numpy' && chroot "$r" node -e 0
   } >debootstrap-code.log 2>&1 ||
     { tail -20 debootstrap-code.log >&2; log "building the code-interpreter tree failed, see $cache/debootstrap-code.log"; exit 1; }
   (cd "$r" && rm -rf var/cache/apt/archives/*.deb var/cache/apt/*.bin var/lib/apt/lists/* usr/share/doc/* \

@@ -1,5 +1,16 @@
+import { readFile } from 'node:fs/promises'
 import { defineConfig } from 'tsup'
 import { base } from '../../tsup.base'
 
-// The CodeBox driver (Python, run inside the box) is bundled as a string.
-export default defineConfig({ ...base, loader: { '.py': 'text' } })
+// The CodeBox drivers (Python and JavaScript programs run inside the box) are bundled as strings.
+export default defineConfig({
+  ...base,
+  esbuildPlugins: [
+    {
+      name: 'code-drivers-as-text',
+      setup(build) {
+        build.onLoad({ filter: /_code_driver\.(py|js)$/ }, async (args) => ({ contents: await readFile(args.path, 'utf8'), loader: 'text' }))
+      },
+    },
+  ],
+})

@@ -91,6 +91,19 @@ def test_a_dead_interpreter_is_reported_and_a_new_context_works(loop, cbox):
     loop.run_until_complete(main())
 
 
+def test_a_javascript_context(loop, cbox):
+    async def main():
+        context = await cbox.create_context(language="javascript")
+        await cbox.run_code("let n = 20", context=context)
+        execution = await cbox.run_code("console.log('from node'); n + 22", context=context)
+        assert (execution.stdout, execution.results[0].text) == ("from node\n", "42")
+        stuck = await cbox.run_code("while (true) {}", context=context, timeout=1.5)
+        assert stuck.timed_out and stuck.error.name == "KeyboardInterrupt"
+        assert (await cbox.run_code("n", context=context)).results[0].text == "20"
+
+    loop.run_until_complete(main())
+
+
 def test_matplotlib_figure_and_rich_formats(loop, cbox):
     async def main():
         chart = await cbox.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nNone", timeout=120)

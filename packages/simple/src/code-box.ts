@@ -18,8 +18,9 @@ export interface CodeBoxOptions extends Omit<SimpleBoxOptions, 'image'> {
 }
 
 /**
- * A box for running Python code: `run(code)` in a fresh interpreter each time, or `runCode(code)`
- * in a context whose variables and imports last from call to call, with rich results.
+ * A box for running code: `run(code)` in a fresh Python interpreter each time, or `runCode(code)`
+ * in a context (Python, or JavaScript with `createContext({ language: 'javascript' })` where the
+ * image has node) whose variables and imports last from call to call, with rich results.
  *
  * ```ts
  * await using box = new CodeBox()

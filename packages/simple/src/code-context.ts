@@ -1,13 +1,20 @@
 import { StringDecoder } from 'node:string_decoder'
 import { BoxliteError, type Box, type Execution } from '@boxlite/core'
-// The in-box driver: one file, shipped by the Python package too, bundled here as text.
-import DRIVER_SOURCE from '../../../bindings/python-stub/src/boxlite/_code_driver.py'
+// The in-box drivers: one file per language, shipped by the Python package too, bundled here as text.
+import JS_DRIVER from '../../../bindings/python-stub/src/boxlite/_code_driver.js'
+import PYTHON_DRIVER from '../../../bindings/python-stub/src/boxlite/_code_driver.py'
 
-/** The languages a context can run. */
-export type CodeLanguage = 'python'
+/** The languages a context can run: Python (`python3` in the image) or JavaScript (`node`). */
+export type CodeLanguage = 'python' | 'javascript'
+
+/** How each language's driver is started; JavaScript's messages come on its fd 3 (see the driver). */
+const DRIVERS: Record<CodeLanguage, [string, string[]]> = {
+  python: ['python3', ['-u', '-c', PYTHON_DRIVER]],
+  javascript: ['sh', ['-c', 'exec node -e "$0" 3>&1 1>&2', JS_DRIVER]],
+}
 
 export interface CreateContextOptions {
-  /** Only `'python'` (the image needs `python3`). Default `'python'`. */
+  /** `'python'` (the image needs `python3`) or `'javascript'` (`node`). Default `'python'`. */
   language?: CodeLanguage
   /** The working directory of the context's interpreter (default: the image's). */
   cwd?: string
@@ -100,11 +107,12 @@ export class CodeContext {
   /** @internal Starts the interpreter of a new context in `box`; resolves once it takes cells. */
   static async start(box: Box, id: string, options: CreateContextOptions): Promise<CodeContext> {
     const language = options.language ?? 'python'
-    if (language !== 'python') {
-      throw new BoxliteError('INVALID_ARGUMENT', `createContext: language must be 'python', got ${String(language)}`)
+    if (!Object.hasOwn(DRIVERS, language)) {
+      throw new BoxliteError('INVALID_ARGUMENT', `createContext: language must be 'python' or 'javascript', got ${String(language)}`)
     }
     const env = { ...options.env, BOXLITE_CODE_OUTPUT_LIMIT: String(CODE_OUTPUT_LIMIT) }
-    const execution = await box.exec('python3', ['-u', '-c', DRIVER_SOURCE], { cwd: options.cwd, env })
+    const [program, args] = DRIVERS[language]
+    const execution = await box.exec(program, args, { cwd: options.cwd, env })
     const context = new CodeContext(id, language, options.cwd, execution)
     await context.#ready
     return context
@@ -148,7 +156,12 @@ export class CodeContext {
     if (options.timeoutMs !== undefined) {
       timer = setTimeout(() => {
         cell.result.timedOut = true
-        this.#send({ type: 'interrupt', id: cell.id })
+        if (this.language === 'javascript') {
+          // A looping cell keeps node from reading its stdin: SIGINT reaches it anyway.
+          void this.#execution.kill(2).catch(() => undefined)
+        } else {
+          void this.#send({ type: 'interrupt', id: cell.id })
+        }
         // An interpreter stuck where KeyboardInterrupt cannot reach (C code, signals ignored).
         killer = setTimeout(() => void this.#execution.kill().catch(() => undefined), INTERRUPT_GRACE_MS)
       }, options.timeoutMs)

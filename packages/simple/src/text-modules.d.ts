@@ -1,5 +1,9 @@
-// Source files bundled as text (tsup's and vitest's loaders for .py).
-declare module '*.py' {
+// The CodeBox drivers, bundled as text (see tsup.config.ts and the root vitest.config.ts).
+declare module '*_code_driver.py' {
+  const source: string
+  export default source
+}
+declare module '*_code_driver.js' {
   const source: string
   export default source
 }

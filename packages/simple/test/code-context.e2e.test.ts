@@ -151,6 +151,25 @@ describe('CodeBox contexts', () => {
     await expect(box.createContext({ language: 'ruby' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/language/) })
   })
 
+  it('runs JavaScript in a node context: state, console output, values, errors and interrupts', async () => {
+    const context = await box.createContext({ language: 'javascript', env: { WHO: 'js' } })
+    expect(context.language).toBe('javascript')
+    await box.runCode('let x = 41; const twice = (n) => n * 2', { context })
+    const value = await box.runCode('console.log("hi", process.env.WHO); console.error("err"); x + 1', { context })
+    expect(value).toMatchObject({ stdout: 'hi js\n', stderr: 'err\n', results: [{ data: { 'text/plain': '42' }, isMainResult: true }] })
+    const object = await box.runCode('Promise.resolve({ k: [twice(1), 3] })', { context })
+    expect(object.results[0]?.data).toEqual({ 'text/plain': '{ k: [ 2, 3 ] }', 'application/json': '{"k":[2,3]}' })
+    const thrown = await box.runCode('null.boom', { context })
+    expect(thrown.error).toMatchObject({ name: 'TypeError' })
+    expect(thrown.error?.traceback).toContain('<cell')
+    // A loop that never yields, then a promise that never settles: both interrupted, state kept.
+    for (const code of ['while (true) {}', 'new Promise(() => {})']) {
+      const stuck = await box.runCode(code, { context, timeoutMs: 1500 })
+      expect(stuck).toMatchObject({ timedOut: true, error: { name: 'KeyboardInterrupt' } })
+    }
+    expect((await box.runCode('x', { context })).results[0]?.data['text/plain']).toBe('41')
+  })
+
   it('runs cells of one context one after another', async () => {
     const context = await box.createContext()
     await box.runCode('n = 0', { context })

@@ -22,7 +22,15 @@ CODE_OUTPUT_LIMIT = 1 << 20
 _RESULTS_LIMIT = 16 << 20  # bytes of all results of one cell (a chart is ~20-100 KiB of base64)
 _LINE_LIMIT = _RESULTS_LIMIT + (1 << 20)  # the longest message accepted; a longer one ends the context
 _INTERRUPT_GRACE = 3.0  # seconds an interrupted cell has to end before its interpreter is killed
-_DRIVER = resources.files(__package__).joinpath("_code_driver.py").read_text(encoding="utf-8")
+def _driver(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+# How each language's driver is started; JavaScript's messages come on its fd 3 (see the driver).
+_DRIVERS = {
+    "python": ["python3", "-u", "-c", _driver("_code_driver.py")],
+    "javascript": ["sh", "-c", 'exec node -e "$0" 3>&1 1>&2', _driver("_code_driver.js")],
+}
 
 
 @dataclass
@@ -140,10 +148,11 @@ class CodeContext:
     @classmethod
     async def _start(cls, box: "Box", context_id: str, language: str, cwd: Optional[str],
                      env: Optional[Dict[str, str]]) -> "CodeContext":
-        if language != "python":
-            raise InvalidArgumentError("INVALID_ARGUMENT", f"create_context: language must be 'python', got {language!r}")
+        if language not in _DRIVERS:
+            raise InvalidArgumentError("INVALID_ARGUMENT", f"create_context: language must be 'python' or 'javascript', got {language!r}")
         env = {**(env or {}), "BOXLITE_CODE_OUTPUT_LIMIT": str(CODE_OUTPUT_LIMIT)}
-        execution = await box.exec("python3", "-u", "-c", _DRIVER, env=env, cwd=cwd)
+        program, *args = _DRIVERS[language]
+        execution = await box.exec(program, *args, env=env, cwd=cwd)
         context = cls(context_id, language, cwd, execution)
         await context._ready
         return context
@@ -160,7 +169,10 @@ class CodeContext:
 
             def interrupt() -> None:
                 cell.execution.timed_out = True
-                asyncio.ensure_future(self._send({"type": "interrupt", "id": cell.id}))
+                if self.language == "javascript":  # a looping cell keeps node from reading its stdin
+                    asyncio.ensure_future(self._signal(2))
+                else:
+                    asyncio.ensure_future(self._send({"type": "interrupt", "id": cell.id}))
                 # An interpreter stuck where KeyboardInterrupt cannot reach (C code, SIGINT ignored).
                 timers.append(loop.call_later(_INTERRUPT_GRACE, lambda: asyncio.ensure_future(self._kill())))
 
@@ -181,8 +193,11 @@ class CodeContext:
         await self._kill()
 
     async def _kill(self) -> None:
+        await self._signal(9)
+
+    async def _signal(self, signal: int) -> None:
         try:
-            await self._execution.kill()
+            await self._execution.kill(signal)
         except Exception:
             pass  # it has ended already
 
