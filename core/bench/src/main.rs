@@ -2,7 +2,8 @@
 //! Usage: boxlite-bench REGISTRY OUT.json [BASELINE.json]
 //!        boxlite-bench warm-exec REGISTRY RUNS   (prints warm exec round-trip stats as JSON; the
 //!        SDK benchmark compares its own round trip with it)
-//!        boxlite-bench files REGISTRY [BASELINE.json]   (prints the copy/read figures as JSON)
+//!        boxlite-bench files REGISTRY [BASELINE.json]   (prints the copy/read figures and volume vs
+//!        box-disk dd figures as JSON)
 //!        boxlite-bench density REGISTRY [N] [OUT.json]   (N idle boxes at once, default 100)
 //! BASELINE.json is `scripts/boot-baseline.sh`'s output: the same kernel booting a trivial init on
 //! the same engine, so boot overhead is a ratio.
@@ -239,6 +240,43 @@ async fn files_bench(b: &boxlite::LiteBox, results: &mut serde_json::Map<String,
     Ok(())
 }
 
+/// Sequential 128 MiB `dd` inside a box of its own, on a volume and on the box's own disk: writes
+/// with `conv=fsync`, reads after dropping the guest's page cache (reads may still come from the
+/// host's). MB/s over the exec's wall time (busybox's dd prints no rate of its own), so one exec
+/// round trip (~10 ms) is in each figure.
+async fn volume_bench(rt: &Runtime, results: &mut serde_json::Map<String, Value>) -> Result<(), Box<dyn std::error::Error>> {
+    let host = tempfile::Builder::new().prefix("bxv").tempdir_in("/tmp")?;
+    let b = rt.create(BoxOptions { volumes: vec![boxlite::Volume::new(host.path(), "/mnt/vol")], ..BoxOptions::new("busybox:latest") }).await?;
+    let measured = async {
+        b.start().await?;
+        let rate = |secs: f64| ((128.0 * 1.048576 / secs) * 10.0).round() / 10.0;
+        for (key, dir) in [("volume", "/mnt/vol"), ("box_disk", "/root")] {
+            let file = format!("{dir}/dd.bin");
+            let write = sh_secs(&b, &format!("dd if=/dev/zero of={file} bs=1M count=128 conv=fsync")).await?;
+            sh_secs(&b, "sync; echo 3 >/proc/sys/vm/drop_caches").await?;
+            let read = sh_secs(&b, &format!("dd if={file} of=/dev/null bs=1M")).await?;
+            sh_secs(&b, &format!("rm -f {file}")).await?;
+            results.insert(format!("{key}_seq_write_mb_per_s"), json!(rate(write)));
+            results.insert(format!("{key}_seq_read_mb_per_s"), json!(rate(read)));
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    rt.remove(b.id(), true).await?;
+    measured
+}
+
+/// Wall time of a shell command line in the box, which must succeed.
+async fn sh_secs(b: &boxlite::LiteBox, cmd: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    let t = Instant::now();
+    let out = b.exec(ExecCommand::new("sh", ["-c", cmd])).await?.output().await?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!("`{cmd}` in the box failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(secs)
+}
+
 /// `boxlite-bench files REGISTRY [BASELINE.json]`: only the files figures, as JSON.
 async fn files_only(registry: &str, baseline: Option<&String>) -> Result<(), Box<dyn std::error::Error>> {
     let home = tempfile::Builder::new().prefix("bxb").tempdir_in("/tmp")?;
@@ -256,6 +294,7 @@ async fn files_only(registry: &str, baseline: Option<&String>) -> Result<(), Box
     let measured = files_bench(&b, &mut results).await;
     rt.remove(b.id(), true).await?;
     measured?;
+    volume_bench(&rt, &mut results).await?;
     println!("{}", serde_json::to_string_pretty(&Value::Object(results))?);
     Ok(())
 }
@@ -396,6 +435,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     results.insert("stdout_mb_per_s".into(), json!(((20.0 / secs) * 10.0).round() / 10.0));
     network_bench(&rt, &b, &mut results).await?;
     files_bench(&b, &mut results).await?;
+    volume_bench(&rt, &mut results).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let info = b.info()?;
     let pid = info.pid.ok_or("running box has no pid")?;
