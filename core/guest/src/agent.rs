@@ -162,6 +162,8 @@ async fn serve() -> i32 {
             req.map(ResetIsError)
         });
         let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(boxlite_protocol::H2_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(boxlite_protocol::H2_CONNECTION_WINDOW_BYTES)
             .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(routes));
         let _ = conn.await;
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -284,16 +284,16 @@ pub async fn read_file(path: String) -> Result<mpsc::Receiver<Result<FileChunk, 
     }
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; MAX_CHUNK_BYTES];
         loop {
-            match file.read(&mut buf) {
+            // Read straight into the chunk sent (each copy of the bytes counts under emulation).
+            let mut data = Vec::with_capacity(MAX_CHUNK_BYTES);
+            match (&mut file).take(MAX_CHUNK_BYTES as u64).read_to_end(&mut data) {
                 Ok(0) => return,
-                Ok(n) => {
-                    if tx.blocking_send(Ok(FileChunk { data: buf[..n].to_vec() })).is_err() {
+                Ok(_) => {
+                    if tx.blocking_send(Ok(FileChunk { data })).is_err() {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let _ = tx.blocking_send(Err(status(&path, &e)));
                     return;

@@ -14,6 +14,16 @@ pub mod tree;
 pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
 /// Largest gRPC message either side accepts (a chunk plus framing).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// HTTP/2 windows every hop of the channel (host client, box supervisor, agent) opens, well past
+/// hyper's 1 MiB server default, so a bulk stream is not held to a window per round trip through
+/// the emulated guest.
+pub const H2_STREAM_WINDOW_BYTES: u32 = 4 << 20;
+pub const H2_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
+/// The largest frame the host side (client and supervisor) accepts: the agent then sends a
+/// 64 KiB chunk as one DATA frame instead of four of h2's default 16 KiB, each costing the guest
+/// extra writes to its port. The agent keeps the 16 KiB default for what it receives: bigger
+/// frames made a 1 GiB copy_in slower (docs/files.md).
+pub const H2_MAX_FRAME_BYTES: u32 = 1 << 20;
 /// Name of the virtio-serial port the agent serves on.
 pub const AGENT_PORT_NAME: &str = "boxlite.agent";
 /// Longest path either side accepts in a files call (Linux's PATH_MAX).

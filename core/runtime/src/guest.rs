@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use boxlite_protocol::v1::guest_client::GuestClient;
 use boxlite_protocol::v1::{exec_input, exec_output, ExecInput, ExecStart, PingRequest, ShutdownRequest, Signal, SpawnFailure, WindowSize};
-use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES};
+use boxlite_protocol::{H2_CONNECTION_WINDOW_BYTES, H2_MAX_FRAME_BYTES, H2_STREAM_WINDOW_BYTES, MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES};
 use prost::Message;
 use boxlite_protocol::v1::shim_client::ShimClient;
 use std::future::Future;
@@ -32,6 +32,9 @@ impl Guest {
         let socket: PathBuf = socket.to_path_buf();
         // The URI is required by tonic but unused: the connector below dials the unix socket.
         let channel = Endpoint::from_static("http://boxlite.guest")
+            .initial_stream_window_size(H2_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
+            .max_frame_size(H2_MAX_FRAME_BYTES)
             .connect_with_connector(tower::service_fn(move |_| {
                 let socket = socket.clone();
                 async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }

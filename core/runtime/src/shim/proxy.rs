@@ -174,6 +174,9 @@ pub async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
             let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(boxlite_protocol::H2_STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(boxlite_protocol::H2_CONNECTION_WINDOW_BYTES)
+                .max_frame_size(boxlite_protocol::H2_MAX_FRAME_BYTES)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await;
         });
