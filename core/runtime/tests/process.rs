@@ -265,6 +265,14 @@ async fn an_idle_box_stops_itself_and_an_auto_remove_box_goes_away() {
     assert_eq!(b.info().unwrap().status, BoxStatus::Running);
     wait_until("the idle box stopped", Duration::from_secs(10), || b.info().unwrap().status == BoxStatus::Stopped).await;
     assert!(b.info().unwrap().reason.unwrap_or_default().contains("idle"));
+    // File calls are activity too: one every 500 ms for 3 s keeps it up past the 1.5 s limit.
+    b.start().await.unwrap();
+    for _ in 0..6 {
+        b.files().stat("/").await.expect("stat");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(b.info().unwrap().status, BoxStatus::Running, "file calls must count as activity");
+    wait_until("the idle box stopped again", Duration::from_secs(10), || b.info().unwrap().status == BoxStatus::Stopped).await;
     rt.remove(b.id(), false).await.unwrap();
 
     let b = rt.create(BoxOptions { auto_remove: true, ..BoxOptions::new("busybox:latest") }).await.unwrap();

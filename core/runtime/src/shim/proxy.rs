@@ -23,6 +23,8 @@ const GUEST_PREFIX: &str = "/boxlite.v1.Guest/";
 const SHIM_PREFIX: &str = "/boxlite.v1.Shim/";
 const EXEC_PATH: &str = "/boxlite.v1.Guest/Exec";
 const SHUTDOWN_PATH: &str = "/boxlite.v1.Guest/Shutdown";
+/// A watch may stay open for as long as the box runs: it does not keep the box from being idle.
+const WATCH_PATH: &str = "/boxlite.v1.Guest/WatchFiles";
 
 /// State shared by every connection of one supervisor.
 pub struct Shared {
@@ -35,7 +37,7 @@ pub struct Shared {
     started_at: u64,
     commands: AtomicU64,
     exec_errors: AtomicU64,
-    active_execs: AtomicU64,
+    active_calls: AtomicU64,
     last_activity: AtomicU64,
     /// The previous CPU sample (when, VM CPU microseconds) for `cpu_percent`.
     cpu_sample: Mutex<(Instant, u64)>,
@@ -119,7 +121,7 @@ impl Shared {
             started_at,
             commands: AtomicU64::new(0),
             exec_errors: AtomicU64::new(0),
-            active_execs: AtomicU64::new(0),
+            active_calls: AtomicU64::new(0),
             last_activity: AtomicU64::new(started_at),
             cpu_sample: Mutex::new((Instant::now(), vm_cpu_micros(vm_pid))),
             net_control,
@@ -146,8 +148,9 @@ impl Shared {
         self.last_activity.store(super::now_millis(), Ordering::Relaxed);
     }
 
-    /// Resolves once no exec has run or started for `limit_ms` (never without a limit). A paused
-    /// box is not idle: it was kept on purpose.
+    /// Resolves once no guest call (an exec, a file call; a watch does not count) has run or
+    /// started for `limit_ms` (never without a limit). A paused box is not idle: it was kept on
+    /// purpose.
     pub async fn idle(&self, limit_ms: Option<u64>) {
         let Some(limit) = limit_ms else { return std::future::pending().await };
         loop {
@@ -156,7 +159,7 @@ impl Shared {
                 self.touch();
             }
             let due = self.last_activity.load(Ordering::Relaxed) + limit;
-            let busy = self.active_execs.load(Ordering::Relaxed) > 0;
+            let busy = self.active_calls.load(Ordering::Relaxed) > 0;
             if !busy && now >= due {
                 return;
             }
@@ -204,22 +207,27 @@ async fn handle(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) 
         return Ok(status_response(tonic::Status::failed_precondition("the box is paused: resume() it first")));
     }
     let exec = path == EXEC_PATH;
+    let counted = path != WATCH_PATH;
     if exec {
         shared.commands.fetch_add(1, Ordering::Relaxed);
-        shared.active_execs.fetch_add(1, Ordering::Relaxed);
-        shared.touch();
     }
+    if counted {
+        shared.active_calls.fetch_add(1, Ordering::Relaxed);
+    }
+    shared.touch();
     let mut channel = shared.guest.channel();
     let resp = match channel.ready().await {
         Ok(ready) => ready.call(req.map(TonicBody::new)).await,
         Err(e) => Err(e),
     };
     match resp {
-        Ok(resp) if exec => Ok(resp.map(|body| TonicBody::new(ExecBody { inner: body, shared, first: true, failed: false }))),
+        Ok(resp) if counted => Ok(resp.map(|body| TonicBody::new(CallBody { inner: body, shared, first: exec, failed: false }))),
         Ok(resp) => Ok(resp),
         Err(e) => {
+            if counted {
+                shared.active_calls.fetch_sub(1, Ordering::Relaxed);
+            }
             if exec {
-                shared.active_execs.fetch_sub(1, Ordering::Relaxed);
                 shared.exec_errors.fetch_add(1, Ordering::Relaxed);
             }
             Ok(status_response(tonic::Status::unavailable(format!("guest agent unreachable: {e}"))))
@@ -231,17 +239,18 @@ fn status_response(status: tonic::Status) -> http::Response<TonicBody> {
     status.into_http()
 }
 
-/// An exec's response body: counts a command that could not start (its first message is
-/// `spawn_error`), marks the exec finished when the stream ends or is dropped, and ends the stream
-/// with the box's failure (as gRPC trailers) once it is failing.
-struct ExecBody {
+/// A guest call's response body: marks the call finished (for the idle limit) when the stream ends
+/// or is dropped, ends the stream with the box's failure (as gRPC trailers) once it is failing,
+/// and for an exec counts a command that could not start (its first message is `spawn_error`).
+struct CallBody {
     inner: TonicBody,
     shared: Arc<Shared>,
+    /// An exec's first frame is still to come.
     first: bool,
     failed: bool,
 }
 
-impl Body for ExecBody {
+impl Body for CallBody {
     type Data = Bytes;
     type Error = tonic::Status;
 
@@ -272,9 +281,9 @@ impl Body for ExecBody {
     }
 }
 
-impl Drop for ExecBody {
+impl Drop for CallBody {
     fn drop(&mut self) {
-        self.shared.active_execs.fetch_sub(1, Ordering::Relaxed);
+        self.shared.active_calls.fetch_sub(1, Ordering::Relaxed);
         self.shared.touch();
     }
 }
