@@ -75,21 +75,25 @@ build_busybox_rootfs() { # DIR
   echo amd64 >"$r/ARCH"
 }
 
+# Images carry no package caches, docs or device nodes (the guest mounts its own /dev).
+strip_tree() { # DIR
+  (cd "$1" && rm -rf var/cache/apt/archives/*.deb var/cache/apt/*.bin var/lib/apt/lists/* usr/share/doc/* \
+    usr/share/man/* usr/share/locale/* dev/*)
+  : >"$1/etc/resolv.conf"
+}
+
 build_python_rootfs() { # DIR
   local r=$1
   log "debootstrap minbase + python3-minimal (a few minutes)"
   debootstrap --variant=minbase --include=python3-minimal bookworm "$r" "$mirror" >debootstrap.log 2>&1 ||
     { tail -20 debootstrap.log >&2; log "debootstrap failed, see $cache/debootstrap.log"; exit 1; }
-  # Images carry no package caches, docs or device nodes (the guest mounts its own /dev).
-  (cd "$r" && rm -rf var/cache/apt/archives/*.deb var/lib/apt/lists/* usr/share/doc/* usr/share/man/* \
-    usr/share/locale/* dev/*)
-  : >"$r/etc/resolv.conf"
+  strip_tree "$r"
 }
 
 # The code interpreter's image: full python3 (json, asyncio, ...) with matplotlib and numpy, as
-# CodeBox's charts and tables need, pip (CodeBox.install_packages) and node (JavaScript contexts). Debian's matplotlib depends (through scipy and pythran) on gcc,
-# boost and more that a chart never uses; those are removed again, which keeps the image ~350 MB
-# instead of 1.2 GB.
+# CodeBox's charts and tables need, pip (CodeBox.install_packages) and node (JavaScript contexts).
+# Debian's matplotlib depends (through scipy and pythran) on gcc, boost and more that a chart never
+# uses; those are removed again, which keeps the image ~400 MB instead of 1.2 GB.
 build_code_rootfs() { # DIR
   local r=$1
   log "debootstrap minbase + python3, then matplotlib and numpy (a few minutes)"
@@ -107,9 +111,7 @@ build_code_rootfs() { # DIR
       chroot "$r" python3 -c 'import matplotlib.pyplot, numpy' && chroot "$r" node -e 0
   } >debootstrap-code.log 2>&1 ||
     { tail -20 debootstrap-code.log >&2; log "building the code-interpreter tree failed, see $cache/debootstrap-code.log"; exit 1; }
-  (cd "$r" && rm -rf var/cache/apt/archives/*.deb var/cache/apt/*.bin var/lib/apt/lists/* usr/share/doc/* \
-    usr/share/man/* usr/share/locale/* dev/*)
-  : >"$r/etc/resolv.conf"
+  strip_tree "$r"
 }
 
 rootfs() { # NAME BUILDER: prints the tree's path, building it first if needed

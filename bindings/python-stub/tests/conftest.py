@@ -40,6 +40,14 @@ def runtime(home, registry):
         yield rt
 
 
+@pytest.fixture(scope="module")
+def art(home, registry):
+    """An asyncio runtime on the session's home (one per test module)."""
+    rt = boxlite.Boxlite(Options(home_dir=home, image_registries=[f"http://{registry}"]))
+    yield rt
+    rt.close()
+
+
 @pytest.fixture(scope="session")
 def box(runtime):
     with runtime.create(BoxOptions(image="busybox:latest", env={"BOX_VAR": "from-box"}), name="py-shared") as b:

@@ -25,13 +25,6 @@ def run(coro):
 
 
 @pytest.fixture(scope="module")
-def art(home, registry):
-    rt = boxlite.Boxlite(boxlite.Options(home_dir=home, image_registries=[f"http://{registry}"]))
-    yield rt
-    rt.close()
-
-
-@pytest.fixture(scope="module")
 def abox(art):
     box = run(art.create(boxlite.BoxOptions(image="busybox:latest", env=[("PAIR", "from-pairs")]), name="py-async"))
     yield box

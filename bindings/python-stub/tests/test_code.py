@@ -20,15 +20,8 @@ def loop():
 
 
 @pytest.fixture(scope="module")
-def code_runtime(home, registry):
-    rt = boxlite.Boxlite(boxlite.Options(home_dir=home, image_registries=[f"http://{registry}"]))
-    yield rt
-    rt.close()
-
-
-@pytest.fixture(scope="module")
-def cbox(loop, code_runtime):
-    box = loop.run_until_complete(boxlite.CodeBox(image=IMAGE, runtime=code_runtime, memory_mib=512).start())
+def cbox(loop, art):
+    box = loop.run_until_complete(boxlite.CodeBox(image=IMAGE, runtime=art, memory_mib=512).start())
     yield box
     loop.run_until_complete(box.shutdown())
 

@@ -97,14 +97,14 @@ pub async fn run(registry: &str, n: usize, out_path: Option<&String>) -> Result<
     let rss: Vec<f64> = vm_pids.iter().map(|&p| rollup_kib(p, "Rss:") as f64 / 1024.0).collect();
     let pss: Vec<f64> = vm_pids.iter().map(|&p| rollup_kib(p, "Pss:") as f64 / 1024.0).collect();
     let mean = |v: &[f64]| (v.iter().sum::<f64>() / v.len().max(1) as f64 * 10.0).round() / 10.0;
-    let round1 = |x: f64| (x * 100.0).round() / 100.0;
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
 
     let results = json!({
         "boxes": n,
         "all_ready_ms": crate::ms(all_ready),
         "boot_and_exec_ms": crate::stats(boot_ms),
-        "idle_total_cpu_percent_of_one_core": round1(idle_cpu_percent),
-        "idle_cpu_percent_per_box": round1(idle_cpu_percent / n.max(1) as f64),
+        "idle_total_cpu_percent_of_one_core": round2(idle_cpu_percent),
+        "idle_cpu_percent_per_box": round2(idle_cpu_percent / n.max(1) as f64),
         "vm_rss_mib_mean": mean(&rss),
         "vm_pss_mib_mean": mean(&pss),
         "vm_pss_mib_total": (pss.iter().sum::<f64>()).round(),

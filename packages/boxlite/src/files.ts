@@ -2,6 +2,7 @@ import { BoxliteError, coded, throwIfAborted } from './errors'
 import type { NativeFileReader, NativeFiles, NativeFileWatcher } from './native'
 import type { FileEntry, FileRemoveOptions, FileType, MkdirOptions, WatchEvent, WatchOptions, WriteData, WriteOptions } from './types'
 import { fileMode, guestPathArg, optionalFlag } from './validate'
+import { collect } from './streams'
 
 type NativeFileEntry = Awaited<ReturnType<NativeFiles['stat']>>
 
@@ -185,10 +186,8 @@ export class FileReadStream implements AsyncIterable<Buffer> {
   }
 
   /** The rest of the file as one Buffer. */
-  async bytes(): Promise<Buffer> {
-    const chunks: Buffer[] = []
-    for await (const chunk of this) chunks.push(chunk)
-    return Buffer.concat(chunks)
+  bytes(): Promise<Buffer> {
+    return collect(this)
   }
 
   /** The rest of the file, decoded as UTF-8. */

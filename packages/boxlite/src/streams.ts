@@ -37,10 +37,8 @@ export class OutputStream implements AsyncIterable<Buffer> {
   }
 
   /** Everything until the end, as one Buffer. */
-  async bytes(): Promise<Buffer> {
-    const chunks: Buffer[] = []
-    for await (const chunk of this) chunks.push(chunk)
-    return Buffer.concat(chunks)
+  bytes(): Promise<Buffer> {
+    return collect(this)
   }
 
   /** Everything until the end, decoded as UTF-8. */
@@ -77,4 +75,11 @@ export class InputStream {
   async close(): Promise<void> {
     await coded(this.#close)
   }
+}
+
+/** Every chunk of `chunks` until its end, as one Buffer. */
+export async function collect(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
+  const all: Buffer[] = []
+  for await (const chunk of chunks) all.push(chunk)
+  return Buffer.concat(all)
 }

@@ -12,7 +12,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
-from .errors import InvalidArgumentError, InvalidStateError
+from .errors import InvalidArgumentError, InvalidStateError, NotFoundError
 
 if TYPE_CHECKING:
     from ._aio import Box, Execution
@@ -289,7 +289,6 @@ class CodeContexts:
         context_id = context if isinstance(context, str) else context.id
         found = self._contexts.get(context_id)
         if found is None:
-            from .errors import NotFoundError
             raise NotFoundError("NOT_FOUND", f"no context {context_id} in this CodeBox (removed, or never made here): create one with create_context()")
         return found
 
