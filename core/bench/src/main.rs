@@ -142,11 +142,12 @@ async fn direct_exec_rtts(box_dir: &std::path::Path, runs: usize) -> Result<Vec<
         network: false,
         hostname: "bench".into(),
         volumes: Vec::new(),
+        incoming: None,
     };
     let vm = Qemu::new(boxlite::Accel::Auto)?.command(&spec)?;
     let mut child = tokio::process::Command::new(&vm.program).args(&vm.args).kill_on_drop(true).spawn()?;
     let guest = loop {
-        if let Ok(g) = boxlite::guest::Guest::connect(&spec.agent_socket()).await {
+        if let Ok(g) = boxlite::guest::Guest::connect_agent(&spec.agent_socket()).await {
             if g.ping().await.is_ok() {
                 break g;
             }

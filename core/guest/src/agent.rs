@@ -39,12 +39,42 @@ fn set_clock(unix_ms: u64) -> Result<(), Status> {
     Ok(())
 }
 
+/// Mixes `bytes` into the kernel's input pool, credited as entropy, and reseeds the CRNG from it
+/// at once (RNDADDENTROPY, RNDRESEEDCRNG).
+fn add_entropy(bytes: &[u8]) -> Result<(), Status> {
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203; // _IOW('R', 0x03, int[2])
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207; // _IO('R', 0x07)
+    let bytes = &bytes[..bytes.len().min(512)];
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + bytes.len());
+    info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+    info.extend_from_slice(bytes);
+    info.resize(8 + bytes.len().div_ceil(4) * 4, 0);
+    let random = std::fs::OpenOptions::new().write(true).open("/dev/urandom").map_err(|e| Status::internal(format!("/dev/urandom: {e}")))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: both ioctls read only the buffer given, which is laid out as rand_pool_info.
+    unsafe {
+        if libc::ioctl(random.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) != 0 || libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG) != 0 {
+            return Err(Status::internal(format!("reseeding the RNG: {}", std::io::Error::last_os_error())));
+        }
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Guest for Agent {
     async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let clock = req.into_inner().set_clock_unix_ms;
-        if clock != 0 {
-            set_clock(clock)?;
+        let req = req.into_inner();
+        // Entropy first: nothing after a restore should draw from the source's RNG state.
+        if !req.add_entropy.is_empty() {
+            add_entropy(&req.add_entropy)?;
+        }
+        if req.set_clock_unix_ms != 0 {
+            set_clock(req.set_clock_unix_ms)?;
+        }
+        if !req.set_hostname.is_empty() {
+            crate::net::rename(&req.set_hostname).map_err(Status::invalid_argument)?;
         }
         Ok(Response::new(PingResponse { agent_version: env!("CARGO_PKG_VERSION").into(), uptime_ms: uptime_ms() }))
     }
@@ -146,7 +176,8 @@ async fn serve() -> i32 {
         }
     };
     // One HTTP/2 connection per host connection; when the host goes away the port reads EOF and
-    // the next host gets a fresh connection.
+    // the next host gets a fresh connection, after a handshake that skips whatever an earlier
+    // connection left in the channel (protocol::hello).
     loop {
         let stream = match port::FdStream::open(&path) {
             Ok(s) => s,
@@ -154,6 +185,10 @@ async fn serve() -> i32 {
                 init::console(&format!("boxlite-guest: open {}: {e}", path.display()));
                 return 1;
             }
+        };
+        let Ok(stream) = boxlite_protocol::hello::agent(stream, connection_nonce()).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
         };
         let service = GuestServer::new(Agent)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -168,6 +203,19 @@ async fn serve() -> i32 {
         let _ = conn.await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A nonce for one opening of the port: never one an earlier opening (in this VM, or in the VM a
+/// snapshot was taken of) used, whatever the RNG's state.
+fn connection_nonce() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let mut random = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random));
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    u64::from_le_bytes(random) ^ (ts.tv_sec as u64).wrapping_mul(1_000_000_007) ^ ts.tv_nsec as u64 ^ COUNT.fetch_add(1, Ordering::Relaxed) << 48
 }
 
 /// A request body whose reset (or broken connection) reaches the handler as an error. tonic's

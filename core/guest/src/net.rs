@@ -103,6 +103,35 @@ pub fn setup(cfg: &NetConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Gives the running box a new hostname (a box restored from a snapshot): `sethostname`, and the
+/// generated `/etc/hostname` and `/etc/hosts` rewritten in place (they are bind-mounted files).
+pub fn rename(new: &str) -> Result<(), String> {
+    if !valid_hostname(new) {
+        return Err(format!("hostname {new:?} is not a valid RFC 1123 label"));
+    }
+    let old = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    // SAFETY: a valid buffer and its length.
+    if unsafe { libc::sethostname(new.as_ptr().cast(), new.len()) } < 0 {
+        return Err(format!("sethostname {new}: {}", std::io::Error::last_os_error()));
+    }
+    let hostname = format!("{GENERATED}/hostname");
+    if std::path::Path::new(&hostname).exists() {
+        fs::write(&hostname, format!("{new}\n")).map_err(|e| format!("write {hostname}: {e}"))?;
+    }
+    let hosts = format!("{GENERATED}/hosts");
+    if let (Ok(text), false) = (fs::read_to_string(&hosts), old.is_empty()) {
+        let renamed: String = text.lines().map(|l| {
+            let mut f = l.split('\t');
+            match (f.next(), f.next(), f.next()) {
+                (Some(addr), Some(h), None) if h == old => format!("{addr}\t{new}\n"),
+                _ => format!("{l}\n"),
+            }
+        }).collect();
+        fs::write(&hosts, renamed).map_err(|e| format!("write {hosts}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Writes `content` to the generated copy of `/etc/NAME` and binds it over the box's own. An
 /// image without that file, or with a symlink there, gets an empty file as mount point in the
 /// box's disk (its copy-on-write overlay; the image is untouched).

@@ -8,6 +8,7 @@ pub mod v1 {
 }
 
 pub mod chunks;
+pub mod hello;
 pub mod tree;
 
 /// Largest chunk of output or stdin carried by one message. Bigger guest messages are rejected.

@@ -18,6 +18,9 @@ use tonic::transport::{Channel, Endpoint};
 /// from what its supervisor recorded; `None` when nothing is known.
 pub type LostReason = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync>;
 
+/// The longest the channel handshake with the agent may take once the agent listens.
+const AGENT_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connection to one box's agent (directly, or through the box's supervisor).
 #[derive(Clone)]
 pub struct Guest {
@@ -27,18 +30,46 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Connects to the agent socket (the VM process creates it at start).
+    /// Connects to a box's supervisor socket (`shim.sock`).
     pub async fn connect(socket: &Path) -> Result<Self> {
         let socket: PathBuf = socket.to_path_buf();
-        // The URI is required by tonic but unused: the connector below dials the unix socket.
+        Self::over(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }
+        }))
+        .await
+    }
+
+    /// Connects straight to the agent on the VM's channel socket (what the supervisor does),
+    /// through the handshake that skips what earlier connections left in the channel.
+    pub async fn connect_agent(socket: &Path) -> Result<Self> {
+        let socket: PathBuf = socket.to_path_buf();
+        Self::over(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                let nonce: u64 = rand::random();
+                let stream = tokio::time::timeout(AGENT_HANDSHAKE, boxlite_protocol::hello::host(stream, nonce))
+                    .await
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the agent did not answer the channel handshake"))??;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+    }
+
+    async fn over<C, IO>(connector: C) -> Result<Self>
+    where
+        C: tower::Service<http::Uri, Response = hyper_util::rt::TokioIo<IO>, Error = std::io::Error> + Send + 'static,
+        C::Future: Send + 'static,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        // The URI is required by tonic but unused: the connector dials the unix socket.
         let channel = Endpoint::from_static("http://boxlite.guest")
             .initial_stream_window_size(H2_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
             .max_frame_size(H2_MAX_FRAME_BYTES)
-            .connect_with_connector(tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }
-            }))
+            .connect_with_connector(connector)
             .await
             .map_err(|e| Error::Guest(format!("cannot connect to the guest agent: {e}")))?;
         let client = GuestClient::new(channel.clone())
@@ -83,7 +114,18 @@ impl Guest {
     /// Sets the guest's wall clock to the host's (at boot, and after a resume).
     pub async fn set_clock(&self) -> Result<()> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        self.client.clone().ping(PingRequest { set_clock_unix_ms: now }).await.map_err(rpc_error)?;
+        self.client.clone().ping(PingRequest { set_clock_unix_ms: now, ..Default::default() }).await.map_err(rpc_error)?;
+        Ok(())
+    }
+
+    /// Gives a box restored from a snapshot its own identity: fresh host entropy reseeds the
+    /// guest's RNG, then its clock and hostname are set.
+    pub async fn refresh_identity(&self, hostname: &str) -> Result<()> {
+        let mut entropy = vec![0u8; 64];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut entropy);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let req = PingRequest { set_clock_unix_ms: now, set_hostname: hostname.to_string(), add_entropy: entropy };
+        self.client.clone().ping(req).await.map_err(rpc_error)?;
         Ok(())
     }
 

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 mod files;
 mod images;
+mod snapshots;
+pub use snapshots::{RestoreOptions, SnapshotInfo};
 pub use files::{CopyOptions, FileEntry, FileType, FileWriter, Files, MkdirOptions, ReadStream, RemoveOptions, WatchEvent, WatchEventKind, WatchOptions, WatchStream, WriteOptions};
 pub use images::PruneOptions;
 
@@ -291,7 +293,7 @@ impl Runtime {
         // leaves neither, and reports the first error, not the cleanup's.
         let dir = self.box_dir(&id);
         let made = create_private_dir(&dir)
-            .and_then(|_| qemu::create_overlay(&rec.image.base_disk, &dir.join("disk.qcow2"), disk_size))
+            .and_then(|_| qemu::create_overlay(&rec.image.base_disk, "raw", &dir.join("disk.qcow2"), disk_size))
             .and_then(|_| self.state().insert(&rec));
         if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&dir);
@@ -327,6 +329,10 @@ impl Runtime {
             // supervisor, has closed it.
             Err(e) if e.is_disk_full() && !self.supervisor_alive(&id)? => {
                 let disk = self.box_dir(&id).join("disk.qcow2");
+                // (After a snapshot it is a symlink to the overlay in use: free that too.)
+                if let Ok(target) = std::fs::canonicalize(&disk) {
+                    std::fs::remove_file(&target).or_else(not_found_ok).map_err(|e| Error::storage("remove", &target, e))?;
+                }
                 std::fs::remove_file(&disk).or_else(not_found_ok).map_err(|e| Error::storage("remove", disk, e))?;
                 let deadline = Instant::now() + Duration::from_secs(5);
                 loop {
@@ -370,6 +376,10 @@ impl Runtime {
         let dir = self.box_dir(&rec.id);
         std::fs::remove_dir_all(&dir).or_else(not_found_ok).map_err(|e| Error::storage("remove", dir, e))?;
         self.inner.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.id);
+        // Snapshot layers only this box's disk chained onto go with it.
+        if let Err(e) = self.collect_layers().await {
+            tracing::debug!("collecting snapshot layers: {e}");
+        }
         Ok(())
     }
 
@@ -436,6 +446,8 @@ impl Runtime {
             network: rec.options.network.enabled(),
             hostname: crate::net::hostname(rec.name.as_deref(), &rec.id),
             volumes: rec.options.volumes.clone(),
+            // A suspended box, or one restored from a snapshot, continues from its saved memory.
+            incoming: Some(dir.join(snapshots::MEMORY_FILE)).filter(|m| m.is_file()),
         };
         let net = match rec.options.network.enabled() {
             false => None,
@@ -455,6 +467,7 @@ impl Runtime {
             auto_stop_ms: rec.options.auto_stop_ms.filter(|ms| *ms > 0),
             auto_remove: rec.options.auto_remove,
             net,
+            hostname: spec.hostname.clone(),
         };
         crate::engine::check_socket_path(&shim::socket(&dir))?;
         let binary = shim::client::binary(&assets.dirs())?;
@@ -510,12 +523,20 @@ impl Runtime {
     /// Stops the box, whichever process started it: graceful (the agent syncs and unmounts the
     /// disk) unless `force`, through its supervisor, which ends the VM hard if it takes too long.
     async fn stop_box(&self, id: &str, force: bool) -> Result<()> {
+        // A suspended box's page cache holds writes its disk has not seen: a graceful stop
+        // continues it first so that the agent can sync them (a forced one drops them).
+        if !force && self.record(id)?.status == BoxStatus::Suspended {
+            self.start_box(id).await?;
+        }
         let slot = self.slot(id);
         let mut live = slot.lock().await;
         *live = None;
         let dir = self.box_dir(id);
         let _lock = BoxLock::lock(&dir).await?;
         let rec = self.record_locked(id)?;
+        if rec.status == BoxStatus::Suspended {
+            return LiteBox { rt: self.clone(), id: id.to_string() }.discard_suspended();
+        }
         let (true, Some(pid)) = (rec.status.is_active(), rec.shim_pid) else { return Ok(()) };
         let asked = async {
             let guest = Guest::connect(&shim::socket(&dir)).await?;
@@ -731,6 +752,12 @@ impl LiteBox {
     async fn pause_or_resume(&self, pause: bool) -> Result<()> {
         let what = if pause { "paused" } else { "resumed" };
         let rec = self.info()?;
+        if rec.status == BoxStatus::Suspended {
+            if pause {
+                return Err(Error::InvalidState(format!("box {} is suspended: resume() it first", self.id)));
+            }
+            return self.start().await;
+        }
         if !rec.status.is_up() {
             return Err(Error::InvalidState(format!("box {} is {}: only a running box can be {what}; start it first", self.id, rec.status)));
         }

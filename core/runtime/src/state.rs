@@ -20,6 +20,9 @@ pub enum BoxStatus {
     Running,
     /// Its VM's vCPUs are stopped (`pause`); memory, processes and connections are kept.
     Paused,
+    /// Its memory was saved to the box's directory and its VM ended (`suspend`): it uses no CPU
+    /// or memory, and its next start (`resume`, an exec) continues from that memory.
+    Suspended,
     /// A stop was asked for and is under way.
     Stopping,
     /// Its VM was stopped (asked for, or its owner process ended); its disk is kept.
@@ -36,6 +39,7 @@ impl BoxStatus {
             BoxStatus::Starting => "starting",
             BoxStatus::Running => "running",
             BoxStatus::Paused => "paused",
+            BoxStatus::Suspended => "suspended",
             BoxStatus::Stopping => "stopping",
             BoxStatus::Stopped => "stopped",
             BoxStatus::Failed => "failed",
@@ -48,6 +52,7 @@ impl BoxStatus {
             "starting" => Ok(BoxStatus::Starting),
             "running" => Ok(BoxStatus::Running),
             "paused" => Ok(BoxStatus::Paused),
+            "suspended" => Ok(BoxStatus::Suspended),
             "stopping" => Ok(BoxStatus::Stopping),
             "stopped" => Ok(BoxStatus::Stopped),
             "failed" => Ok(BoxStatus::Failed),

@@ -2,6 +2,7 @@
 //! agent is reachable on a unix socket; everything else (readiness, RPC, state) is shared.
 
 pub mod qemu;
+pub mod qmp;
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ pub struct VmSpec {
     pub hostname: String,
     /// Host directories shared into the guest (host paths canonical).
     pub volumes: Vec<crate::options::Volume>,
+    /// A memory file to continue from (a suspended box, or one restored from a snapshot)
+    /// instead of booting.
+    pub incoming: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -63,7 +67,13 @@ pub struct VmCommand {
     pub args: Vec<String>,
     /// A QMP socket through which the VM can be told to quit at once (before SIGKILL is used).
     pub qmp_socket: Option<PathBuf>,
+    /// A memory file the VM loads instead of booting, handed to it as fd [`INCOMING_FD`].
+    #[serde(default)]
+    pub incoming: Option<PathBuf>,
 }
+
+/// The descriptor on which a VM process finds the memory file it continues from.
+pub const INCOMING_FD: i32 = 3;
 
 /// A VM engine.
 pub trait Engine: Send + Sync {

@@ -3,8 +3,6 @@
 use super::{check_socket_path, Engine, VmCommand, VmSpec};
 use crate::error::{Error, Result};
 use crate::options::{volumes, Accel};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -64,6 +62,11 @@ impl Qemu {
         Ok(Qemu { binary, accel })
     }
 
+    /// The QEMU binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// The accelerator in use.
     pub fn accel(&self) -> ResolvedAccel {
         self.accel
@@ -116,6 +119,11 @@ impl Qemu {
             "-device".into(), "virtio-blk-device,drive=root".into(),
             "-qmp".into(), format!("unix:{},server=on,wait=off", p(&qmp_socket(&spec.box_dir))),
         ];
+        if spec.incoming.is_some() {
+            // Load the saved memory instead of booting; the -kernel/-initrd above only shape
+            // the machine (what they load is overwritten).
+            args.extend(["-incoming".into(), format!("fd:{}", super::INCOMING_FD)]);
+        }
         if spec.network {
             // The NIC's frames go to the box's network helper, listening on a unix socket
             // (started first by the supervisor). No host network device is involved.
@@ -217,32 +225,49 @@ impl Engine for Qemu {
         for stale in [spec.agent_socket(), qmp_socket(&spec.box_dir), spec.console_log()] {
             let _ = std::fs::remove_file(stale);
         }
-        Ok(VmCommand { program: self.binary.clone(), args: self.args(spec), qmp_socket: Some(qmp_socket(&spec.box_dir)) })
+        Ok(VmCommand {
+            program: self.binary.clone(),
+            args: self.args(spec),
+            qmp_socket: Some(qmp_socket(&spec.box_dir)),
+            incoming: spec.incoming.clone(),
+        })
     }
 }
 
-/// Runs one QMP command (`quit`, `query-status`, ...) and returns the raw reply line.
-pub fn qmp_command(socket: &Path, command: &str) -> std::io::Result<String> {
-    let stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?; // greeting
-    writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
-    line.clear();
-    reader.read_line(&mut line)?;
-    writer.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
-    // Skip asynchronous events until the command's own reply.
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(String::new()); // `quit` closes the socket
-        }
-        if line.contains("\"return\"") || line.contains("\"error\"") {
-            return Ok(line);
-        }
+/// The guest-visible size of a qcow2 image, from its header.
+pub fn qcow2_virtual_size(path: &Path) -> std::io::Result<u64> {
+    let header = qcow2_header(path)?;
+    Ok(u64::from_be_bytes(header[24..32].try_into().unwrap_or_default()))
+}
+
+/// The backing file a qcow2 image names, from its header (`None` for a standalone image).
+pub fn qcow2_backing(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    use std::io::{Read, Seek};
+    let header = qcow2_header(path)?;
+    let offset = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
+    let len = u32::from_be_bytes(header[16..20].try_into().unwrap_or_default());
+    if offset == 0 || len == 0 {
+        return Ok(None);
     }
+    if len > 1023 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "qcow2 backing file name over 1023 bytes"));
+    }
+    let mut f = std::fs::File::open(path)?;
+    f.seek(std::io::SeekFrom::Start(offset))?;
+    let mut name = vec![0; len as usize];
+    f.read_exact(&mut name)?;
+    use std::os::unix::ffi::OsStringExt;
+    Ok(Some(PathBuf::from(std::ffi::OsString::from_vec(name))))
+}
+
+fn qcow2_header(path: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut header = [0u8; 32];
+    std::fs::File::open(path)?.read_exact(&mut header)?;
+    if &header[..4] != b"QFI\xfb" {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is not a qcow2 image", path.display())));
+    }
+    Ok(header)
 }
 
 fn find_qemu() -> Result<PathBuf> {
@@ -287,12 +312,17 @@ fn kvm_verdict_at(dev: &Path, modules: &Path) -> std::result::Result<(), String>
     Ok(())
 }
 
-/// Creates the box's qcow2 overlay over the image's base disk: nothing is copied. With `size`
-/// (bytes) the overlay is that large (the guest grows its filesystem into it); otherwise it is
-/// the base disk's size.
-pub fn create_overlay(base: &Path, overlay: &Path, size: Option<u64>) -> Result<()> {
+/// Creates a qcow2 overlay over `backing` (an image's raw base disk, or a frozen qcow2 layer of a
+/// snapshot): nothing is copied. With `size` (bytes) the overlay is that large (the guest grows
+/// its filesystem into it); otherwise it is the backing disk's size. A qcow2 layer is not opened
+/// (a running VM may hold it locked): its size must be given.
+pub fn create_overlay(backing: &Path, backing_format: &str, overlay: &Path, size: Option<u64>) -> Result<()> {
     let mut cmd = std::process::Command::new("qemu-img");
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(base).arg(overlay);
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", backing_format]);
+    if backing_format != "raw" {
+        cmd.arg("-u");
+    }
+    cmd.arg("-b").arg(backing).arg(overlay);
     if let Some(bytes) = size {
         cmd.arg(bytes.to_string());
     }
@@ -356,6 +386,7 @@ mod tests {
             network: false,
             hostname: "web".into(),
             volumes: Vec::new(),
+            incoming: None,
         }
     }
 

@@ -96,6 +96,9 @@ impl Runtime {
 
     /// The base disks (by file name) of every box of the home, whatever its state.
     fn disks_in_use(&self) -> Result<HashSet<String>> {
-        Ok(self.state().list()?.iter().filter_map(|rec| disk_name(&rec.image.base_disk)).collect())
+        let mut used: HashSet<String> = self.state().list()?.iter().filter_map(|rec| disk_name(&rec.image.base_disk)).collect();
+        // A snapshot's disk layer chains onto its image's base disk too.
+        used.extend(self.snapshot_base_disks().iter().filter_map(|d| disk_name(d)));
+        Ok(used)
     }
 }

@@ -10,6 +10,7 @@
 pub mod client;
 mod net_helper;
 mod proxy;
+mod snapshot;
 mod supervisor;
 
 use crate::engine::VmCommand;
@@ -46,6 +47,9 @@ pub struct ShimConfig {
     pub auto_remove: bool,
     /// The box's network helper, started before the VM; `None` for a box without a network.
     pub net: Option<NetHelperSpec>,
+    /// The guest's hostname, given again to a box continued from saved memory.
+    #[serde(default)]
+    pub hostname: String,
 }
 
 /// How to start a box's network helper.

@@ -6,7 +6,7 @@ use crate::guest::Guest;
 use boxlite_protocol::v1::shim_server::{Shim, ShimServer};
 use boxlite_protocol::v1::{
     exec_output, ExecOutput, PauseRequest, PauseResponse, ResumeRequest, ResumeResponse, SetNetworkRequest, SetNetworkResponse,
-    StatusRequest, StatusResponse, StopRequest, StopResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse, StopRequest, StopResponse, SuspendRequest, SuspendResponse,
 };
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -48,11 +48,17 @@ pub struct Shared {
     failure: std::sync::OnceLock<String>,
     /// Pausing and resuming the VM (QMP) and recording it.
     pause: Pause,
+    /// The VM's memory was saved and it is being ended: the box is recorded `suspended`.
+    suspended: AtomicBool,
 }
 
-/// The VM's vCPUs stopped or running, changed one request at a time.
+/// The VM's vCPUs stopped or running, and saves of its state, one request at a time.
 pub struct Pause {
     qmp: Option<std::path::PathBuf>,
+    /// The box's disk overlay (frozen into a layer by a snapshot).
+    disk: std::path::PathBuf,
+    /// The box's home: memory files and layers are written nowhere else.
+    home: std::path::PathBuf,
     /// Records the box `paused` (true) or `running` (false); false if the record is not ours.
     record: Box<dyn Fn(bool) -> bool + Send + Sync>,
     paused: AtomicBool,
@@ -60,8 +66,53 @@ pub struct Pause {
 }
 
 impl Pause {
-    pub fn new(qmp: Option<std::path::PathBuf>, record: Box<dyn Fn(bool) -> bool + Send + Sync>) -> Self {
-        Pause { qmp, record, paused: AtomicBool::new(false), changing: tokio::sync::Mutex::new(()) }
+    pub fn new(qmp: Option<std::path::PathBuf>, box_dir: &std::path::Path, record: Box<dyn Fn(bool) -> bool + Send + Sync>) -> Self {
+        let home = box_dir.parent().and_then(|boxes| boxes.parent()).unwrap_or(box_dir).to_path_buf();
+        Pause { qmp, disk: box_dir.join("disk.qcow2"), home, record, paused: AtomicBool::new(false), changing: tokio::sync::Mutex::new(()) }
+    }
+
+    /// A path a client asked the supervisor to write: absolute, in the home, no `..`.
+    fn in_home(&self, path: &str) -> Result<std::path::PathBuf, tonic::Status> {
+        let p = std::path::Path::new(path);
+        let plain = p.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)));
+        if !(p.is_absolute() && plain && p.starts_with(&self.home)) {
+            return Err(tonic::Status::invalid_argument(format!("{path} is not a path in the box's home {}", self.home.display())));
+        }
+        Ok(p.to_path_buf())
+    }
+
+    fn qmp(&self) -> Result<std::path::PathBuf, tonic::Status> {
+        self.qmp.clone().ok_or_else(|| tonic::Status::failed_precondition("this VM engine cannot save a box's memory"))
+    }
+
+    /// Memory and disk at one instant (see `snapshot::snapshot`); the guest's clock is set again
+    /// after the moment its vCPUs stood still.
+    async fn snapshot(&self, req: SnapshotRequest, guest: &Guest) -> Result<super::snapshot::Saved, tonic::Status> {
+        let (memory, layer) = (self.in_home(&req.memory_path)?, self.in_home(&req.layer_path)?);
+        let qmp = self.qmp()?;
+        let _one_at_a_time = self.changing.lock().await;
+        let (disk, was_paused) = (self.disk.clone(), self.is_paused());
+        let saved = tokio::task::spawn_blocking(move || super::snapshot::snapshot(&qmp, &disk, &layer, &memory, was_paused))
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?
+            .map_err(tonic::Status::unavailable)?;
+        if !was_paused {
+            let _ = tokio::time::timeout(Duration::from_secs(10), guest.set_clock()).await;
+        }
+        Ok(saved)
+    }
+
+    /// Saves memory for a suspend; holds off pauses and resumes until the VM is ended.
+    async fn suspend(&self, req: SuspendRequest) -> Result<(super::snapshot::Saved, tokio::sync::MutexGuard<'_, ()>), tonic::Status> {
+        let memory = self.in_home(&req.memory_path)?;
+        let qmp = self.qmp()?;
+        let guard = self.changing.lock().await;
+        let was_paused = self.is_paused();
+        let saved = tokio::task::spawn_blocking(move || super::snapshot::suspend(&qmp, &memory, was_paused))
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?
+            .map_err(tonic::Status::unavailable)?;
+        Ok((saved, guard))
     }
 
     pub fn is_paused(&self) -> bool {
@@ -77,13 +128,10 @@ impl Pause {
         }
         let Some(qmp) = self.qmp.clone() else { return Err("this VM engine cannot pause a box".into()) };
         let command = if pause { "stop" } else { "cont" };
-        let reply = tokio::task::spawn_blocking(move || crate::engine::qemu::qmp_command(&qmp, command))
+        tokio::task::spawn_blocking(move || crate::engine::qmp::command(&qmp, command))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("QMP {command}: {e}"))?;
-        if !reply.contains("\"return\"") {
-            return Err(format!("QMP {command} failed: {}", reply.trim()));
-        }
         self.paused.store(pause, Ordering::Release);
         if !pause {
             // The guest's clock stood still while paused.
@@ -127,6 +175,7 @@ impl Shared {
             net_control,
             failure: std::sync::OnceLock::new(),
             pause,
+            suspended: AtomicBool::new(false),
         }
     }
 
@@ -137,6 +186,11 @@ impl Shared {
                 eprintln!("boxlite-shim: resuming before the stop: {e}");
             }
         }
+    }
+
+    /// Whether the box's memory was saved by a suspend (the VM is ended for it).
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
     }
 
     /// Marks the box failing for `reason`, before the supervisor stops it.
@@ -371,6 +425,21 @@ impl Shim for ShimService {
     async fn resume(&self, _: tonic::Request<ResumeRequest>) -> Result<tonic::Response<ResumeResponse>, tonic::Status> {
         self.shared.pause.set(false, &self.shared.guest).await.map_err(tonic::Status::unavailable)?;
         Ok(tonic::Response::new(ResumeResponse {}))
+    }
+
+    async fn snapshot(&self, req: tonic::Request<SnapshotRequest>) -> Result<tonic::Response<SnapshotResponse>, tonic::Status> {
+        let saved = self.shared.pause.snapshot(req.into_inner(), &self.shared.guest).await?;
+        Ok(tonic::Response::new(SnapshotResponse { memory_bytes: saved.memory_bytes, paused_ms: saved.paused_ms }))
+    }
+
+    async fn suspend(&self, req: tonic::Request<SuspendRequest>) -> Result<tonic::Response<SuspendResponse>, tonic::Status> {
+        let (saved, _no_resume) = self.shared.pause.suspend(req.into_inner()).await?;
+        // The memory is saved: end the VM hard (a graceful stop would change what was saved).
+        self.shared.suspended.store(true, Ordering::Release);
+        let _ = self.shared.stop.send(true);
+        let mut ended = self.shared.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
+        Ok(tonic::Response::new(SuspendResponse { memory_bytes: saved.memory_bytes }))
     }
 
     async fn set_network(&self, req: tonic::Request<SetNetworkRequest>) -> Result<tonic::Response<SetNetworkResponse>, tonic::Status> {

@@ -151,7 +151,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     let vm_pid = vm.id().unwrap_or_default();
     let timeout = Duration::from_millis(cfg.ready_timeout_ms);
     let ready = tokio::select! {
-        guest = connect_when_ready(&cfg.agent_socket) => Ok(guest),
+        guest = connect_when_ready(&cfg) => guest,
         status = vm.wait() => Err(format!("the VM process {}", describe(&status))),
         (pid, status) = helper_exit(&mut net) => Err(format!("the box's network helper (pid {pid}) {}", describe(&status))),
         _ = tokio::time::sleep(timeout) => Err(format!("the guest did not answer within {} ms (ready_timeout_ms)", timeout.as_millis())),
@@ -173,6 +173,10 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         }
     };
     let boot_ms = spawned.elapsed().as_millis() as u64;
+    if let Some(memory) = cfg.vm.incoming.as_deref().filter(|m| m.parent() == Some(cfg.box_dir.as_path())) {
+        // Continued from it: the disk moves on from here, so that memory can never be loaded again.
+        let _ = std::fs::remove_file(memory);
+    }
     let started_at = super::now_millis();
     let running = StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), started_at: Some(started_at), ports: Some(ports.clone()), ..Default::default() };
     if !record(BoxStatus::Running, running) {
@@ -192,6 +196,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         let (db, id) = (cfg.db.clone(), cfg.box_id.clone());
         proxy::Pause::new(
             cfg.vm.qmp_socket.clone(),
+            &cfg.box_dir,
             Box::new(move |paused| {
                 let status = if paused { BoxStatus::Paused } else { BoxStatus::Running };
                 let update = StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), ..Default::default() };
@@ -220,6 +225,10 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         _ = sigint.recv() => End::Stop { force: false, reason: Some("its supervisor got SIGINT".into()) },
     };
     let (status, reason) = match end {
+        End::Stop { .. } if shared.is_suspended() => {
+            stop_vm(&mut vm, &guest, true, &cfg, &mut stop_rx).await;
+            (BoxStatus::Suspended, None)
+        }
         End::VmExited(Ok(s)) if s.success() => (BoxStatus::Stopped, Some("the guest powered off".to_string())),
         End::VmExited(status) => (BoxStatus::Failed, Some(format!("the box's VM process {}", describe(&status)))),
         End::Stop { force, reason } => {
@@ -232,7 +241,9 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         }
         End::HelperDied(reason) => {
             shared.fail(reason.clone());
-            shared.unpause().await;
+            if !shared.is_suspended() {
+                shared.unpause().await;
+            }
             record(BoxStatus::Stopping, StatusUpdate { pid: Some(vm_pid), shim_pid: Some(me), ..Default::default() });
             stop_vm(&mut vm, &guest, false, &cfg, &mut stop_rx).await;
             (BoxStatus::Failed, Some(reason))
@@ -263,6 +274,11 @@ fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
 fn spawn_vm(cfg: &ShimConfig, me: u32) -> Result<Child, String> {
     let log_path = vmm_log_path(&cfg.box_dir);
     let vmm_log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let incoming = match &cfg.vm.incoming {
+        Some(path) => Some(std::fs::File::open(path).map_err(|e| format!("cannot open the saved memory {}: {e}", path.display()))?),
+        None => None,
+    };
+    let incoming_fd = incoming.as_ref().map(|f| f.as_raw_fd());
     let mut cmd = tokio::process::Command::new(&cfg.vm.program);
     cmd.args(&cfg.vm.args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(vmm_log).kill_on_drop(true);
     // SAFETY: prctl and getppid are async-signal-safe. The VM dies with its supervisor (this
@@ -274,24 +290,48 @@ fn spawn_vm(cfg: &ShimConfig, me: u32) -> Result<Child, String> {
             if libc::getppid() as u32 != me {
                 libc::_exit(1);
             }
+            // The memory file, where the VM looks for it (dup2 clears close-on-exec).
+            if let Some(fd) = incoming_fd {
+                let target = crate::engine::INCOMING_FD;
+                if fd == target {
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                } else if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| format!("could not start {}: {e}", cfg.vm.program.display()))
+    let child = cmd.spawn().map_err(|e| format!("could not start {}: {e}", cfg.vm.program.display()));
+    drop(incoming);
+    child
 }
 
 /// Connects to the agent socket as soon as the VM creates it, then waits for the agent to answer.
-async fn connect_when_ready(socket: &Path) -> Guest {
+/// A VM continued from saved memory is first waited for until it runs; the channel handshake
+/// then skips what the connection of the VM it was saved from left in the channel.
+async fn connect_when_ready(cfg: &ShimConfig) -> Result<Guest, String> {
+    let restored = cfg.vm.incoming.is_some();
+    if let (true, Some(qmp)) = (restored, cfg.vm.qmp_socket.clone()) {
+        let limit = Duration::from_millis(cfg.ready_timeout_ms);
+        tokio::task::spawn_blocking(move || super::snapshot::wait_restored(&qmp, limit))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("restoring its memory failed: {e}"))?;
+    }
+    let socket = &cfg.agent_socket;
     loop {
         if socket.exists() {
-            if let Ok(guest) = Guest::connect(socket).await {
+            if let Ok(guest) = Guest::connect_agent(socket).await {
                 // The request waits in the channel until the agent serves it.
                 if guest.ping().await.is_ok() {
-                    // The guest read the RTC at boot, to the second.
-                    if let Err(e) = guest.set_clock().await {
-                        eprintln!("boxlite-shim: setting the guest clock: {e}");
+                    // The guest read the RTC at boot, to the second; a restored one has the clock,
+                    // hostname and RNG state of the VM it was saved from.
+                    let set = if restored { guest.refresh_identity(&cfg.hostname).await } else { guest.set_clock().await };
+                    if let Err(e) = set {
+                        eprintln!("boxlite-shim: setting the guest's clock and identity: {e}");
                     }
-                    return guest;
+                    return Ok(guest);
                 }
             }
         }
@@ -343,7 +383,7 @@ async fn stop_vm(
     }
     if let Some(qmp) = &cfg.vm.qmp_socket {
         let qmp = qmp.clone();
-        let _ = tokio::task::spawn_blocking(move || crate::engine::qemu::qmp_command(&qmp, "quit")).await;
+        let _ = tokio::task::spawn_blocking(move || crate::engine::qmp::command(&qmp, "quit")).await;
         if tokio::time::timeout(Duration::from_secs(2), vm.wait()).await.is_ok() {
             return;
         }
