@@ -260,11 +260,39 @@ enum Command {
         #[arg(required = true, value_name = "BOX")]
         boxes: Vec<String>,
     },
-    /// Resume paused boxes.
+    /// Resume paused or suspended boxes.
     #[command(alias = "unpause")]
     Resume {
         #[arg(required = true, value_name = "BOX")]
         boxes: Vec<String>,
+    },
+    /// Suspend running boxes: memory saved to disk and the VM ended, using no CPU or memory
+    /// (`resume` continues them, processes and all).
+    Suspend {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Take, list and remove memory snapshots of running boxes.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Start a box that continues from a snapshot (detached), with its own disk and identity;
+    /// prints its id.
+    Restore {
+        /// The new box's name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(value_name = "SNAPSHOT")]
+        snapshot: String,
+    },
+    /// Start boxes that continue from a running box as it is now (detached); prints their ids.
+    Fork {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 1)]
+        count: u32,
+        #[arg(value_name = "BOX")]
+        sandbox: String,
     },
     /// Remove boxes and their disks.
     Rm {
@@ -273,6 +301,26 @@ enum Command {
         force: bool,
         #[arg(required = true, value_name = "BOX")]
         boxes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Save a running box's memory and disk under NAME; the box goes on.
+    Create {
+        #[arg(value_name = "BOX")]
+        sandbox: String,
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// List snapshots.
+    #[command(alias = "list")]
+    Ls,
+    /// Remove snapshots (boxes restored from them keep working).
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
     },
 }
 
@@ -450,8 +498,13 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
         Command::Exec { interactive, tty, process: ProcessFlags { env, workdir, user }, sandbox, command } => {
             let sandbox = runtime.get(&sandbox)?;
             let rec = sandbox.info()?;
-            if rec.status == BoxStatus::Paused {
-                return Err(boxlite::Error::InvalidState(format!("box {} is paused: resume it first (boxlite resume {})", display_name(&rec), display_name(&rec))));
+            if matches!(rec.status, BoxStatus::Paused | BoxStatus::Suspended) {
+                return Err(boxlite::Error::InvalidState(format!(
+                    "box {} is {}: resume it first (boxlite resume {})",
+                    display_name(&rec),
+                    rec.status,
+                    display_name(&rec)
+                )));
             }
             // `exec` would otherwise boot a stopped box for as long as this process lives.
             if rec.status != BoxStatus::Running {
@@ -601,6 +654,51 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
             for b in boxes {
                 runtime.get(&b)?.resume().await?;
                 println!("{b}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Suspend { boxes } => {
+            for b in boxes {
+                runtime.get(&b)?.suspend().await?;
+                println!("{b}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot { command: SnapshotCommand::Create { sandbox, name } } => {
+            let info = runtime.get(&sandbox)?.snapshot(&name).await?;
+            println!("{}", info.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot { command: SnapshotCommand::Ls } => {
+            println!("{:<24} {:<16} {:<30} {:>8} {:>8}", "NAME", "BOX", "IMAGE", "MEMORY", "DISK");
+            for s in runtime.snapshots()? {
+                let source = s.box_name.clone().unwrap_or_else(|| s.box_id.clone());
+                println!("{:<24} {:<16} {:<30} {:>8} {:>8}", s.name, source, s.image, human_bytes(s.memory_bytes), human_bytes(s.disk_bytes));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot { command: SnapshotCommand::Rm { names } } => {
+            for n in names {
+                runtime.remove_snapshot(&n).await?;
+                println!("{n}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        // A box started from the CLI must outlive it: detached, as with `run -d`.
+        Command::Restore { name, snapshot } => {
+            let b = runtime.restore(&snapshot, boxlite::RestoreOptions { name, detach: true, ..Default::default() }).await?;
+            println!("{}", b.id());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fork { count, sandbox } => {
+            let source = runtime.get(&sandbox)?;
+            if !source.info()?.options.detach {
+                return Err(boxlite::Error::InvalidState(format!(
+                    "box {sandbox} is not detached: its forks would end with this command; fork it from the program that owns it"
+                )));
+            }
+            for f in source.fork(count).await? {
+                println!("{}", f.id());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,5 +1,7 @@
 //! A detached box driven by one short-lived `boxlite` process after another, as with docker:
-//! `run -d`, `exec` (and an interrupted one), `inspect`, `stats`, `logs`, `pause`, `resume`, `stop`, `start`, `restart`, `stop --force`, `rm -f`.
+//! `run -d`, `exec` (and an interrupted one), `inspect`, `stats`, `logs`, `pause`, `resume`,
+//! `suspend`, `snapshot create|ls|rm`, `restore`, `fork`, `stop`, `start`, `restart`,
+//! `stop --force`, `rm -f`.
 
 use boxlite::{BoxOptions, RegistryConfig, Runtime, RuntimeOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -136,6 +138,29 @@ fn a_detached_box_is_driven_from_one_cli_process_after_another() {
     expect(home, &["resume", "web"], 0);
     assert_eq!(status(home, "web"), "running");
     assert_eq!(text(&expect(home, &["exec", "web", "cat", "/tmp/state"], 0).stdout), "before-pause\n");
+
+    // suspend / resume: the VM ends and comes back with its memory (/tmp is in memory).
+    expect(home, &["suspend", "web"], 0);
+    assert_eq!(status(home, "web"), "suspended");
+    let out = expect(home, &["exec", "web", "true"], 125);
+    assert!(text(&out.stderr).contains("suspended") && text(&out.stderr).contains("boxlite resume web"), "{}", text(&out.stderr));
+    expect(home, &["resume", "web"], 0);
+    assert_eq!(status(home, "web"), "running");
+    assert_eq!(text(&expect(home, &["exec", "web", "cat", "/tmp/state"], 0).stdout), "before-pause\n");
+
+    // snapshot / restore / fork: new detached boxes that go on from the snapshot's instant.
+    expect(home, &["snapshot", "create", "web", "web-snap"], 0);
+    let ls = text(&expect(home, &["snapshot", "ls"], 0).stdout);
+    assert!(ls.lines().any(|l| l.starts_with("web-snap ") && l.contains(" web ")), "{ls}");
+    let restored = text(&expect(home, &["restore", "--name", "web-copy", "web-snap"], 0).stdout).trim().to_string();
+    assert_eq!(text(&expect(home, &["exec", "web-copy", "cat", "/tmp/state"], 0).stdout), "before-pause\n");
+    assert_eq!(text(&expect(home, &["exec", "web-copy", "hostname"], 0).stdout), "web-copy\n");
+    let fork = text(&expect(home, &["fork", "web"], 0).stdout).trim().to_string();
+    assert_eq!(text(&expect(home, &["exec", &fork, "cat", "/tmp/state"], 0).stdout), "before-pause\n");
+    expect(home, &["rm", "-f", &restored, &fork], 0);
+    expect(home, &["snapshot", "rm", "web-snap"], 0);
+    let out = expect(home, &["restore", "web-snap"], 125);
+    assert!(text(&out.stderr).contains("NOT_FOUND"), "{}", text(&out.stderr));
 
     let started = Instant::now();
     expect(home, &["stop", "web"], 0);
