@@ -16,6 +16,9 @@ cargo build --quiet --release -p boxlite-bench -p boxlite-shim --manifest-path "
 # Density: DENSITY_BOXES (default 100) idle 128 MiB boxes at once; their total CPU, RSS and PSS.
 "$CARGO_TARGET_DIR/release/boxlite-bench" density "$REGISTRY" "${DENSITY_BOXES:-100}" "${out%.json}-density.json"
 rm -f "$baseline"
+# Memory snapshots: restore vs cold boot, snapshot/fork/pause/suspend times, PSS of SNAPSHOT_BOXES
+# (default 20) restored boxes vs as many cold-booted ones.
+"$CARGO_TARGET_DIR/release/boxlite-bench" snapshots "$REGISTRY" "${SNAPSHOT_BOXES:-20}" "${out%.json}-snapshots.json"
 # The SDK's overhead on a warm exec (Node round trip minus Rust round trip), through the built packages.
 "$root/scripts/setup-js.sh"
 (cd "$root" && TURBO_TELEMETRY_DISABLED=1 pnpm build >/dev/null)

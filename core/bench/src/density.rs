@@ -23,7 +23,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// A `/proc/PID/smaps_rollup` figure in KiB (`Rss:`, `Pss:`).
-fn rollup_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn rollup_kib(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     text.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }

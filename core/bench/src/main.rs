@@ -9,6 +9,7 @@
 //! the same engine, so boot overhead is a ratio.
 
 mod density;
+mod snapshots;
 
 use boxlite::{BoxOptions, ExecCommand, PullProgress, RegistryConfig, Runtime, RuntimeOptions};
 use serde_json::{json, Value};
@@ -325,6 +326,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let Some(registry) = args.get(2) else { return Err("usage: boxlite-bench density REGISTRY [N] [OUT.json]".into()) };
         let n = args.get(3).map(|n| n.parse()).transpose().map_err(|_| "density: N must be a number of boxes")?.unwrap_or(100);
         return density::run(registry, n, args.get(4)).await;
+    }
+    if args.get(1).map(String::as_str) == Some("snapshots") {
+        let Some(registry) = args.get(2) else { return Err("usage: boxlite-bench snapshots REGISTRY [N] [OUT.json]".into()) };
+        let n = args.get(3).map(|n| n.parse()).transpose().map_err(|_| "snapshots: N must be a number of boxes")?.unwrap_or(20);
+        return snapshots::run(registry, n, args.get(4)).await;
     }
     if args.get(1).map(String::as_str) == Some("files") {
         let Some(registry) = args.get(2) else { return Err("usage: boxlite-bench files REGISTRY [BASELINE.json]".into()) };
