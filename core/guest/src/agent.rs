@@ -30,7 +30,20 @@ fn uptime_ms() -> u64 {
 }
 
 /// Sets the guest's wall clock (CLOCK_REALTIME) to `unix_ms`.
+/// Sets the wall clock to the host's `unix_ms`: slewed (`adjtime`) when it is off by no more than
+/// [`SLEW_LIMIT_MS`] (the supervisor's periodic sync: time never jumps for programs in the box),
+/// stepped otherwise (boot, resume, restore).
 fn set_clock(unix_ms: u64) -> Result<(), Status> {
+    const SLEW_LIMIT_MS: i64 = 200;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+    let offset_ms = unix_ms as i64 - now;
+    if offset_ms.abs() <= SLEW_LIMIT_MS {
+        let delta = libc::timeval { tv_sec: (offset_ms / 1000) as libc::time_t, tv_usec: ((offset_ms % 1000) * 1000) as libc::suseconds_t };
+        // SAFETY: adjtime reads the timeval given; no old value is asked for.
+        if unsafe { libc::adjtime(&delta, std::ptr::null_mut()) } == 0 {
+            return Ok(());
+        }
+    }
     let ts = libc::timespec { tv_sec: (unix_ms / 1000) as libc::time_t, tv_nsec: ((unix_ms % 1000) * 1_000_000) as libc::c_long };
     // SAFETY: clock_settime reads the timespec given.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {

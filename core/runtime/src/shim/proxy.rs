@@ -188,6 +188,11 @@ impl Shared {
         }
     }
 
+    /// Whether the VM's vCPUs are stopped.
+    pub fn is_paused(&self) -> bool {
+        self.pause.is_paused()
+    }
+
     /// Whether the box's memory was saved by a suspend (the VM is ended for it).
     pub fn is_suspended(&self) -> bool {
         self.suspended.load(Ordering::Acquire)

@@ -206,6 +206,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     };
     let shared = Arc::new(proxy::Shared::new(guest.clone(), stop_tx, ended_rx, me, vm_pid, boot_ms, started_at, net_control, pause));
     tokio::spawn(proxy::serve(listener, shared.clone()));
+    tokio::spawn(keep_clock(shared.clone(), guest.clone()));
 
     let (Ok(mut sigterm), Ok(mut sigint)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         eprintln!("boxlite-shim: cannot install signal handlers");
@@ -262,6 +263,25 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     // Let Stop replies reach their callers before the process goes.
     tokio::time::sleep(Duration::from_millis(50)).await;
     0
+}
+
+/// How often the guest's clock is set to the host's while the box runs: a guest keeps time by
+/// its TSC at a rate measured at boot (TCG) or by kvm-clock, with no NTP; this bounds the drift
+/// (docs/idle.md). One short call a minute costs an idle box nothing measurable.
+const CLOCK_SYNC: Duration = Duration::from_secs(60);
+/// Overrides [`CLOCK_SYNC`] (milliseconds), for tests.
+const CLOCK_SYNC_ENV: &str = "BOXLITE_CLOCK_SYNC_MS";
+
+/// Sets the guest's clock to the host's every [`CLOCK_SYNC`] (the agent slews small offsets).
+async fn keep_clock(shared: Arc<proxy::Shared>, guest: Guest) {
+    let every = std::env::var(CLOCK_SYNC_ENV).ok().and_then(|ms| ms.parse().ok()).map(Duration::from_millis).unwrap_or(CLOCK_SYNC);
+    loop {
+        tokio::time::sleep(every).await;
+        if shared.is_paused() || shared.is_suspended() {
+            continue; // a resume sets it anyway
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), guest.set_clock()).await;
+    }
 }
 
 fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
