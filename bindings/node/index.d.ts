@@ -23,6 +23,12 @@ export declare class Box {
   pause(): Promise<void>
   /** Lets a paused box run again, its clock set to the host's. */
   resume(): Promise<void>
+  /** Saves the running box's memory and disk at one instant under `name`; the box goes on. */
+  snapshot(name: string): Promise<SnapshotInfo>
+  /** Saves the box's memory to disk and ends its VM (`suspended`); `resume` continues it. */
+  suspend(): Promise<void>
+  /** `count` new running boxes continuing from this one as it is now. */
+  fork(count: number): Promise<Box[]>
   /** CPU, memory, command and network counters; zeros when the box is not running. */
   metrics(): Promise<BoxMetrics>
   /**
@@ -134,6 +140,12 @@ export declare class Runtime {
   list(): Promise<BoxInfo[]>
   /** Removes a box and its disk; a running box needs `force`. */
   remove(idOrName: string, force: boolean): Promise<void>
+  /** Starts a new box continuing from snapshot `name`, with its own disk and identity. */
+  restore(name: string, options?: RestoreOptions | undefined | null): Promise<Box>
+  /** Every snapshot in the home, oldest first. */
+  snapshots(): Promise<SnapshotInfo[]>
+  /** Removes a snapshot; boxes restored from it keep working. */
+  removeSnapshot(name: string): Promise<void>
   /** Pulls an image (and builds its base disk); `onProgress` gets events on the JS thread. */
   pull(reference: string, onProgress?: (((arg: PullEvent) => void)) | undefined | null, cancel?: CancelToken | undefined | null): Promise<ImageInfo>
   /** This runtime's counters and the number of running boxes in its home. */
@@ -326,6 +338,14 @@ export interface Removed {
   bytesFreed: number
 }
 
+/** How a box restored from a snapshot differs from its source. */
+export interface RestoreOptions {
+  name?: string
+  detach?: boolean
+  autoRemove?: boolean
+  autoStopMs?: number
+}
+
 export interface RuntimeMetrics {
   boxesCreatedTotal: number
   boxesFailedTotal: number
@@ -343,6 +363,24 @@ export interface RuntimeOptions {
   assetsDir?: string
   /** DNS servers (`IP[:PORT]`) boxes' queries go to; default `$BOXLITE_DNS`, else the host's. */
   dnsServers?: Array<string>
+}
+
+/** A saved memory snapshot (`box.snapshot(name)`). */
+export interface SnapshotInfo {
+  name: string
+  /** The box it was taken of, and that box's name then. */
+  boxId: string
+  boxName?: string
+  image: string
+  /** Unix milliseconds. */
+  createdAt: number
+  cpus: number
+  memoryMib: number
+  /** Size of the memory file, and of the frozen disk layer (the box's own writes). */
+  memoryBytes: number
+  diskBytes: number
+  /** How long the box's vCPUs stood still while it was taken. */
+  pausedMs: number
 }
 
 /** A volume as recorded (the host path canonical). */

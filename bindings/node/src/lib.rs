@@ -242,6 +242,50 @@ pub struct BoxMetrics {
     pub network_tcp_connections: f64,
 }
 
+/// A saved memory snapshot (`box.snapshot(name)`).
+#[napi(object)]
+pub struct SnapshotInfo {
+    pub name: String,
+    /// The box it was taken of, and that box's name then.
+    pub box_id: String,
+    pub box_name: Option<String>,
+    pub image: String,
+    /// Unix milliseconds.
+    pub created_at: f64,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Size of the memory file, and of the frozen disk layer (the box's own writes).
+    pub memory_bytes: f64,
+    pub disk_bytes: f64,
+    /// How long the box's vCPUs stood still while it was taken.
+    pub paused_ms: f64,
+}
+
+fn snapshot_info(s: boxlite::SnapshotInfo) -> SnapshotInfo {
+    SnapshotInfo {
+        name: s.name,
+        box_id: s.box_id,
+        box_name: s.box_name,
+        image: s.image,
+        created_at: s.created_at as f64,
+        cpus: s.cpus,
+        memory_mib: s.memory_mib,
+        memory_bytes: s.memory_bytes as f64,
+        disk_bytes: s.disk_bytes as f64,
+        paused_ms: s.paused_ms as f64,
+    }
+}
+
+/// How a box restored from a snapshot differs from its source.
+#[napi(object)]
+#[derive(Default)]
+pub struct RestoreOptions {
+    pub name: Option<String>,
+    pub detach: Option<bool>,
+    pub auto_remove: Option<bool>,
+    pub auto_stop_ms: Option<f64>,
+}
+
 #[napi(object)]
 pub struct RuntimeMetrics {
     pub boxes_created_total: f64,
@@ -541,6 +585,34 @@ impl Runtime {
         promise(env, async move { Ok(rt.remove(&id_or_name, force).await?) })
     }
 
+    /// Starts a new box continuing from snapshot `name`, with its own disk and identity.
+    #[napi(ts_return_type = "Promise<Box>")]
+    pub fn restore<'env>(&self, env: &'env Env, name: String, options: Option<RestoreOptions>) -> Result<PromiseRaw<'env, JsBox>> {
+        let rt = self.inner.clone();
+        let o = options.unwrap_or_default();
+        let options = boxlite::RestoreOptions {
+            name: o.name,
+            detach: o.detach.unwrap_or(false),
+            auto_remove: o.auto_remove.unwrap_or(false),
+            auto_stop_ms: o.auto_stop_ms.map(|ms| ms as u64),
+        };
+        promise(env, async move { Ok(JsBox { inner: rt.restore(&name, options).await? }) })
+    }
+
+    /// Every snapshot in the home, oldest first.
+    #[napi(ts_return_type = "Promise<SnapshotInfo[]>")]
+    pub fn snapshots<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Vec<SnapshotInfo>>> {
+        let rt = self.inner.clone();
+        promise(env, async move { Ok(rt.snapshots()?.into_iter().map(snapshot_info).collect()) })
+    }
+
+    /// Removes a snapshot; boxes restored from it keep working.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn remove_snapshot<'env>(&self, env: &'env Env, name: String) -> Result<PromiseRaw<'env, ()>> {
+        let rt = self.inner.clone();
+        promise(env, async move { Ok(rt.remove_snapshot(&name).await?) })
+    }
+
     /// Pulls an image (and builds its base disk); `onProgress` gets events on the JS thread.
     #[napi(ts_return_type = "Promise<ImageInfo>")]
     pub fn pull<'env>(
@@ -650,6 +722,27 @@ impl JsBox {
     pub fn resume<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let b = self.inner.clone();
         promise(env, async move { Ok(b.resume().await?) })
+    }
+
+    /// Saves the running box's memory and disk at one instant under `name`; the box goes on.
+    #[napi(ts_return_type = "Promise<SnapshotInfo>")]
+    pub fn snapshot<'env>(&self, env: &'env Env, name: String) -> Result<PromiseRaw<'env, SnapshotInfo>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(snapshot_info(b.snapshot(&name).await?)) })
+    }
+
+    /// Saves the box's memory to disk and ends its VM (`suspended`); `resume` continues it.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn suspend<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(b.suspend().await?) })
+    }
+
+    /// `count` new running boxes continuing from this one as it is now.
+    #[napi(ts_return_type = "Promise<Box[]>")]
+    pub fn fork<'env>(&self, env: &'env Env, count: u32) -> Result<PromiseRaw<'env, Vec<JsBox>>> {
+        let b = self.inner.clone();
+        promise(env, async move { Ok(b.fork(count).await?.into_iter().map(|inner| JsBox { inner }).collect()) })
     }
 
     /// CPU, memory, command and network counters; zeros when the box is not running.

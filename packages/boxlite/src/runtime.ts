@@ -20,8 +20,10 @@ import type {
   PullProgress,
   Removed,
   RemoveOptions,
+  RestoreOptions,
   RuntimeMetrics,
   RuntimeOptions,
+  SnapshotInfo,
   VolumeInfo,
 } from './types'
 import { guestPathArg, hostPathArg, networkOption, optionalCount, optionalFlag, portOptions, stringRecord, volumeOptions, type NativeNetwork } from './validate'
@@ -167,6 +169,33 @@ export class Runtime {
     await coded(() => this.#native.remove(idOrName, force))
   }
 
+  /**
+   * Starts a new box that continues from snapshot `name`: its processes, memory and files as they
+   * were at that instant, on a disk of its own, with a fresh identity (id, hostname, the guest RNG
+   * reseeded, the clock set). Resolves with it running.
+   */
+  async restore(name: string, options: RestoreOptions = {}): Promise<Box> {
+    const restored = await coded(() =>
+      this.#native.restore(name, {
+        name: options.name,
+        detach: optionalFlag('detach', options.detach),
+        autoRemove: optionalFlag('autoRemove', options.autoRemove),
+        autoStopMs: optionalCount('autoStopMs', options.autoStopMs),
+      }),
+    )
+    return new Box(restored, this)
+  }
+
+  /** Every snapshot in this home, oldest first. */
+  async listSnapshots(): Promise<SnapshotInfo[]> {
+    return (await coded(() => this.#native.snapshots())).map(snapshotInfo)
+  }
+
+  /** Removes a snapshot; boxes restored from it keep working. */
+  async removeSnapshot(name: string): Promise<void> {
+    await coded(() => this.#native.removeSnapshot(name))
+  }
+
   /** This runtime's counters, and how many boxes of its home are running now. */
   async metrics(): Promise<RuntimeMetrics> {
     const m = await coded(() => this.#native.metrics())
@@ -180,6 +209,32 @@ export class Runtime {
   }
 }
 
+
+function snapshotInfo(s: {
+  name: string
+  boxId: string
+  boxName?: string | null
+  image: string
+  createdAt: number
+  cpus: number
+  memoryMib: number
+  memoryBytes: number
+  diskBytes: number
+  pausedMs: number
+}): SnapshotInfo {
+  return {
+    name: s.name,
+    boxId: s.boxId,
+    ...(s.boxName ? { boxName: s.boxName } : {}),
+    image: s.image,
+    createdAt: s.createdAt,
+    cpus: s.cpus,
+    memoryMib: s.memoryMib,
+    memoryBytes: s.memoryBytes,
+    diskBytes: s.diskBytes,
+    pausedMs: s.pausedMs,
+  }
+}
 
 /** The images of one runtime home. */
 export class Images {
@@ -278,6 +333,29 @@ export class Box {
   /** Lets a paused box run again, its clock set to the host's; does nothing on a running box. */
   async resume(): Promise<void> {
     await coded(() => this.#native.resume())
+  }
+
+  /**
+   * Saves the running box's memory and disk at one instant under `name`, while the box goes on
+   * (its vCPUs stand still for a moment). `runtime.restore(name)` and {@link fork} start boxes
+   * from it. A box with volumes cannot be snapshotted (`INVALID_ARGUMENT`).
+   */
+  async snapshot(name: string): Promise<SnapshotInfo> {
+    return snapshotInfo(await coded(() => this.#native.snapshot(name)))
+  }
+
+  /**
+   * Saves the box's memory to disk and ends its VM: `info().status` is `'suspended'`, using no CPU
+   * or memory, until {@link resume} (or any exec) continues it, processes and all.
+   */
+  async suspend(): Promise<void> {
+    await coded(() => this.#native.suspend())
+  }
+
+  /** `count` new running boxes that continue from this one as it is now; this one goes on too. */
+  async fork(count = 1): Promise<Box[]> {
+    const forks = await coded(() => this.#native.fork(count))
+    return forks.map((f) => new Box(f, this.#runtime))
   }
 
   /** CPU, memory, command and network figures of the running box; zeros when it is not running. */

@@ -125,7 +125,7 @@ export interface BoxOptions {
  * `created` (never started), `starting`, `running`, `stopping`, `stopped` (its disk is kept), or
  * `failed` (did not boot, or ended without being asked to: `reason` says why; it can start again).
  */
-export type BoxStatus = 'created' | 'starting' | 'running' | 'paused' | 'stopping' | 'stopped' | 'failed'
+export type BoxStatus = 'created' | 'starting' | 'running' | 'paused' | 'suspended' | 'stopping' | 'stopped' | 'failed'
 
 export interface BoxInfo {
   id: string
@@ -179,6 +179,38 @@ export interface BoxMetrics {
 }
 
 /** Counters of one `Runtime` (this process's use of its home). */
+/** A saved memory snapshot of a box (`box.snapshot(name)`). */
+export interface SnapshotInfo {
+  name: string
+  /** The box it was taken of, and that box's name then. */
+  boxId: string
+  boxName?: string
+  /** The image that box was created from. */
+  image: string
+  /** When it was taken, unix milliseconds. */
+  createdAt: number
+  /** vCPUs and memory (every box restored from it has the same). */
+  cpus: number
+  memoryMib: number
+  /** Size of the memory file, and of the frozen disk layer (the box's own writes). */
+  memoryBytes: number
+  diskBytes: number
+  /** How long the box's vCPUs stood still while it was taken. */
+  pausedMs: number
+}
+
+/** How a box restored from a snapshot differs from its source. */
+export interface RestoreOptions {
+  /** Its name (none: known by its id). */
+  name?: string
+  /** Keep it running after this process exits. */
+  detach?: boolean
+  /** Remove it once it stops. */
+  autoRemove?: boolean
+  /** Stop it after this long without a guest call. */
+  autoStopMs?: number
+}
+
 export interface RuntimeMetrics {
   /** Boxes this runtime created. */
   boxesCreatedTotal: number

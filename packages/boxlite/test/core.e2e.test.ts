@@ -197,6 +197,59 @@ describe('runtime and box life cycle', () => {
   })
 })
 
+describe('memory snapshots', () => {
+  const keeper =
+    "echo unsynced > /root/note; setsid sh -c 'v=kept-$$; while :; do if [ -e /tmp/ask ]; then rm /tmp/ask; echo $v > /tmp/answer; fi; sleep 0.05; done' </dev/null >/dev/null 2>&1 &"
+  const ask =
+    'rm -f /tmp/answer; touch /tmp/ask; i=0; while [ ! -s /tmp/answer ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; cat /tmp/answer'
+  const sh = async (b: Box, script: string): Promise<string> => {
+    const ex = await b.exec('sh', ['-c', script])
+    const out = await ex.stdout.text()
+    await ex.wait()
+    return out.trim()
+  }
+
+  it('snapshots, restores, forks and suspends a box with a process holding state in memory', async () => {
+    const src = await runtime.create({ image: busybox })
+    const made: Box[] = [src]
+    try {
+      await sh(src, keeper)
+      const value = await sh(src, ask)
+      expect(value).toMatch(/^kept-/)
+      const info = await src.snapshot('core-snap')
+      expect(info).toMatchObject({ name: 'core-snap', boxId: src.id })
+      expect(info.memoryBytes).toBeGreaterThan(1 << 20)
+      expect((await failure(src.snapshot('core-snap'))).code).toBe('ALREADY_EXISTS')
+      expect((await runtime.listSnapshots()).map((s) => s.name)).toContain('core-snap')
+
+      const restored = await runtime.restore('core-snap', { name: 'core-restored' })
+      made.push(restored)
+      expect((await restored.info()).status).toBe('running')
+      expect(await sh(restored, ask)).toBe(value)
+      expect(await sh(restored, 'cat /root/note')).toBe('unsynced')
+      expect(await sh(restored, 'hostname')).toBe('core-restored')
+
+      const forks = await src.fork(2)
+      made.push(...forks)
+      const random = await Promise.all(forks.map((f) => sh(f, 'head -c 16 /dev/urandom | od -An -tx1')))
+      const bootIds = await Promise.all(forks.map((f) => sh(f, 'cat /proc/sys/kernel/random/boot_id')))
+      expect(random[0]).not.toBe(random[1])
+      expect(bootIds[0]).not.toBe(bootIds[1])
+
+      await src.suspend()
+      expect((await src.info()).status).toBe('suspended')
+      await src.resume()
+      expect((await src.info()).status).toBe('running')
+      expect(await sh(src, ask)).toBe(value)
+
+      await runtime.removeSnapshot('core-snap')
+      expect((await failure(runtime.restore('core-snap'))).code).toBe('NOT_FOUND')
+    } finally {
+      for (const b of made) await b.remove({ force: true })
+    }
+  })
+})
+
 describe('bad input', () => {
   it('names a missing image and leaves no box behind', async () => {
     const err = await failure(runtime.create({ image: `${REGISTRY}/no-such-image:v1` }))

@@ -13,7 +13,9 @@ import {
   type MkdirOptions,
   type NetworkOptions,
   type RegistryOptions,
+  type RestoreOptions,
   type Runtime,
+  type SnapshotInfo,
   type WatchOptions,
   type WriteData,
   type WriteOptions,
@@ -188,9 +190,52 @@ export class SimpleBox implements AsyncDisposable {
     await (await this.#ensureBox()).pause()
   }
 
-  /** Lets a paused box run again (its clock set to the host's). */
+  /** Lets a paused box run again (its clock set to the host's), or continues a suspended one. */
   async resume(): Promise<void> {
     await (await this.#ensureBox()).resume()
+  }
+
+  /**
+   * Saves the box's memory to disk and ends its VM (`'suspended'`, using no CPU or memory); the
+   * next `resume()` or `exec` continues it, processes and all. See `Box.suspend` in `@boxlite/core`.
+   */
+  async suspend(): Promise<void> {
+    await (await this.#ensureBox()).suspend()
+  }
+
+  /**
+   * Saves the running box's memory and disk under `name` while it goes on; `SimpleBox.restore`
+   * and `fork` start boxes from there. See `Box.snapshot` in `@boxlite/core`.
+   */
+  async snapshot(name: string): Promise<SnapshotInfo> {
+    return (await this.#ensureBox()).snapshot(name)
+  }
+
+  /** `count` new boxes that continue from this one as it is now, each its own SimpleBox. */
+  async fork(count = 1): Promise<SimpleBox[]> {
+    const forks = await (await this.#ensureBox()).fork(count)
+    return forks.map((box) => SimpleBox.#wrap(box, this.#runtime, this.#runtimeOptions))
+  }
+
+  /**
+   * A SimpleBox on a new box that continues from snapshot `snapshot` (made by `snapshot(name)`,
+   * in this process or another): running, with its own disk and identity.
+   */
+  static async restore(
+    snapshot: string,
+    options: RestoreOptions & Pick<SimpleBoxOptions, 'runtime' | 'home' | 'registries'> = {},
+  ): Promise<SimpleBox> {
+    const { runtime, home, registries, ...restore } = options
+    const rt = runtime ?? defaultRuntime({ home, registries })
+    return SimpleBox.#wrap(await rt.restore(snapshot, restore), runtime, { home, registries })
+  }
+
+  static #wrap(box: Box, runtime: Runtime | undefined, runtimeOptions: Pick<SimpleBoxOptions, 'home' | 'registries'>): SimpleBox {
+    const simple = new SimpleBox({ image: '', ...(runtime ? { runtime } : runtimeOptions) })
+    simple.#box = box
+    simple.#created = true
+    simple.#creation = Promise.resolve(box)
+    return simple
   }
 
   /** Stops the box's VM; its disk is kept and the next `exec` boots it again. */

@@ -134,6 +134,25 @@ describe('SimpleBox', () => {
     await expect(box.exec('echo', 'after')).resolves.toMatchObject({ stdout: 'after\n' })
   })
 
+  it('snapshots into a restored SimpleBox, forks and suspends', async () => {
+    await box.exec('sh', '-c', 'echo in-memory > /tmp/state')
+    await box.snapshot('simple-snap')
+    const restored = await SimpleBox.restore('simple-snap', { runtime })
+    const [fork] = await box.fork(1)
+    try {
+      await expect(restored.exec('cat', '/tmp/state')).resolves.toMatchObject({ stdout: 'in-memory\n' })
+      await expect(fork!.exec('cat', '/tmp/state')).resolves.toMatchObject({ stdout: 'in-memory\n' })
+      await box.suspend()
+      expect((await box.info()).status).toBe('suspended')
+      await box.resume()
+      await expect(box.exec('cat', '/tmp/state')).resolves.toMatchObject({ stdout: 'in-memory\n' })
+    } finally {
+      await restored.remove()
+      await fork!.remove()
+      await runtime.removeSnapshot('simple-snap')
+    }
+  })
+
   it('keeps its disk across stop and the boot that follows', async () => {
     await box.exec('sh', '-c', 'echo kept > /root/file')
     await box.stop()
