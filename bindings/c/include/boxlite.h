@@ -260,11 +260,89 @@ boxlite_result boxlite_box_stop(boxlite_box *b);
 // `b` is NULL or a live box handle.
 boxlite_result boxlite_box_pause(boxlite_box *b);
 
-// Lets a paused box run again, its clock set to the host's; a no-op on a running box. Any thread.
+// Lets a paused box run again, its clock set to the host's; continues a suspended box from its
+// saved memory (booting its VM); a no-op on a running box. Any thread.
 //
 // # Safety
 // `b` is NULL or a live box handle.
 boxlite_result boxlite_box_resume(boxlite_box *b);
+
+// Saves the running box's memory and disk at one instant under `name`, while the box goes on (its
+// vCPUs stand still for the moment it takes). `boxlite_runtime_restore` starts new boxes from it.
+//
+// `name`: 1 to 64 letters, digits, `_`, `.` or `-`, starting with a letter or digit. `out`
+// receives the snapshot as a JSON object, as `boxlite_runtime_snapshots` lists it: `"name"`,
+// `"box_id"`, `"box_name"` (or null), `"image"`, `"created_at"` (unix milliseconds), `"cpus"`,
+// `"memory_mib"`, `"memory_bytes"` (the memory file), `"disk_bytes"` (the frozen disk layer) and
+// `"paused_ms"` (how long the vCPUs stood still); free it with `boxlite_string_free`.
+//
+// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (bad name; a box with volumes), `BOXLITE_ERR_ALREADY_EXISTS`
+// (name taken), `BOXLITE_ERR_INVALID_STATE` (the box is not running), `BOXLITE_ERR_NOT_FOUND`,
+// `BOXLITE_ERR_ENGINE`, `BOXLITE_ERR_STORAGE`. Blocks while the memory is written. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; `name` is NULL or NUL-terminated; `out` is NULL or writable.
+boxlite_result boxlite_box_snapshot(boxlite_box *b,
+                                    const char *name,
+                                    char **out);
+
+// Saves the running box's memory to its directory and ends its VM: its info says `"suspended"`,
+// and it uses no CPU or memory until `boxlite_box_resume` (or any call that needs it running, such
+// as `boxlite_box_exec`) continues it from there, processes and all. A suspended box stays
+// suspended; a box that is not running is `BOXLITE_ERR_INVALID_STATE`, one with volumes
+// `BOXLITE_ERR_INVALID_ARGUMENT`. Blocks while the memory is written. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle.
+boxlite_result boxlite_box_suspend(boxlite_box *b);
+
+// Starts `count` (1 to 64) new boxes continuing from this running box as it is now (through a
+// snapshot that is not kept), each with its own disk and identity; this box goes on as well.
+//
+// `out`: an array of `count` box handles, filled on success (untouched on failure); free each with
+// `boxlite_box_free`. A failed fork leaves no new box behind. Errors as `boxlite_box_snapshot`
+// and `boxlite_runtime_restore`. Any thread.
+//
+// # Safety
+// `b` is NULL or a live box handle; `out` is NULL or points to `count` writable handles.
+boxlite_result boxlite_box_fork(boxlite_box *b, uint32_t count, boxlite_box **out);
+
+// Starts a new box that continues from snapshot `snapshot`: its processes, memory and files as
+// they were at that instant, on a disk of its own, with a fresh identity (its own id and hostname,
+// the guest RNG reseeded, the clock set). Its cpus and memory are the snapshot's.
+//
+// `options_json`: NULL or a JSON object with `"name"` (default: none, known by its id),
+// `"detach"`, `"auto_remove"` (as in `boxlite_box_create`) and `"auto_stop_ms"`. Unknown keys are
+// rejected. `out`: receives the new box handle, running, on success (untouched on failure); free
+// it with `boxlite_box_free`.
+//
+// Errors: `BOXLITE_ERR_NOT_FOUND` (no such snapshot), `BOXLITE_ERR_INVALID_ARGUMENT` (bad
+// option), `BOXLITE_ERR_ALREADY_EXISTS` (name taken), `BOXLITE_ERR_INVALID_STATE` (the VM engine,
+// guest kernel, agent or accelerator changed since the snapshot), `BOXLITE_ERR_ENGINE`,
+// `BOXLITE_ERR_STORAGE`. Blocks while the memory is loaded. Any thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; strings are NULL or NUL-terminated; `out` is NULL or writable.
+boxlite_result boxlite_runtime_restore(boxlite_runtime *rt,
+                                       const char *snapshot,
+                                       const char *options_json,
+                                       boxlite_box **out);
+
+// Every snapshot of the runtime's home, oldest first, as a JSON array of the objects
+// `boxlite_box_snapshot` gives. `out` receives a string to free with `boxlite_string_free`. Any
+// thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; `out` is NULL or writable.
+boxlite_result boxlite_runtime_snapshots(const boxlite_runtime *rt, char **out);
+
+// Removes snapshot `name`. Boxes restored from it keep working (the disk layer they share is
+// deleted only when nothing uses it). Errors: `BOXLITE_ERR_NOT_FOUND`, `BOXLITE_ERR_STORAGE`.
+// Any thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; `name` is NULL or NUL-terminated.
+boxlite_result boxlite_runtime_remove_snapshot(boxlite_runtime *rt, const char *name);
 
 // Removes the box: its record and its directory (disk, logs) are deleted.
 //
@@ -277,7 +355,7 @@ boxlite_result boxlite_box_resume(boxlite_box *b);
 boxlite_result boxlite_box_remove(boxlite_box *b, bool force);
 
 // The box's record as a JSON object: `"id"`, `"name"` (or null), `"image"`, `"status"` (one of
-// `"created"`, `"starting"`, `"running"`, `"paused"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
+// `"created"`, `"starting"`, `"running"`, `"paused"`, `"suspended"`, `"stopping"`, `"stopped"`, `"failed"`), `"pid"` (the VM
 // process while running, else null), `"cpus"`, `"memory_mib"`, `"created_at"` and
 // `"started_at"` (unix milliseconds; `started_at` null before the first boot), `"detach"`,
 // `"auto_remove"`, `"reason"` (why it is failed, or how it last stopped; else null),
@@ -335,7 +413,7 @@ boxlite_result boxlite_box_set_network(boxlite_box *b, const char *network_json)
 
 // Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`,
 // `boxlite_boxes_list`, `boxlite_runtime_metrics`, `boxlite_images_list`, `boxlite_image_remove`,
-// `boxlite_images_prune`, `boxlite_box_list_dir`, `boxlite_box_stat_file`,
+// `boxlite_images_prune`, `boxlite_box_snapshot`, `boxlite_runtime_snapshots`, `boxlite_box_list_dir`, `boxlite_box_stat_file`,
 // `boxlite_watch_next`). NULL is a no-op.
 //
 // # Safety

@@ -582,6 +582,61 @@ static void a_paused_box_refuses_new_execs_and_goes_on_after_resume(void) {
   boxlite_exec_free(exec);
 }
 
+/* A snapshot carries memory (a write still in the page cache) into the box restored from it; the
+ * snapshot is listed, removed, and restoring it then is NOT_FOUND. */
+static void a_snapshot_restores_into_a_new_box_with_unsynced_writes(void) {
+  completed done;
+  if (sh(box, "echo from-memory > /root/note", &done)) CHECK(done.exit_code == 0);
+  release(&done);
+  char *json = NULL;
+  CHECK_OK(boxlite_box_snapshot(box, "c-snap", &json));
+  CHECK(json && strstr(json, "\"name\":\"c-snap\"") && strstr(json, boxlite_box_id(box)));
+  boxlite_string_free(json);
+  json = NULL;
+  CHECK_RESULT(boxlite_box_snapshot(box, "c-snap", &json), BOXLITE_ERR_ALREADY_EXISTS);
+  CHECK_OK(boxlite_runtime_snapshots(rt, &json));
+  CHECK(json && strstr(json, "\"c-snap\""));
+  boxlite_string_free(json);
+  boxlite_box *restored = NULL;
+  CHECK_RESULT(boxlite_runtime_restore(rt, "c-snap", "{\"bogus\": 1}", &restored), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_OK(boxlite_runtime_restore(rt, "c-snap", NULL, &restored));
+  if (restored) {
+    CHECK(strcmp(boxlite_box_id(restored), boxlite_box_id(box)) != 0);
+    const char *cat[] = {"cat", "/root/note"};
+    if (run(restored, NULL, 2, cat, &done)) CHECK(done.exit_code == 0 && strcmp(text(&done.out), "from-memory\n") == 0);
+    release(&done);
+    CHECK_OK(boxlite_box_remove(restored, true));
+    boxlite_box_free(restored);
+  }
+  CHECK_OK(boxlite_runtime_remove_snapshot(rt, "c-snap"));
+  restored = NULL;
+  CHECK_RESULT(boxlite_runtime_restore(rt, "c-snap", NULL, &restored), BOXLITE_ERR_NOT_FOUND);
+  CHECK(restored == NULL);
+  CHECK_RESULT(boxlite_runtime_remove_snapshot(rt, "c-snap"), BOXLITE_ERR_NOT_FOUND);
+}
+
+/* Suspend ends the VM with its memory saved ("suspended"); resume continues it, the write kept. */
+static void a_suspended_box_resumes_where_it_was(void) {
+  completed done;
+  if (sh(box, "echo before-suspend > /root/suspended", &done)) CHECK(done.exit_code == 0);
+  release(&done);
+  CHECK_OK(boxlite_box_suspend(box));
+  CHECK_OK(boxlite_box_suspend(box)); /* already suspended: nothing happens */
+  char *info = NULL;
+  CHECK_OK(boxlite_box_info(box, &info));
+  CHECK(info && strstr(info, "\"status\":\"suspended\""));
+  boxlite_string_free(info);
+  CHECK_OK(boxlite_box_resume(box));
+  info = NULL;
+  CHECK_OK(boxlite_box_info(box, &info));
+  CHECK(info && strstr(info, "\"status\":\"running\""));
+  boxlite_string_free(info);
+  const char *cat[] = {"cat", "/root/suspended"};
+  if (run(box, NULL, 2, cat, &done)) CHECK(done.exit_code == 0 && strcmp(text(&done.out), "before-suspend\n") == 0);
+  release(&done);
+  CHECK_RESULT(boxlite_box_suspend(NULL), BOXLITE_ERR_NULL_POINTER);
+}
+
 int main(void) {
   home = fixture("BOXLITE_TEST_HOME");
   registry = fixture("REGISTRY");
@@ -606,6 +661,8 @@ int main(void) {
   RUN(a_tty_exec_is_resized);
   RUN(bad_execs_fail_clearly);
   RUN(a_paused_box_refuses_new_execs_and_goes_on_after_resume);
+  RUN(a_snapshot_restores_into_a_new_box_with_unsynced_writes);
+  RUN(a_suspended_box_resumes_where_it_was);
   RUN(remove_cleans_up_and_later_calls_fail);
   RUN(handles_outlive_their_runtime);
   RUN(freeing_the_last_handle_stops_its_vms);

@@ -337,3 +337,39 @@ def test_pause_keeps_a_command_under_way_and_refuses_new_ones(abox, art):
         assert (await abox.info()).status == "running"
 
     run(main())
+
+
+def test_a_snapshot_restores_unsynced_writes_and_suspend_resumes(abox, art):
+    async def main():
+        assert (await (await abox.exec("sh", "-c", "echo from-memory > /root/note")).wait()).exit_code == 0
+        snap = await abox.snapshot("py-snap")
+        assert isinstance(snap, boxlite.SnapshotInfo)
+        assert (snap.name, snap.box_id, snap.box_name, snap.image) == ("py-snap", abox.id, "py-async", (await abox.info()).image)
+        assert snap.memory_bytes > 0 and snap.created_at > 0
+        with pytest.raises(boxlite.AlreadyExistsError):
+            await abox.snapshot("py-snap")
+        assert "py-snap" in [s.name for s in art.list_snapshots()]
+        restored = await art.restore("py-snap", name="py-restored")
+        try:
+            assert restored.id != abox.id and (await restored.info()).status == "running"
+            result = await (await restored.exec("cat", "/root/note")).wait()
+            assert (result.exit_code, result.stdout) == (0, "from-memory\n")
+        finally:
+            await restored.remove(force=True)
+
+        await abox.suspend()
+        await abox.suspend()  # already suspended: nothing happens
+        assert (await abox.info()).status == "suspended"
+        await abox.resume()
+        assert (await abox.info()).status == "running"
+        result = await (await abox.exec("cat", "/root/note")).wait()
+        assert (result.exit_code, result.stdout) == (0, "from-memory\n")
+
+        await art.remove_snapshot("py-snap")
+        assert "py-snap" not in [s.name for s in art.list_snapshots()]
+        with pytest.raises(boxlite.NotFoundError):
+            await art.restore("py-snap")
+        with pytest.raises(boxlite.NotFoundError):
+            await art.remove_snapshot("py-snap")
+
+    run(main())

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any, AsyncIterator, Callable, Dict, Generator, List, Literal, Optional, TypeVar, Union, overload
 
 from ._code import PIP_ENV, CodeContext, CodeContexts, CodeExecution
-from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, SimpleBoxBase, argv_of, split_lines, text_chunks
+from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, SimpleBoxBase, SnapshotInfo, argv_of, split_lines, text_chunks
 from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
 from .errors import BoxliteError, InvalidStateError, NotFoundError
@@ -101,6 +101,23 @@ class Boxlite:
         """Pulls an image and builds its base disk; `cancel.cancel()` aborts it (AbortedError)."""
         await _blocking(self._sync.pull, reference, cancel)
 
+    async def restore(self, snapshot: str, name: Optional[str] = None, detach: bool = False, auto_remove: bool = False,
+                      auto_stop_ms: Optional[int] = None) -> "Box":
+        """A new box continuing from a snapshot (see Box.snapshot): its processes, memory and files
+        as they were then, on a disk of its own, with a fresh identity (id, hostname, RNG, clock);
+        returned running. `name`, `detach`, `auto_remove` as for create(); `auto_stop_ms`: stop
+        it after this long without a guest call. NotFoundError if there is no such snapshot;
+        InvalidStateError if the VM engine, guest kernel or agent changed since."""
+        return Box(await _blocking(self._sync.restore, snapshot, name, detach, auto_remove, auto_stop_ms))
+
+    def list_snapshots(self) -> List[SnapshotInfo]:
+        """Every snapshot of the home, oldest first (read at once, no VM is asked)."""
+        return self._sync.list_snapshots()
+
+    async def remove_snapshot(self, name: str) -> None:
+        """Removes a snapshot; boxes restored from it keep working. NotFoundError if none."""
+        await _blocking(self._sync.remove_snapshot, name)
+
     async def images(self) -> List[SimpleNamespace]:
         """The images of the home (see SyncBoxlite.images)."""
         return await _blocking(self._sync.images)
@@ -147,8 +164,28 @@ class Box:
         await _blocking(self._sync.pause)
 
     async def resume(self) -> None:
-        """Lets a paused box run again, its clock set to the host's; a no-op on a running box."""
+        """Lets a paused box run again, its clock set to the host's; continues a suspended box
+        from its saved memory; a no-op on a running box."""
         await _blocking(self._sync.resume)
+
+    async def snapshot(self, name: str) -> SnapshotInfo:
+        """Saves the running box's memory and disk at one instant under `name` (1 to 64 letters,
+        digits, '_', '.' or '-'), while the box goes on: its vCPUs stand still only while it is
+        taken. `Boxlite.restore(name)` starts new boxes from it. AlreadyExistsError for a name
+        taken, InvalidStateError for a box not running, InvalidArgumentError for one with volumes."""
+        return await _blocking(self._sync.snapshot, name)
+
+    async def suspend(self) -> None:
+        """Saves the box's memory to its directory and ends its VM: info().status is "suspended"
+        and it uses no CPU or memory until resume() (or an exec) continues it, processes and all.
+        Suspending a suspended box does nothing; a box not running raises InvalidStateError, one
+        with volumes InvalidArgumentError (pause() it instead)."""
+        await _blocking(self._sync.suspend)
+
+    async def fork(self, count: int = 1) -> List["Box"]:
+        """`count` (1 to 64) new boxes continuing from this one as it is now, each running, with its
+        own disk and identity; this box goes on as well. Remove them when done."""
+        return [Box(b) for b in await _blocking(self._sync.fork, count)]
 
     async def remove(self, force: bool = False) -> None:
         """Deletes the box and its disk; a running box needs `force`."""
@@ -549,8 +586,20 @@ class SimpleBox(SimpleBoxBase[Box]):
         await self._started().pause()
 
     async def resume(self) -> None:
-        """Resumes a paused box (see Box.resume)."""
+        """Resumes a paused or suspended box (see Box.resume)."""
         await self._started().resume()
+
+    async def snapshot(self, name: str) -> SnapshotInfo:
+        """Snapshots the box under `name` (see Box.snapshot)."""
+        return await self._started().snapshot(name)
+
+    async def suspend(self) -> None:
+        """Suspends the box (see Box.suspend)."""
+        await self._started().suspend()
+
+    async def fork(self, count: int = 1) -> List[Box]:
+        """Forks the box (see Box.fork): the new boxes are plain Boxes, removed by the caller."""
+        return await self._started().fork(count)
 
     async def shutdown(self) -> None:
         """Ends the box: removes it (`auto_remove`, the default) or stops it, keeping its disk

@@ -57,8 +57,8 @@ class PortInfo:
 
 @dataclass(frozen=True)
 class BoxInfo:
-    """A box's record. `status`: "created", "starting", "running", "paused", "stopping", "stopped" or
-    "failed". Times are unix milliseconds. `network`: the policy in force ("default", "none",
+    """A box's record. `status`: "created", "starting", "running", "paused", "suspended", "stopping",
+    "stopped" or "failed". Times are unix milliseconds. `network`: the policy in force ("default", "none",
     {"allow": [...]} or {"deny": [...]}); `ports`: as bound while the box runs (a host port 0
     replaced by the one picked), as asked otherwise. `reason`: why it stopped or failed.
     `volumes`: the shared host directories; `disk_size_gb`: as asked (None: the image's size
@@ -89,6 +89,30 @@ class BoxInfo:
             volumes=[_record(VolumeInfo, v) for v in values.get("volumes", [])],
         )
         return _record(BoxInfo, values)
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A saved memory snapshot: `name`, `box_id` and `box_name` (the box it was taken of, its name
+    then or None), `image`, `created_at` (unix milliseconds), `cpus` and `memory_mib` (of that box,
+    and of every box restored from it), `memory_bytes` (the memory file), `disk_bytes` (the frozen
+    disk layer: the box's writes since its image or last snapshot), `paused_ms` (how long its vCPUs
+    stood still while it was taken)."""
+
+    name: str
+    box_id: str
+    box_name: Optional[str]
+    image: str
+    created_at: int
+    cpus: int
+    memory_mib: int
+    memory_bytes: int
+    disk_bytes: int
+    paused_ms: int
+
+    @staticmethod
+    def _from(values: Dict[str, Any]) -> "SnapshotInfo":
+        return _record(SnapshotInfo, values)
 
 
 @dataclass(frozen=True)
@@ -197,6 +221,19 @@ class RuntimeHandle:
     def metrics(self) -> RuntimeMetrics:
         return RuntimeMetrics._from(_json_result(self._lib.boxlite_runtime_metrics, self.handle()))
 
+    def restore(self, snapshot: str, name: Optional[str], detach: bool, auto_remove: bool,
+                auto_stop_ms: Optional[int]) -> "BoxHandle":
+        options = json.dumps({"name": name, "detach": detach, "auto_remove": auto_remove, "auto_stop_ms": auto_stop_ms}).encode()
+        ptr = c_void_p()
+        check(self._lib.boxlite_runtime_restore(self.handle(), snapshot.encode(), options, byref(ptr)))
+        return BoxHandle(ptr)
+
+    def snapshots(self) -> List[SnapshotInfo]:
+        return [SnapshotInfo._from(s) for s in _json_result(self._lib.boxlite_runtime_snapshots, self.handle())]
+
+    def remove_snapshot(self, name: str) -> None:
+        check(self._lib.boxlite_runtime_remove_snapshot(self.handle(), name.encode()))
+
     def pull(self, reference: str, cancel: Optional["Canceller"]) -> None:
         if cancel is not None and not isinstance(cancel, Canceller):
             raise TypeError(f"cancel must be a boxlite.Canceller or None, not {type(cancel).__name__}")
@@ -266,6 +303,19 @@ class BoxHandle:
 
     def resume(self) -> None:
         check(self._lib.boxlite_box_resume(self.handle()))
+
+    def snapshot(self, name: str) -> SnapshotInfo:
+        return SnapshotInfo._from(_json_result(self._lib.boxlite_box_snapshot, self.handle(), name.encode()))
+
+    def suspend(self) -> None:
+        check(self._lib.boxlite_box_suspend(self.handle()))
+
+    def fork(self, count: int) -> List["BoxHandle"]:
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 64:
+            raise ValueError(f"fork count must be an integer from 1 to 64, not {count!r}")
+        ptrs = (c_void_p * count)()
+        check(self._lib.boxlite_box_fork(self.handle(), count, ptrs))
+        return [BoxHandle(c_void_p(p)) for p in ptrs]
 
     def remove(self, force: bool) -> None:
         check(self._lib.boxlite_box_remove(self.handle(), force))

@@ -26,6 +26,7 @@ from ._core import (
     RuntimeHandle,
     RuntimeMetrics,
     SimpleBoxBase,
+    SnapshotInfo,
     argv_of,
     split_lines,
     text_chunks,
@@ -103,6 +104,23 @@ class SyncBoxlite:
         soon after, with the partial download deleted."""
         self._rt.pull(reference, cancel)
 
+    def restore(self, snapshot: str, name: Optional[str] = None, detach: bool = False, auto_remove: bool = False,
+                auto_stop_ms: Optional[int] = None) -> "SyncBox":
+        """A new box continuing from a snapshot (see SyncBox.snapshot): its processes, memory and
+        files as they were then, on a disk of its own, with a fresh identity; returned running.
+        `name`, `detach`, `auto_remove` as for create(); `auto_stop_ms`: stop it after this long
+        without a guest call. NotFoundError if there is no such snapshot; InvalidStateError if the
+        VM engine, guest kernel or agent changed since."""
+        return SyncBox(self._rt.restore(snapshot, name, detach, auto_remove, auto_stop_ms))
+
+    def list_snapshots(self) -> List[SnapshotInfo]:
+        """Every snapshot of the home, oldest first."""
+        return self._rt.snapshots()
+
+    def remove_snapshot(self, name: str) -> None:
+        """Removes a snapshot; boxes restored from it keep working. NotFoundError if none."""
+        self._rt.remove_snapshot(name)
+
     def images(self) -> List[SimpleNamespace]:
         """The images of the home, sorted by reference: reference, digest, config_digest,
         layers, size_bytes, pulled_at (unix seconds)."""
@@ -150,8 +168,21 @@ class SyncBox:
         self._box.pause()
 
     def resume(self) -> None:
-        """Lets a paused box run again, its clock set to the host's."""
+        """Lets a paused box run again, its clock set to the host's; continues a suspended box."""
         self._box.resume()
+
+    def snapshot(self, name: str) -> SnapshotInfo:
+        """Saves the running box's memory and disk at one instant under `name` while the box goes
+        on (see Box.snapshot); SyncBoxlite.restore(name) starts boxes from it."""
+        return self._box.snapshot(name)
+
+    def suspend(self) -> None:
+        """Saves the box's memory and ends its VM (see Box.suspend); resume() continues it."""
+        self._box.suspend()
+
+    def fork(self, count: int = 1) -> List["SyncBox"]:
+        """`count` (1 to 64) new running boxes continuing from this one as it is now (see Box.fork)."""
+        return [SyncBox(h) for h in self._box.fork(count)]
 
     def remove(self, force: bool = False) -> None:
         """Deletes the box and its disk; a running box needs `force`."""
@@ -455,8 +486,20 @@ class SyncSimpleBox(SimpleBoxBase[SyncBox]):
         self._started().pause()
 
     def resume(self) -> None:
-        """Resumes a paused box."""
+        """Resumes a paused or suspended box."""
         self._started().resume()
+
+    def snapshot(self, name: str) -> SnapshotInfo:
+        """Snapshots the box under `name` (see SyncBox.snapshot)."""
+        return self._started().snapshot(name)
+
+    def suspend(self) -> None:
+        """Suspends the box (see SyncBox.suspend)."""
+        self._started().suspend()
+
+    def fork(self, count: int = 1) -> List[SyncBox]:
+        """Forks the box (see SyncBox.fork): the new boxes are plain SyncBoxes, removed by the caller."""
+        return self._started().fork(count)
 
     def shutdown(self) -> None:
         """Ends the box: removes it (`auto_remove`, the default) or stops it, keeping its disk
