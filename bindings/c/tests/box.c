@@ -637,6 +637,43 @@ static void a_suspended_box_resumes_where_it_was(void) {
   CHECK_RESULT(boxlite_box_suspend(NULL), BOXLITE_ERR_NULL_POINTER);
 }
 
+/* Fork makes running boxes that continue from the box as it is now (its files kept), each with an
+ * identity of its own: different ids, boot_id and urandom; the box itself goes on. */
+static void forks_continue_the_box_with_identities_of_their_own(void) {
+  completed done;
+  if (sh(box, "echo before-fork > /root/forked", &done)) CHECK(done.exit_code == 0);
+  release(&done);
+  boxlite_box *forks[2] = {NULL, NULL};
+  CHECK_RESULT(boxlite_box_fork(box, 0, forks), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK(forks[0] == NULL);
+  CHECK_OK(boxlite_box_fork(box, 2, forks));
+  char seen[2][128] = {{0}};
+  for (int i = 0; i < 2; i++) {
+    if (!forks[i]) continue;
+    CHECK(strcmp(boxlite_box_id(forks[i]), boxlite_box_id(box)) != 0);
+    if (sh(forks[i], "cat /root/forked /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1", &done)) {
+      CHECK(done.exit_code == 0 && strncmp(text(&done.out), "before-fork\n", 12) == 0);
+      snprintf(seen[i], sizeof seen[i], "%s", text(&done.out));
+    }
+    release(&done);
+  }
+  if (forks[0] && forks[1]) {
+    CHECK(strcmp(boxlite_box_id(forks[0]), boxlite_box_id(forks[1])) != 0);
+    /* "before-fork\n", a 36-character boot_id and its newline, then the urandom bytes */
+    CHECK(strlen(seen[0]) > 49 && strlen(seen[1]) > 49);
+    CHECK(strncmp(seen[0] + 12, seen[1] + 12, 36) != 0);
+    CHECK(strcmp(seen[0] + 49, seen[1] + 49) != 0);
+  }
+  for (int i = 0; i < 2; i++) {
+    if (!forks[i]) continue;
+    CHECK_OK(boxlite_box_remove(forks[i], true));
+    boxlite_box_free(forks[i]);
+  }
+  const char *cat[] = {"cat", "/root/forked"};
+  if (run(box, NULL, 2, cat, &done)) CHECK(done.exit_code == 0 && strcmp(text(&done.out), "before-fork\n") == 0);
+  release(&done);
+}
+
 int main(void) {
   home = fixture("BOXLITE_TEST_HOME");
   registry = fixture("REGISTRY");
@@ -663,6 +700,7 @@ int main(void) {
   RUN(a_paused_box_refuses_new_execs_and_goes_on_after_resume);
   RUN(a_snapshot_restores_into_a_new_box_with_unsynced_writes);
   RUN(a_suspended_box_resumes_where_it_was);
+  RUN(forks_continue_the_box_with_identities_of_their_own);
   RUN(remove_cleans_up_and_later_calls_fail);
   RUN(handles_outlive_their_runtime);
   RUN(freeing_the_last_handle_stops_its_vms);

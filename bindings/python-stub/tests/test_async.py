@@ -1,7 +1,8 @@
 """The asyncio API (boxlite.Boxlite, Box, Execution, SimpleBox, CodeBox) on real VMs, and the FAQ's
 samples as written apart from the image and registry (a server on this host's 127.0.0.1 stands in
 for the internet). Boots three boxes here: a shared busybox box, a CodeBox (python:slim) that the
-concurrency test also runs on, and the FAQ's SimpleBox in a process of its own."""
+concurrency test also runs on, and the FAQ's SimpleBox in a process of its own; the snapshot tests
+restore one box and fork two from the shared box (about a second each)."""
 
 import asyncio
 import os
@@ -339,9 +340,24 @@ def test_pause_keeps_a_command_under_way_and_refuses_new_ones(abox, art):
     run(main())
 
 
-def test_a_snapshot_restores_unsynced_writes_and_suspend_resumes(abox, art):
+# A process holding a value only in its memory (kept-<its pid>), and an unsynced write; ASK has it
+# write the value out and prints it.
+KEEPER = ("echo unsynced > /root/note; setsid sh -c 'v=kept-$$; while :; do if [ -e /tmp/ask ]; then rm /tmp/ask; "
+          "echo $v > /tmp/answer; fi; sleep 0.05; done' </dev/null >/dev/null 2>&1 &")
+ASK = "rm -f /tmp/answer; touch /tmp/ask; i=0; while [ ! -s /tmp/answer ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; cat /tmp/answer"
+
+
+async def sh(box: boxlite.Box, script: str) -> str:
+    result = await (await box.exec("sh", "-c", script)).wait()
+    assert result.exit_code == 0, result
+    return result.stdout
+
+
+def test_memory_survives_snapshot_restore_pause_and_suspend(abox, art):
     async def main():
-        assert (await (await abox.exec("sh", "-c", "echo from-memory > /root/note")).wait()).exit_code == 0
+        await sh(abox, KEEPER)
+        kept = await sh(abox, ASK)
+        assert kept.startswith("kept-"), kept
         snap = await abox.snapshot("py-snap")
         assert isinstance(snap, boxlite.SnapshotInfo)
         assert (snap.name, snap.box_id, snap.box_name, snap.image) == ("py-snap", abox.id, "py-async", (await abox.info()).image)
@@ -352,18 +368,22 @@ def test_a_snapshot_restores_unsynced_writes_and_suspend_resumes(abox, art):
         restored = await art.restore("py-snap", name="py-restored")
         try:
             assert restored.id != abox.id and (await restored.info()).status == "running"
-            result = await (await restored.exec("cat", "/root/note")).wait()
-            assert (result.exit_code, result.stdout) == (0, "from-memory\n")
+            assert await sh(restored, ASK) == kept
+            assert await sh(restored, "cat /root/note") == "unsynced\n"
         finally:
             await restored.remove(force=True)
+
+        for _ in range(2):
+            await abox.pause()
+            await abox.resume()
+        assert await sh(abox, ASK) == kept
 
         await abox.suspend()
         await abox.suspend()  # already suspended: nothing happens
         assert (await abox.info()).status == "suspended"
         await abox.resume()
         assert (await abox.info()).status == "running"
-        result = await (await abox.exec("cat", "/root/note")).wait()
-        assert (result.exit_code, result.stdout) == (0, "from-memory\n")
+        assert await sh(abox, ASK) == kept
 
         await art.remove_snapshot("py-snap")
         assert "py-snap" not in [s.name for s in art.list_snapshots()]
@@ -371,5 +391,27 @@ def test_a_snapshot_restores_unsynced_writes_and_suspend_resumes(abox, art):
             await art.restore("py-snap")
         with pytest.raises(boxlite.NotFoundError):
             await art.remove_snapshot("py-snap")
+
+    run(main())
+
+
+def test_forks_continue_the_box_with_identities_of_their_own(abox):
+    async def main():
+        await sh(abox, "echo before-fork > /root/forked")
+        with pytest.raises(ValueError):
+            await abox.fork(0)
+        forks = await abox.fork(2)
+        try:
+            assert len(forks) == 2 and len({abox.id, *(f.id for f in forks)}) == 3
+            seen = [await sh(f, "cat /root/forked; cat /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1")
+                    for f in forks]
+            lines = [out.splitlines() for out in seen]
+            assert all(out[0] == "before-fork" for out in lines), seen
+            assert lines[0][1] != lines[1][1], "boot_id"
+            assert lines[0][2:] != lines[1][2:], "urandom"
+        finally:
+            for f in forks:
+                await f.remove(force=True)
+        assert await sh(abox, "cat /root/forked") == "before-fork\n"
 
     run(main())

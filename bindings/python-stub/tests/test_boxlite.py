@@ -134,3 +134,19 @@ def test_the_example_prints_hi(home, registry):
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert (proc.returncode, proc.stdout) == (0, "hi\n"), proc.stderr
+
+
+def test_a_sync_snapshot_restores_into_a_new_box(runtime, box):
+    assert run(box, "sh", "-c", "echo sync-unsynced > /root/sync-note").exit_code == 0
+    snap = box.snapshot("py-sync-snap")
+    assert isinstance(snap, boxlite.SnapshotInfo) and snap.box_id == box.id
+    try:
+        restored = runtime.restore("py-sync-snap")
+        try:
+            assert restored.info().status == "running"
+            assert run(restored, "cat", "/root/sync-note").stdout == "sync-unsynced\n"
+        finally:
+            restored.remove(force=True)
+    finally:
+        runtime.remove_snapshot("py-sync-snap")
+    assert "py-sync-snap" not in [s.name for s in runtime.list_snapshots()]

@@ -329,14 +329,14 @@ pub unsafe extern "C" fn boxlite_box_fork(b: *mut boxlite_box, count: u32, out: 
         let out: *mut *mut boxlite_box = unsafe { out_param(out, "out")? };
         let lite = b.lite.clone();
         let forks = b.ctx.run(async move { lite.fork(count).await })?;
-        let mut handles = Vec::with_capacity(forks.len());
-        for f in forks {
+        for f in &forks {
             b.ctx.set_booted(f.id(), true);
-            handles.push(Box::into_raw(Box::new(boxlite_box::new(b.ctx.clone(), f)?)));
         }
+        // Every handle is made before any is handed out, so a failure leaves nothing to free.
+        let handles = forks.into_iter().map(|f| boxlite_box::new(b.ctx.clone(), f)).collect::<Result<Vec<_>, _>>()?;
         for (i, h) in handles.into_iter().enumerate() {
             // SAFETY: the caller gave `count` writable slots and the runtime made `count` boxes.
-            unsafe { *out.add(i) = h };
+            unsafe { *out.add(i) = Box::into_raw(Box::new(h)) };
         }
         Ok(())
     })
