@@ -638,16 +638,7 @@ impl BoxLock {
 
     /// Waits for the lock (another process may be starting or stopping the box).
     async fn lock(dir: &Path) -> Result<BoxLock> {
-        let file = Self::open(dir)?;
-        tokio::task::spawn_blocking(move || {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(Error::Internal(format!("flock: {}", std::io::Error::last_os_error())));
-            }
-            Ok(BoxLock { _file: file })
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+        Ok(BoxLock { _file: flock_exclusive(Self::open(dir)?).await? })
     }
 
     /// The lock if nobody holds it now.
@@ -656,6 +647,19 @@ impl BoxLock {
         // SAFETY: flock on a descriptor we own.
         (unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(BoxLock { _file: file })
     }
+}
+
+/// Waits, off the async threads, for an exclusive `flock` on `file` (held until it is closed).
+pub(crate) async fn flock_exclusive(file: std::fs::File) -> Result<std::fs::File> {
+    tokio::task::spawn_blocking(move || {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::Internal(format!("flock: {}", std::io::Error::last_os_error())));
+        }
+        Ok(file)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
 }
 
 /// Creates `path` (0700) if needed; one made by an older version that others can read is closed

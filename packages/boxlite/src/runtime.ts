@@ -210,18 +210,9 @@ export class Runtime {
 }
 
 
-function snapshotInfo(s: {
-  name: string
-  boxId: string
-  boxName?: string | null
-  image: string
-  createdAt: number
-  cpus: number
-  memoryMib: number
-  memoryBytes: number
-  diskBytes: number
-  pausedMs: number
-}): SnapshotInfo {
+type NativeSnapshotInfo = Awaited<ReturnType<NativeBox['snapshot']>>
+
+function snapshotInfo(s: NativeSnapshotInfo): SnapshotInfo {
   return {
     name: s.name,
     boxId: s.boxId,

@@ -98,7 +98,7 @@ impl Runtime {
     fn disks_in_use(&self) -> Result<HashSet<String>> {
         let mut used: HashSet<String> = self.state().list()?.iter().filter_map(|rec| disk_name(&rec.image.base_disk)).collect();
         // A snapshot's disk layer chains onto its image's base disk too.
-        used.extend(self.snapshot_base_disks().iter().filter_map(|d| disk_name(d)));
+        used.extend(self.snapshot_base_disks()?.iter().filter_map(|d| disk_name(d)));
         Ok(used)
     }
 }

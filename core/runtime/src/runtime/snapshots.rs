@@ -8,7 +8,7 @@
 //! restored from it share the layer (nothing big is copied). A layer is deleted once no box disk
 //! and no snapshot chains onto it.
 
-use super::{create_private_dir, not_found_ok, BoxLock, LiteBox, Runtime};
+use super::{create_private_dir, flock_exclusive, not_found_ok, BoxLock, LiteBox, Runtime};
 use crate::engine::qemu;
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -17,7 +17,6 @@ use crate::shim;
 use crate::state::{new_box_id, BoxRecord, BoxStatus, StatusUpdate};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The memory file of a suspended box (or of one about to be restored), in its directory.
@@ -113,15 +112,7 @@ impl LayersLock {
         create_private_dir(&dir)?;
         let path = dir.join(".lock");
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::storage("open", &path, e))?;
-        tokio::task::spawn_blocking(move || {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(Error::Internal(format!("flock: {}", std::io::Error::last_os_error())));
-            }
-            Ok(LayersLock { _file: file })
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+        Ok(LayersLock { _file: flock_exclusive(file).await? })
     }
 }
 
@@ -154,20 +145,26 @@ impl Runtime {
         serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("{}: {e}", path.display())))
     }
 
-    /// Every snapshot in the home, oldest first.
-    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+    /// Every snapshot file in the home, with its directory name (fork's own snapshots, whose
+    /// names start with '.', included).
+    fn snapshot_files(&self) -> Result<Vec<(String, SnapshotFile)>> {
         let dir = self.inner.home.join("snapshots");
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::storage("list", dir, e)),
         };
-        let mut all: Vec<SnapshotInfo> = entries
+        Ok(entries
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.starts_with('.'))
-            .filter_map(|n| self.read_snapshot(&n).ok().map(|s| s.info))
-            .collect();
+            .filter_map(|n| self.read_snapshot(&n).ok().map(|s| (n, s)))
+            .collect())
+    }
+
+    /// Every snapshot in the home, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let mut all: Vec<SnapshotInfo> =
+            self.snapshot_files()?.into_iter().filter(|(n, _)| !n.starts_with('.')).map(|(_, s)| s.info).collect();
         all.sort_by_key(|s| s.created_at);
         Ok(all)
     }
@@ -274,12 +271,8 @@ impl Runtime {
         for entry in std::fs::read_dir(self.inner.home.join("boxes")).into_iter().flatten().flatten() {
             follow(entry.path().join("disk.qcow2"));
         }
-        for entry in std::fs::read_dir(self.inner.home.join("snapshots")).into_iter().flatten().flatten() {
-            if let Ok(bytes) = std::fs::read(entry.path().join(SNAPSHOT_FILE)) {
-                if let Ok(snap) = serde_json::from_slice::<SnapshotFile>(&bytes) {
-                    follow(layers.join(snap.layer));
-                }
-            }
+        for (_, snap) in self.snapshot_files()? {
+            follow(layers.join(snap.layer));
         }
         for entry in std::fs::read_dir(&layers).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -300,16 +293,8 @@ impl Runtime {
     }
 
     /// The images' base disks that snapshots need.
-    pub(crate) fn snapshot_base_disks(&self) -> Vec<PathBuf> {
-        let dir = self.inner.home.join("snapshots");
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join(SNAPSHOT_FILE)).ok())
-            .filter_map(|b| serde_json::from_slice::<SnapshotFile>(&b).ok())
-            .map(|s| s.image_record.base_disk)
-            .collect()
+    pub(crate) fn snapshot_base_disks(&self) -> Result<Vec<PathBuf>> {
+        Ok(self.snapshot_files()?.into_iter().map(|(_, s)| s.image_record.base_disk).collect())
     }
 }
 
