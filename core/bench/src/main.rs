@@ -144,6 +144,7 @@ async fn direct_exec_rtts(box_dir: &std::path::Path, runs: usize) -> Result<Vec<
         hostname: "bench".into(),
         volumes: Vec::new(),
         incoming: None,
+        memory: Default::default(),
     };
     let vm = Qemu::new(boxlite::Accel::Auto)?.command(&spec)?;
     let mut child = tokio::process::Command::new(&vm.program).args(&vm.args).kill_on_drop(true).spawn()?;
@@ -343,7 +344,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let baseline: Option<Value> = args.get(3).map(std::fs::read_to_string).transpose()?.map(|t| serde_json::from_str(&t)).transpose()?;
     let home = tempfile::Builder::new().prefix("bxb").tempdir_in("/tmp")?;
     let registries = vec![RegistryConfig { host: registry, insecure: true, ..Default::default() }];
-    let rt = Runtime::new(RuntimeOptions { home: Some(home.path().into()), registries, ..Default::default() })?;
+    // Cold boots, measured against the bare kernel's (warm start is `boxlite-bench snapshots`).
+    let rt = Runtime::new(RuntimeOptions { home: Some(home.path().into()), registries, warm_start: Some(false), ..Default::default() })?;
     let mut results = serde_json::Map::new();
 
     // Cold pull of the python image, timing each progress event: the base-disk build is the

@@ -1,9 +1,11 @@
 //! `boxlite-bench snapshots REGISTRY [N] [OUT.json]` (issue 12): a restored box's boot-to-ready
 //! against a cold boot in the same run, its first exec, snapshot, fork, pause/resume and
 //! suspend/resume times, a snapshot's size on disk, and the PSS of N boxes restored from one
-//! snapshot against N cold-booted ones. Busybox boxes of the default size, no network.
+//! snapshot against N cold-booted ones; then warm start: the template's build, N boxes started
+//! from it (boot-to-ready, first exec, PSS) against the cold ones. Busybox boxes of the default
+//! size, no network.
 
-use boxlite::{BoxOptions, ExecCommand, LiteBox, Network, RegistryConfig, RestoreOptions, Runtime, RuntimeOptions};
+use boxlite::{BoxOptions, ExecCommand, LiteBox, Network, RegistryConfig, RestoreOptions, Runtime, RuntimeOptions, WarmupOptions};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -39,7 +41,8 @@ async fn pss_mib(boxes: &[LiteBox]) -> Result<f64, Box<dyn std::error::Error>> {
 pub async fn run(registry: &str, n: usize, out_path: Option<&String>) -> Result<(), Box<dyn std::error::Error>> {
     let home = tempfile::Builder::new().prefix("bxs").tempdir_in("/tmp")?;
     let registries = vec![RegistryConfig { host: registry.to_string(), insecure: true, ..Default::default() }];
-    let rt = Runtime::new(RuntimeOptions { home: Some(home.path().into()), registries, ..Default::default() })?;
+    let options_rt = RuntimeOptions { home: Some(home.path().into()), registries, ..Default::default() };
+    let rt = Runtime::new(RuntimeOptions { warm_start: Some(false), ..options_rt.clone() })?;
     rt.pull("busybox:latest", None).await?;
     let options = || BoxOptions { network: Network::None, ..BoxOptions::new("busybox:latest") };
 
@@ -97,7 +100,27 @@ pub async fn run(registry: &str, n: usize, out_path: Option<&String>) -> Result<
         rt.remove(b.id(), true).await?;
     }
 
-    let (cold_med, warm_med) = (median(cold_ready), median(warm_ready));
+    // Warm start: boxes created and started from the template of their shape.
+    let wrt = Runtime::new(RuntimeOptions { warm_start: Some(true), ..options_rt })?;
+    let t = Instant::now();
+    let template = wrt.warmup(WarmupOptions { network: false, ..Default::default() }).await?;
+    let template_build_ms = ms(t.elapsed());
+    let mut templated = Vec::new();
+    let (mut templated_ready, mut templated_first_exec) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let b = wrt.create(options()).await?;
+        let t = Instant::now();
+        b.start().await?;
+        templated_ready.push(ms(t.elapsed()));
+        templated_first_exec.push(ms(exec_true(&b).await?));
+        templated.push(b);
+    }
+    let templated_pss = pss_mib(&templated).await?;
+    for b in &templated {
+        wrt.remove(b.id(), true).await?;
+    }
+
+    let (cold_med, warm_med, templated_med) = (median(cold_ready), median(warm_ready), median(templated_ready));
     let results = json!({
         "boxes": n,
         "cold_boot_to_ready_ms_p50": cold_med,
@@ -117,6 +140,13 @@ pub async fn run(registry: &str, n: usize, out_path: Option<&String>) -> Result<
         "pss_mib_per_box_cold": (cold_pss / n as f64 * 10.0).round() / 10.0,
         "pss_mib_per_box_restored": (warm_pss / n as f64 * 10.0).round() / 10.0,
         "pss_restored_vs_cold": (warm_pss / cold_pss * 100.0).round() / 100.0,
+        "template_build_ms": template_build_ms,
+        "template_disk_mib": (template.disk_bytes as f64 / 1048576.0 * 10.0).round() / 10.0,
+        "warm_start_to_ready_ms_p50": templated_med,
+        "warm_start_first_exec_ms_p50": median(templated_first_exec),
+        "warm_start_vs_cold_boot": (templated_med / cold_med * 100.0).round() / 100.0,
+        "pss_mib_per_box_warm_start": (templated_pss / n as f64 * 10.0).round() / 10.0,
+        "pss_warm_start_vs_cold": (templated_pss / cold_pss * 100.0).round() / 100.0,
     });
     println!("{:<32} {:>12}", "snapshots", "value");
     if let Value::Object(map) = &results {

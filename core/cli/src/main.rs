@@ -294,6 +294,19 @@ enum Command {
         #[arg(value_name = "BOX")]
         sandbox: String,
     },
+    /// Make the template boxes of this shape start from (a guest booted once and saved idle), so
+    /// that the next box starts warm; prints its directory. Boxes make it on first need anyway.
+    Warmup {
+        /// vCPUs of the boxes it serves.
+        #[arg(long, default_value_t = boxlite::options::DEFAULT_CPUS)]
+        cpus: u32,
+        /// Their guest memory in MiB.
+        #[arg(long = "memory", default_value_t = boxlite::options::DEFAULT_MEMORY_MIB)]
+        memory_mib: u32,
+        /// For boxes without a network (`run --network none`).
+        #[arg(long = "network", value_parser = ["none", "default"])]
+        network: Option<String>,
+    },
     /// Remove boxes and their disks.
     Rm {
         /// Stop running boxes first.
@@ -700,6 +713,13 @@ async fn run(cli: Cli) -> boxlite::Result<ExitCode> {
             for f in source.fork(count).await? {
                 println!("{}", f.id());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Warmup { cpus, memory_mib, network } => {
+            let t = runtime.warmup(boxlite::WarmupOptions { cpus, memory_mib, network: network.as_deref() != Some("none") }).await?;
+            let what = if t.built { format!("built in {} ms", t.build_ms) } else { "already there".into() };
+            eprintln!("template for {cpus} vCPU, {memory_mib} MiB{}: {what}, {} MiB on disk", if t.shape.network { ", network" } else { "" }, t.disk_bytes >> 20);
+            println!("{}", t.path.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Rm { force, boxes } => {

@@ -83,6 +83,12 @@ impl Guest for Agent {
         if !req.add_entropy.is_empty() {
             add_entropy(&req.add_entropy)?;
         }
+        if req.attach_box_disk {
+            tokio::task::spawn_blocking(init::attach_box_disk)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(format!("attaching the box disk: {e}")))?;
+        }
         if req.set_clock_unix_ms != 0 {
             set_clock(req.set_clock_unix_ms)?;
         }

@@ -8,6 +8,8 @@ use std::path::Path;
 /// Where the box disk (the image rootfs) is mounted; commands run chrooted here.
 pub const ROOTFS: &str = "/rootfs";
 
+/// PID 1's set-up: kernel filesystems, the network, and (unless this boot makes a template) the
+/// box disk.
 pub fn setup() -> Result<(), String> {
     let none: Option<&str> = None;
     for (src, target, fstype, flags) in [
@@ -17,8 +19,64 @@ pub fn setup() -> Result<(), String> {
     ] {
         mount_at(src, target, fstype, flags, none)?;
     }
+    // One devpts instance, mounted in the agent's root (where it opens PTYs, so ptsname paths
+    // resolve) and bound into the box (where commands use them).
+    mount_at("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("ptmxmode=0666,mode=0620"))?;
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    crate::net::setup(&crate::net::NetConfig::from_cmdline(&cmdline)?).map_err(|e| format!("network: {e}"))?;
+    if cmdline.split_whitespace().any(|a| a == TEMPLATE_ARG) {
+        // A template: saved idle with no box disk; each box restored from it attaches its own.
+        return Ok(());
+    }
+    mount_box_disk(&cmdline)
+}
+
+/// On the kernel command line of a guest booted to be saved as a template.
+const TEMPLATE_ARG: &str = "boxlite.template=1";
+
+/// Mounts the box disk of a guest restored from a template (the host asks once, right after the
+/// restore): the template's block device had a placeholder behind it, so the driver is bound
+/// again to read the real disk's size and contents, then the disk is mounted as at a cold boot.
+/// A guest that mounted its disk at boot has nothing to do.
+pub fn attach_box_disk() -> Result<(), String> {
+    let mounts = fs::read_to_string("/proc/self/mounts").map_err(|e| format!("read /proc/self/mounts: {e}"))?;
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(ROOTFS)) {
+        return Ok(());
+    }
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let device = root_device(&cmdline);
+    rebind_block_driver(&device)?;
+    mount_box_disk(&cmdline)
+}
+
+/// Unbinds and binds again the virtio-blk driver of `device` (`/dev/vda`), then waits for its node.
+fn rebind_block_driver(device: &str) -> Result<(), String> {
+    const DRIVER: &str = "/sys/bus/virtio/drivers/virtio_blk";
+    let name = device.trim_start_matches("/dev/");
+    let entries = fs::read_dir(DRIVER).map_err(|e| format!("read {DRIVER}: {e}"))?;
+    let bound = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|dev| Path::new(&format!("{DRIVER}/{dev}/block/{name}")).exists())
+        .ok_or_else(|| format!("no virtio block device is {device}"))?;
+    for op in ["unbind", "bind"] {
+        fs::write(format!("{DRIVER}/{op}"), &bound).map_err(|e| format!("{op} {bound} ({device}): {e}"))?;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !Path::new(device).exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{device} did not come back within 5 s after rebinding {bound}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Mounts the box disk on [`ROOTFS`] (grown to its device), the kernel filesystems and the
+/// generated name files inside it, and the volumes.
+fn mount_box_disk(cmdline: &str) -> Result<(), String> {
+    let none: Option<&str> = None;
+    let device = root_device(cmdline);
     fs::create_dir_all(ROOTFS).map_err(|e| format!("mkdir {ROOTFS}: {e}"))?;
     // noinit_itable: the base image was built with its inode tables already zeroed, so the
     // kernel must not start a background zeroing thread that would write into every overlay.
@@ -33,17 +91,14 @@ pub fn setup() -> Result<(), String> {
     mount_at("proc", &sub("/proc"), "proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, none)?;
     mount_at("sysfs", &sub("/sys"), "sysfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, none)?;
     mount_at("devtmpfs", &sub("/dev"), "devtmpfs", MsFlags::MS_NOSUID, none)?;
-    // One devpts instance, mounted in the agent's root (where it opens PTYs, so ptsname paths
-    // resolve) and bound into the box (where commands use them).
-    mount_at("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("ptmxmode=0666,mode=0620"))?;
     mount_at("/dev/pts", &sub("/dev/pts"), "", MsFlags::MS_BIND, none)?;
     mount_at("shm", &sub("/dev/shm"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
     // /dev/ptmx must point at this devpts instance for openpty inside the chroot.
     let ptmx = sub("/dev/ptmx");
     let _ = fs::remove_file(&ptmx);
     let _ = std::os::unix::fs::symlink("pts/ptmx", &ptmx);
-    crate::net::setup(&crate::net::NetConfig::from_cmdline(&cmdline)?).map_err(|e| format!("network: {e}"))?;
-    crate::volumes::mount_all(&crate::volumes::from_cmdline(&cmdline)?)
+    crate::net::bind_files().map_err(|e| format!("network: {e}"))?;
+    crate::volumes::mount_all(&crate::volumes::from_cmdline(cmdline)?)
 }
 
 fn mount_at(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), String> {

@@ -76,7 +76,8 @@ fn valid_hostname(h: &str) -> bool {
         && !h.ends_with('-')
 }
 
-/// Brings up loopback and the NIC and writes the box's name files. Errors name the step.
+/// Brings up loopback and the NIC and writes the box's name files (bound into the box disk by
+/// [`bind_files`] once it is mounted). Errors name the step.
 pub fn setup(cfg: &NetConfig) -> Result<(), String> {
     let sock = control_socket()?;
     set_up(&sock, "lo")?;
@@ -98,7 +99,18 @@ pub fn setup(cfg: &NetConfig) -> Result<(), String> {
         files.push(("resolv.conf", format!("nameserver {}\n", nic.gateway)));
     }
     for (name, content) in files {
-        bind_file(name, &content)?;
+        let path = format!("{GENERATED}/{name}");
+        fs::write(&path, content).map_err(|e| format!("write {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Binds the generated name files over the box disk's own (mounted on [`ROOTFS`]).
+pub fn bind_files() -> Result<(), String> {
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        if std::path::Path::new(&format!("{GENERATED}/{name}")).exists() {
+            bind_file(name)?;
+        }
     }
     Ok(())
 }
@@ -132,12 +144,11 @@ pub fn rename(new: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `content` to the generated copy of `/etc/NAME` and binds it over the box's own. An
-/// image without that file, or with a symlink there, gets an empty file as mount point in the
-/// box's disk (its copy-on-write overlay; the image is untouched).
-fn bind_file(name: &str, content: &str) -> Result<(), String> {
+/// Binds the generated copy of `/etc/NAME` over the box's own. An image without that file, or
+/// with a symlink there, gets an empty file as mount point in the box's disk (its copy-on-write
+/// overlay; the image is untouched).
+fn bind_file(name: &str) -> Result<(), String> {
     let source = format!("{GENERATED}/{name}");
-    fs::write(&source, content).map_err(|e| format!("write {source}: {e}"))?;
     let target = format!("{ROOTFS}/etc/{name}");
     let regular = fs::symlink_metadata(&target).map(|m| m.file_type().is_file()).unwrap_or(false);
     if !regular {

@@ -58,6 +58,22 @@ impl Guest {
         .await
     }
 
+    /// Connects to the agent as soon as the VM creates `socket`, then waits for it to answer
+    /// (the request waits in the channel until the agent serves it). Waits as long as it takes:
+    /// callers bound it by the VM's exit and their own timeout.
+    pub async fn wait_agent(socket: &Path) -> Self {
+        loop {
+            if socket.exists() {
+                if let Ok(guest) = Self::connect_agent(socket).await {
+                    if guest.ping().await.is_ok() {
+                        return guest;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     async fn over<C, IO>(connector: C) -> Result<Self>
     where
         C: tower::Service<http::Uri, Response = hyper_util::rt::TokioIo<IO>, Error = std::io::Error> + Send + 'static,
@@ -118,13 +134,14 @@ impl Guest {
         Ok(())
     }
 
-    /// Gives a box restored from a snapshot its own identity: fresh host entropy reseeds the
-    /// guest's RNG, then its clock and hostname are set.
-    pub async fn refresh_identity(&self, hostname: &str) -> Result<()> {
+    /// Gives a box restored from a snapshot or a template its own identity: fresh host entropy
+    /// reseeds the guest's RNG, then (from a template) its own disk is mounted, and its clock and
+    /// hostname are set.
+    pub async fn refresh_identity(&self, hostname: &str, attach_box_disk: bool) -> Result<()> {
         let mut entropy = vec![0u8; 64];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut entropy);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let req = PingRequest { set_clock_unix_ms: now, set_hostname: hostname.to_string(), add_entropy: entropy };
+        let req = PingRequest { set_clock_unix_ms: now, set_hostname: hostname.to_string(), add_entropy: entropy, attach_box_disk };
         self.client.clone().ping(req).await.map_err(rpc_error)?;
         Ok(())
     }

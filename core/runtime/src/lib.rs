@@ -32,5 +32,5 @@ pub use guest::{ExecControl, ExitStatus, Execution, Output, OutputStream, Stdin}
 pub use image::{Image, ImageConfig, PullProgress, RegistryConfig};
 pub use net::{Network, PortSpec, Protocol};
 pub use options::{Accel, BoxOptions, RuntimeOptions, Volume};
-pub use runtime::{BoxMetrics, ExecCommand, LiteBox, RestoreOptions, Runtime, RuntimeMetrics, SnapshotInfo};
+pub use runtime::{BoxMetrics, ExecCommand, LiteBox, RestoreOptions, Runtime, RuntimeMetrics, SnapshotInfo, TemplateInfo, WarmupOptions};
 pub use state::{BoxRecord, BoxStatus};

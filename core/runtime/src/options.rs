@@ -75,6 +75,9 @@ pub struct RuntimeOptions {
     /// DNS servers (`IP[:PORT]`) that boxes' queries are forwarded to; default `$BOXLITE_DNS`,
     /// else the host's resolvers.
     pub dns_servers: Vec<String>,
+    /// Start boxes from templates (booted idle guests, made on first need) instead of booting
+    /// them; default on, unless `$BOXLITE_WARM_START` is `0`. docs/snapshots.md.
+    pub warm_start: Option<bool>,
 }
 
 /// Options of a new box.
@@ -149,15 +152,7 @@ impl BoxOptions {
         if self.image.trim().is_empty() {
             return bad("image must not be empty (e.g. \"busybox:latest\")".into());
         }
-        if !(1..=MAX_CPUS).contains(&self.cpus) {
-            return bad(format!("cpus {} is out of range: use 1 to {MAX_CPUS}", self.cpus));
-        }
-        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
-            return bad(format!(
-                "memory_mib {} is out of range: use {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB} MiB",
-                self.memory_mib
-            ));
-        }
+        validate_shape(self.cpus, self.memory_mib)?;
         if let Some(name) = &self.name {
             validate_name(name)?;
         }
@@ -178,6 +173,17 @@ impl BoxOptions {
         volumes::validate(&self.volumes)?;
         crate::net::validate(&self.network, &self.ports)
     }
+}
+
+/// A box's (or a template's) vCPUs and memory.
+pub fn validate_shape(cpus: u32, memory_mib: u32) -> Result<()> {
+    if !(1..=MAX_CPUS).contains(&cpus) {
+        return Err(Error::InvalidArgument(format!("cpus {cpus} is out of range: use 1 to {MAX_CPUS}")));
+    }
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory_mib) {
+        return Err(Error::InvalidArgument(format!("memory_mib {memory_mib} is out of range: use {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB} MiB")));
+    }
+    Ok(())
 }
 
 /// Box names: 1..=64 of `[A-Za-z0-9_.-]`, starting with a letter or digit.

@@ -2,7 +2,7 @@
 
 use crate::assets::{home_dir, GuestAssets};
 use crate::engine::qemu::{self, Qemu};
-use crate::engine::{Engine, VmSpec};
+use crate::engine::{Engine, GuestMemory, VmSpec};
 use crate::error::{Error, Result};
 use crate::guest::{Execution, Guest, LostReason};
 use crate::image::{Image, ImageStore, PullProgress, RegistryConfig};
@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 mod files;
 mod images;
 mod snapshots;
+mod templates;
 pub use snapshots::{RestoreOptions, SnapshotInfo};
+pub use templates::{TemplateInfo, WarmupOptions};
 pub use files::{CopyOptions, FileEntry, FileType, FileWriter, Files, MkdirOptions, ReadStream, RemoveOptions, WatchEvent, WatchEventKind, WatchOptions, WatchStream, WriteOptions};
 pub use images::PruneOptions;
 
@@ -28,6 +30,8 @@ pub use images::PruneOptions;
 pub const HOME_ENV: &str = "BOXLITE_HOME";
 /// Environment variable for the default accelerator.
 pub const ACCEL_ENV: &str = "BOXLITE_ACCEL";
+/// Environment variable that turns warm start off (`0`) for runtimes that do not say.
+pub const WARM_START_ENV: &str = "BOXLITE_WARM_START";
 /// How long a stop may take in all (graceful, then hard) before the supervisor is killed.
 const STOP_WAIT: Duration = Duration::from_secs(25);
 /// How long a caller whose connection broke waits for the supervisor to record why.
@@ -50,6 +54,11 @@ struct Inner {
     assets_dir: Option<PathBuf>,
     /// Where boxes' DNS queries go (`IP:PORT`); empty: the host's resolvers.
     dns_servers: Vec<String>,
+    /// Start boxes from templates.
+    warm_start: bool,
+    /// Templates that could not be made in this process, by directory name, with why: their
+    /// boxes boot cold without trying again.
+    template_failures: Mutex<HashMap<String, String>>,
     engine: Mutex<Option<Arc<Qemu>>>,
     /// One slot per box this process has touched: serializes its start/stop here, and keeps
     /// the connection to its supervisor.
@@ -143,6 +152,7 @@ impl Runtime {
             images = images.with_max_unpacked_bytes(limit);
         }
         let dns_servers = crate::net::dns_servers(&options.dns_servers)?;
+        let warm_start = options.warm_start.unwrap_or_else(|| std::env::var(WARM_START_ENV).map_or(true, |v| v != "0"));
         let rt = Runtime {
             inner: Arc::new(Inner {
                 home,
@@ -152,6 +162,8 @@ impl Runtime {
                 accel,
                 assets_dir: options.assets_dir,
                 dns_servers,
+                warm_start,
+                template_failures: Mutex::new(HashMap::new()),
                 engine: Mutex::new(None),
                 slots: Mutex::new(HashMap::new()),
                 metrics: Counters::default(),
@@ -431,11 +443,46 @@ impl Runtime {
         Ok(guest)
     }
 
-    /// Starts the box's supervisor and waits until its guest answers; returns the supervisor's pid.
+    /// Starts the box's supervisor and waits until its guest answers; returns the supervisor's
+    /// pid. A box with no saved memory of its own starts from its shape's template where it can
+    /// (warm start), and boots cold if that fails.
     async fn spawn_supervisor(&self, rec: &BoxRecord) -> Result<u32> {
+        let own_memory = self.box_dir(&rec.id).join(snapshots::MEMORY_FILE);
+        // Volumes are set up at boot, from the kernel command line: their boxes boot cold.
+        let shape = WarmupOptions { cpus: rec.options.cpus, memory_mib: rec.options.memory_mib, network: rec.options.network.enabled() };
+        if !own_memory.is_file() && rec.options.volumes.is_empty() {
+            if let Some(template) = self.template_for(&shape).await {
+                match self.spawn_supervisor_from(rec, Some(template)).await {
+                    Err(Error::GuestBoot(why)) => {
+                        tracing::debug!(box_id = rec.id, "booting cold: starting from the template failed: {why}");
+                        self.template_failed(&shape, &why);
+                        self.remove_template(&shape);
+                    }
+                    Err(e) => {
+                        self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                    ok => return ok,
+                }
+            }
+        }
+        let started = self.spawn_supervisor_from(rec, None).await;
+        if started.is_err() {
+            self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        started
+    }
+
+    async fn spawn_supervisor_from(&self, rec: &BoxRecord, template: Option<templates::Template>) -> Result<u32> {
         let engine = self.engine()?;
         let assets = GuestAssets::find(self.inner.assets_dir.as_deref())?;
         let dir = self.box_dir(&rec.id);
+        let from_template = template.is_some();
+        let (incoming, memory) = match template {
+            Some(t) => (Some(t.state), GuestMemory::FromTemplate(t.ram)),
+            // A suspended box, or one restored from a snapshot, continues from its saved memory.
+            None => (Some(dir.join(snapshots::MEMORY_FILE)).filter(|m| m.is_file()), GuestMemory::Private),
+        };
         let spec = VmSpec {
             cpus: rec.options.cpus,
             memory_mib: rec.options.memory_mib,
@@ -446,8 +493,8 @@ impl Runtime {
             network: rec.options.network.enabled(),
             hostname: crate::net::hostname(rec.name.as_deref(), &rec.id),
             volumes: rec.options.volumes.clone(),
-            // A suspended box, or one restored from a snapshot, continues from its saved memory.
-            incoming: Some(dir.join(snapshots::MEMORY_FILE)).filter(|m| m.is_file()),
+            incoming,
+            memory,
         };
         let net = match rec.options.network.enabled() {
             false => None,
@@ -468,6 +515,7 @@ impl Runtime {
             auto_remove: rec.options.auto_remove,
             net,
             hostname: spec.hostname.clone(),
+            from_template,
         };
         crate::engine::check_socket_path(&shim::socket(&dir))?;
         let binary = shim::client::binary(&assets.dirs())?;
@@ -475,7 +523,7 @@ impl Runtime {
         let wait = Duration::from_millis(rec.options.ready_timeout_ms) + Duration::from_secs(10);
         match shim::client::start(&binary, &config, wait).await {
             Ok(started) => {
-                tracing::debug!(box_id = rec.id, boot_ms = started.boot_ms, vm_pid = started.vm_pid, "box ready");
+                tracing::debug!(box_id = rec.id, boot_ms = started.boot_ms, vm_pid = started.vm_pid, from_template, "box ready");
                 Ok(started.shim_pid)
             }
             Err(e) => {
@@ -488,7 +536,6 @@ impl Runtime {
                         let _ = self.state().update(&rec.id, BoxStatus::Failed, StatusUpdate { reason: Some(first_line(&e.to_string())), ..Default::default() });
                     }
                 }
-                self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
         }

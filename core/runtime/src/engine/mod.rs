@@ -28,9 +28,27 @@ pub struct VmSpec {
     pub hostname: String,
     /// Host directories shared into the guest (host paths canonical).
     pub volumes: Vec<crate::options::Volume>,
-    /// A memory file to continue from (a suspended box, or one restored from a snapshot)
-    /// instead of booting.
+    /// A memory file to continue from (a suspended box, one restored from a snapshot, or the
+    /// device state of a template) instead of booting.
     pub incoming: Option<PathBuf>,
+    /// What backs the guest's RAM.
+    pub memory: GuestMemory,
+}
+
+/// What backs a VM's RAM. Every kind is the one memory backend `ram`, so that memory saved from
+/// one kind loads into another.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum GuestMemory {
+    /// Anonymous memory (a box booted cold, or continued from its own saved memory).
+    #[default]
+    Private,
+    /// A template being made: RAM is this file, shared, and the guest boots without a box disk
+    /// (a placeholder device stands in), to be saved idle with `x-ignore-shared` (device state
+    /// only; the RAM stays in the file).
+    TemplateSource(PathBuf),
+    /// A box restored from a template: the template's RAM file mapped privately, so pages the
+    /// box never writes stay shared with every other box restored from it.
+    FromTemplate(PathBuf),
 }
 
 impl VmSpec {
@@ -70,6 +88,10 @@ pub struct VmCommand {
     /// A memory file the VM loads instead of booting, handed to it as fd [`INCOMING_FD`].
     #[serde(default)]
     pub incoming: Option<PathBuf>,
+    /// The VM waits (`-incoming defer`) for the supervisor to set the `x-ignore-shared`
+    /// migration capability over QMP and start loading `incoming` (a template's state).
+    #[serde(default)]
+    pub deferred_incoming: bool,
 }
 
 /// The descriptor on which a VM process finds the memory file it continues from.

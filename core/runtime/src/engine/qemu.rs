@@ -1,6 +1,6 @@
 //! The QEMU engine: `qemu-system-x86_64 -M microvm`, virtio-mmio devices, controlled over QMP.
 
-use super::{check_socket_path, Engine, VmCommand, VmSpec};
+use super::{check_socket_path, Engine, GuestMemory, VmCommand, VmSpec};
 use crate::error::{Error, Result};
 use crate::options::{volumes, Accel};
 use std::path::{Path, PathBuf};
@@ -91,6 +91,21 @@ impl Qemu {
         let agent = p(&spec.agent_socket());
         let net_cmdline = if spec.network { format!(" {}", crate::net::guest_cmdline()) } else { String::new() };
         let volume_cmdline: String = spec.volumes.iter().enumerate().map(|(i, v)| format!(" {}", volumes::cmdline_arg(i, v))).collect();
+        let (ram, template_cmdline, drive) = match &spec.memory {
+            GuestMemory::Private => (format!("memory-backend-ram,id=ram,size={}M", spec.memory_mib), "", qcow2_drive(&spec.disk)),
+            // No box disk yet: a device that reads zeros holds the place of the one each box
+            // restored from the template brings (same device, so the saved state fits it).
+            GuestMemory::TemplateSource(file) => (
+                format!("memory-backend-file,id=ram,size={}M,mem-path={},share=on", spec.memory_mib, volumes::qemu_escape(&p(file))),
+                " boxlite.template=1",
+                "driver=null-co,read-zeroes=on,size=1M,if=none,id=root".into(),
+            ),
+            GuestMemory::FromTemplate(file) => (
+                format!("memory-backend-file,id=ram,size={}M,mem-path={},share=off", spec.memory_mib, volumes::qemu_escape(&p(file))),
+                "",
+                qcow2_drive(&spec.disk),
+            ),
+        };
         let mut args: Vec<String> = vec![
             // rtc=on: without it the guest's clock read stalls ~1 s in about half the boots.
             "-M".into(), "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off".into(),
@@ -98,6 +113,8 @@ impl Qemu {
             "-cpu".into(), cpu.into(),
             "-smp".into(), spec.cpus.to_string(),
             "-m".into(), spec.memory_mib.to_string(),
+            "-object".into(), ram,
+            "-machine".into(), "memory-backend=ram".into(),
             "-nodefaults".into(), "-no-user-config".into(), "-nographic".into(), "-no-reboot".into(),
             // The VM process may not spawn programs or raise privileges, whatever the guest does.
             "-sandbox".into(), "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into(),
@@ -106,23 +123,28 @@ impl Qemu {
             "-kernel".into(), p(&spec.kernel),
             "-initrd".into(), p(&spec.initrd),
             "-append".into(), format!(
-                "console=ttyS0 quiet reboot=t panic=-1 boxlite.root=/dev/vda boxlite.hostname={}{net_cmdline}{volume_cmdline}{extra_cmdline}",
+                "console=ttyS0 quiet reboot=t panic=-1 boxlite.root=/dev/vda boxlite.hostname={}{net_cmdline}{volume_cmdline}{extra_cmdline}{template_cmdline}",
                 spec.hostname
             ),
             "-device".into(), "virtio-rng-device".into(),
             "-device".into(), "virtio-serial-device".into(),
             "-chardev".into(), format!("socket,id=agent,path={agent},server=on,wait=off"),
             "-device".into(), format!("virtserialport,chardev=agent,name={}", boxlite_protocol::AGENT_PORT_NAME),
-            "-drive".into(), // A full host disk is an I/O error inside the guest, never a paused VM (QEMU's default
-            // werror=enospc stops the VM and every exec with it).
-            format!("file={},if=none,id=root,format=qcow2,discard=unmap,werror=report,rerror=report", p(&spec.disk)),
+            "-drive".into(), drive,
             "-device".into(), "virtio-blk-device,drive=root".into(),
             "-qmp".into(), format!("unix:{},server=on,wait=off", p(&qmp_socket(&spec.box_dir))),
         ];
         if spec.incoming.is_some() {
             // Load the saved memory instead of booting; the -kernel/-initrd above only shape
-            // the machine (what they load is overwritten).
-            args.extend(["-incoming".into(), format!("fd:{}", super::INCOMING_FD)]);
+            // the machine (what they load is overwritten). A template's RAM is not in its saved
+            // state (it stayed in the file) and only a VM with `x-ignore-shared` set reads such
+            // a stream: QEMU 7.2 has no flag for it, so the supervisor sets it over QMP and then
+            // starts the load ([`VmCommand::deferred_incoming`]).
+            let incoming = match spec.memory {
+                GuestMemory::FromTemplate(_) => "defer".into(),
+                _ => format!("fd:{}", super::INCOMING_FD),
+            };
+            args.extend(["-incoming".into(), incoming]);
         }
         if spec.network {
             // The NIC's frames go to the box's network helper, listening on a unix socket
@@ -154,6 +176,12 @@ impl Qemu {
         }
         args
     }
+}
+
+/// The box disk: a full host disk is an I/O error inside the guest, never a paused VM (QEMU's
+/// default werror=enospc stops the VM and every exec with it).
+fn qcow2_drive(disk: &Path) -> String {
+    format!("file={},if=none,id=root,format=qcow2,discard=unmap,werror=report,rerror=report", disk.display())
 }
 
 /// The host's TSC rate in kHz, measured once per process against CLOCK_MONOTONIC_RAW (no NTP
@@ -230,6 +258,7 @@ impl Engine for Qemu {
             args: self.args(spec),
             qmp_socket: Some(qmp_socket(&spec.box_dir)),
             incoming: spec.incoming.clone(),
+            deferred_incoming: matches!(spec.memory, GuestMemory::FromTemplate(_)) && spec.incoming.is_some(),
         })
     }
 }
@@ -387,6 +416,7 @@ mod tests {
             hostname: "web".into(),
             volumes: Vec::new(),
             incoming: None,
+            memory: GuestMemory::Private,
         }
     }
 
@@ -400,9 +430,22 @@ mod tests {
         assert!(args.contains("socket,id=agent,path=/b/agent.sock,server=on,wait=off"));
         assert!(args.contains("boxlite.hostname=web") && !args.contains("-netdev") && !args.contains("boxlite.ip="));
         assert!(args.contains(" noapictimer"), "{args}");
+        assert!(args.contains("-object memory-backend-ram,id=ram,size=256M -machine memory-backend=ram"), "{args}");
+        assert!(!args.contains("x-ignore-shared") && !args.contains("boxlite.template"), "{args}");
         let args = q.args(&VmSpec { network: true, ..spec }).join(" ");
         assert!(args.contains("-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/b/net.sock"), "{args}");
         assert!(args.contains("virtio-net-device,netdev=net0") && args.contains("boxlite.ip=192.168.127.2/24 boxlite.gw=192.168.127.1"), "{args}");
+    }
+
+    #[test]
+    fn templates_share_their_ram_file_and_boxes_map_it_privately() {
+        let q = Qemu { binary: "qemu".into(), accel: ResolvedAccel::Tcg };
+        let source = q.args(&VmSpec { memory: GuestMemory::TemplateSource("/t/ram".into()), ..spec() }).join(" ");
+        assert!(source.contains("-object memory-backend-file,id=ram,size=256M,mem-path=/t/ram,share=on"), "{source}");
+        assert!(source.contains(" boxlite.template=1") && source.contains("-drive driver=null-co,") && !source.contains("disk.qcow2"), "{source}");
+        let restored = q.args(&VmSpec { memory: GuestMemory::FromTemplate("/t/ram".into()), incoming: Some("/t/state".into()), ..spec() }).join(" ");
+        assert!(restored.contains("mem-path=/t/ram,share=off") && restored.contains("file=/b/disk.qcow2,"), "{restored}");
+        assert!(restored.contains("-incoming defer") && !restored.contains("boxlite.template"), "{restored}");
     }
 
     #[test]

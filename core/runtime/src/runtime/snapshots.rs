@@ -64,7 +64,7 @@ pub struct RestoreOptions {
 /// What must be the same for saved memory to be loaded: the same VMM binary, guest kernel and
 /// agent (initramfs) and accelerator. Files are compared by size and modification time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Compat {
+pub(super) struct Compat {
     engine: String,
     vmm: String,
     kernel: String,
@@ -121,7 +121,7 @@ impl Runtime {
         self.inner.home.join("snapshots").join(name)
     }
 
-    fn compat(&self) -> Result<Compat> {
+    pub(super) fn compat(&self) -> Result<Compat> {
         let engine = self.engine()?;
         let assets = crate::assets::GuestAssets::find(self.inner.assets_dir.as_deref())?;
         Ok(Compat {

@@ -10,7 +10,7 @@
 pub mod client;
 mod net_helper;
 mod proxy;
-mod snapshot;
+pub(crate) mod snapshot;
 mod supervisor;
 
 use crate::engine::VmCommand;
@@ -50,6 +50,10 @@ pub struct ShimConfig {
     /// The guest's hostname, given again to a box continued from saved memory.
     #[serde(default)]
     pub hostname: String,
+    /// The VM continues from a template, saved with no box disk: the agent mounts the box's
+    /// disk once restored, and the box fails if it cannot.
+    #[serde(default)]
+    pub from_template: bool,
 }
 
 /// How to start a box's network helper.

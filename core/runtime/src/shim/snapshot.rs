@@ -28,7 +28,7 @@ pub fn snapshot(qmp: &Path, disk: &Path, layer: &Path, memory: &Path, was_paused
     if !was_paused {
         q.execute("stop", Value::Null).map_err(|e| e.to_string())?;
     }
-    let result = freeze_disk(&mut q, disk, layer).and_then(|()| save_memory(&mut q, memory));
+    let result = freeze_disk(&mut q, disk, layer).and_then(|()| save_memory(&mut q, memory, false));
     // After a migration QEMU holds the disks inactive until `cont`; a paused box is stopped
     // again at once so that it stays paused (its vCPUs run for a moment in between).
     let cont = q.execute("cont", Value::Null).map_err(|e| e.to_string());
@@ -49,7 +49,7 @@ pub fn suspend(qmp: &Path, memory: &Path, was_paused: bool) -> Result<Saved, Str
     if !was_paused {
         q.execute("stop", Value::Null).map_err(|e| e.to_string())?;
     }
-    match save_memory(&mut q, memory) {
+    match save_memory(&mut q, memory, false) {
         Ok(memory_bytes) => Ok(Saved { memory_bytes, paused_ms: began.elapsed().as_millis() as u64 }),
         Err(e) => {
             if !was_paused {
@@ -100,9 +100,21 @@ fn freeze_disk(q: &mut Qmp, disk: &Path, layer: &Path) -> Result<(), String> {
         .map_err(|e| format!("pointing {} at {next_name}: {e}", disk.display()))
 }
 
+/// Saves an idle template VM (its RAM shared into its memory file) and ends it: the vCPUs stop,
+/// the device state goes to `state` (the RAM stays in the file: `x-ignore-shared`), QEMU quits.
+pub(crate) fn save_template(qmp: &Path, state: &Path) -> Result<u64, String> {
+    let mut q = Qmp::connect(qmp, Duration::from_secs(30)).map_err(|e| format!("QMP: {e}"))?;
+    q.execute("stop", Value::Null).map_err(|e| e.to_string())?;
+    let len = save_memory(&mut q, state, true)?;
+    let _ = q.execute("quit", Value::Null);
+    Ok(len)
+}
+
 /// Migrates the stopped VM's memory into a new file at `memory` (written beside it, synced, then
-/// renamed: a file under that name is always whole). Returns its size.
-fn save_memory(q: &mut Qmp, memory: &Path) -> Result<u64, String> {
+/// renamed: a file under that name is always whole). Returns its size. With `ignore_shared` (a
+/// template) shared RAM is left out; otherwise (a box restored from a template, whose VM was
+/// started expecting that) all of it is saved, loadable by any VM of the same shape.
+fn save_memory(q: &mut Qmp, memory: &Path, ignore_shared: bool) -> Result<u64, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let partial = memory.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
@@ -115,6 +127,8 @@ fn save_memory(q: &mut Qmp, memory: &Path) -> Result<u64, String> {
     let saved = (|| {
         // The default cap (128 MiB/s) is for live migration over a network; this is a local file.
         q.execute("migrate-set-parameters", json!({ "max-bandwidth": 1u64 << 40 })).map_err(|e| e.to_string())?;
+        let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": ignore_shared }] });
+        q.execute("migrate-set-capabilities", caps).map_err(|e| e.to_string())?;
         q.send_fd(MEMORY_FD, file.as_raw_fd()).map_err(|e| e.to_string())?;
         q.execute("migrate", json!({ "uri": format!("fd:{MEMORY_FD}") })).map_err(|e| e.to_string())?;
         q.wait_migration(SAVE_LIMIT).map_err(|e| e.to_string())?;
@@ -130,7 +144,9 @@ fn save_memory(q: &mut Qmp, memory: &Path) -> Result<u64, String> {
 }
 
 /// After a restore (`-incoming`): waits until QEMU has loaded the memory file and runs the VM.
-pub fn wait_restored(qmp: &Path, limit: Duration) -> Result<(), String> {
+/// With `deferred` (a template's state, `-incoming defer`) it first starts the load, with
+/// `x-ignore-shared` set.
+pub fn wait_restored(qmp: &Path, limit: Duration, deferred: bool) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     let mut q = loop {
         match Qmp::connect(qmp, Duration::from_secs(30)) {
@@ -139,6 +155,11 @@ pub fn wait_restored(qmp: &Path, limit: Duration) -> Result<(), String> {
             Err(e) => return Err(format!("QMP: {e}")),
         }
     };
+    if deferred {
+        let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] });
+        q.execute("migrate-set-capabilities", caps).map_err(|e| e.to_string())?;
+        q.execute("migrate-incoming", json!({ "uri": format!("fd:{}", crate::engine::INCOMING_FD) })).map_err(|e| e.to_string())?;
+    }
     loop {
         match q.run_state().map_err(|e| e.to_string())?.as_str() {
             "running" => return Ok(()),

@@ -334,28 +334,24 @@ async fn connect_when_ready(cfg: &ShimConfig) -> Result<Guest, String> {
     let restored = cfg.vm.incoming.is_some();
     if let (true, Some(qmp)) = (restored, cfg.vm.qmp_socket.clone()) {
         let limit = Duration::from_millis(cfg.ready_timeout_ms);
-        tokio::task::spawn_blocking(move || super::snapshot::wait_restored(&qmp, limit))
+        let deferred = cfg.vm.deferred_incoming;
+        tokio::task::spawn_blocking(move || super::snapshot::wait_restored(&qmp, limit, deferred))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("restoring its memory failed: {e}"))?;
     }
-    let socket = &cfg.agent_socket;
-    loop {
-        if socket.exists() {
-            if let Ok(guest) = Guest::connect_agent(socket).await {
-                // The request waits in the channel until the agent serves it.
-                if guest.ping().await.is_ok() {
-                    // The guest read the RTC at boot, to the second; a restored one has the clock,
-                    // hostname and RNG state of the VM it was saved from.
-                    let set = if restored { guest.refresh_identity(&cfg.hostname).await } else { guest.set_clock().await };
-                    if let Err(e) = set {
-                        eprintln!("boxlite-shim: setting the guest's clock and identity: {e}");
-                    }
-                    return Ok(guest);
-                }
-            }
+    let guest = Guest::wait_agent(&cfg.agent_socket).await;
+    // The guest read the RTC at boot, to the second; a restored one has the clock, hostname and
+    // RNG state of the VM it was saved from.
+    let set = if restored { guest.refresh_identity(&cfg.hostname, cfg.from_template).await } else { guest.set_clock().await };
+    match set {
+        // Without its disk a box from a template has nothing to run.
+        Err(e) if cfg.from_template => Err(format!("restored from a template, the guest could not take its own disk: {e}")),
+        Err(e) => {
+            eprintln!("boxlite-shim: setting the guest's clock and identity: {e}");
+            Ok(guest)
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok(()) => Ok(guest),
     }
 }
 
