@@ -453,7 +453,7 @@ impl Runtime {
         if !own_memory.is_file() && rec.options.volumes.is_empty() {
             if let Some(template) = self.template_for(&shape).await {
                 match self.spawn_supervisor_from(rec, Some(template)).await {
-                    Err(Error::GuestBoot(why)) => {
+                    Err(Error::GuestBoot(why)) if why.contains(shim::TEMPLATE_FAULT) => {
                         tracing::debug!(box_id = rec.id, "booting cold: starting from the template failed: {why}");
                         self.template_failed(&shape, &why);
                         self.remove_template(&shape);

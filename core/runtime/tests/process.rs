@@ -232,7 +232,7 @@ async fn killed_while_it_boots_or_when_its_network_helper_dies() {
         let info = b.info().unwrap();
         assert_eq!(info.status, BoxStatus::Failed, "{victim}: {info:?}");
         assert!(info.reason.as_deref().unwrap_or_default().contains(named), "{victim}: {info:?}");
-        wait_until("no process of the box is left", Duration::from_secs(5), || processes_of(&rt, b.id()).is_empty()).await;
+        wait_until(&format!("{victim} killed: no process of the box is left"), Duration::from_secs(5), || processes_of(&rt, b.id()).is_empty()).await;
     }
     // Mid-exec, with output streaming.
     let mut ex = b.exec(ExecCommand::new("sh", ["-c", "while true; do echo tick; sleep 0.05; done"])).await.unwrap();

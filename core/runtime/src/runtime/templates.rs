@@ -92,6 +92,12 @@ impl Runtime {
         if !self.inner.warm_start {
             return None;
         }
+        if on_memory_fs(&self.inner.home) {
+            // There a box's first read of a page its template never wrote allocates that page in
+            // the filesystem, and a full one kills the VM (SIGBUS) instead of failing a write.
+            tracing::debug!("booting cold: the home {} is on tmpfs", self.inner.home.display());
+            return None;
+        }
         let prefix = shape.dir_prefix();
         if let Some(why) = self.inner.template_failures.lock().unwrap_or_else(|p| p.into_inner()).get(&prefix) {
             tracing::debug!("booting cold: the {prefix}* template could not be made earlier ({why})");
@@ -250,6 +256,17 @@ impl Runtime {
         }
         Ok(())
     }
+}
+
+/// Whether `path` is on tmpfs or ramfs.
+fn on_memory_fs(path: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statfs writes the struct it is given; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
 }
 
 fn read_template(dir: &Path) -> Option<TemplateFile> {

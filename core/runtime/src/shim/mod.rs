@@ -95,6 +95,11 @@ pub fn socket(box_dir: &Path) -> PathBuf {
     box_dir.join("shim.sock")
 }
 
+/// Begins a boot failure that starting from the box's template caused (its saved state did not
+/// load, or the restored guest could not take the box's disk), not the box or a kill: the runtime
+/// then boots the box cold.
+pub const TEMPLATE_FAULT: &str = "starting from its template failed";
+
 /// The supervisor's own log.
 pub fn log(box_dir: &Path) -> PathBuf {
     box_dir.join("shim.log")

@@ -53,7 +53,11 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    rt.block_on(supervise(config))
+    let code = rt.block_on(supervise(config));
+    // A blocking QMP wait of a boot that failed may still be polling for a VM that is gone:
+    // the box is recorded and reported, so nothing is left to wait for.
+    rt.shutdown_background();
+    code
 }
 
 /// stdin from /dev/null, stderr to `shim.log`; stdout stays the report pipe until [`report`].
@@ -152,7 +156,12 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     let timeout = Duration::from_millis(cfg.ready_timeout_ms);
     let ready = tokio::select! {
         guest = connect_when_ready(&cfg) => guest,
-        status = vm.wait() => Err(format!("the VM process {}", describe(&status))),
+        status = vm.wait() => Err(match status {
+            // QEMU exits with a status of its own when the saved state does not load; a signal
+            // came from outside.
+            Ok(s) if cfg.from_template && s.code().is_some() => format!("{}: the VM process {}", super::TEMPLATE_FAULT, describe(&Ok(s))),
+            _ => format!("the VM process {}", describe(&status)),
+        }),
         (pid, status) = helper_exit(&mut net) => Err(format!("the box's network helper (pid {pid}) {}", describe(&status))),
         _ = tokio::time::sleep(timeout) => Err(format!("the guest did not answer within {} ms (ready_timeout_ms)", timeout.as_millis())),
     };
@@ -338,7 +347,10 @@ async fn connect_when_ready(cfg: &ShimConfig) -> Result<Guest, String> {
         tokio::task::spawn_blocking(move || super::snapshot::wait_restored(&qmp, limit, deferred))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("restoring its memory failed: {e}"))?;
+            .map_err(|e| match cfg.from_template {
+                true => format!("{}: loading it: {e}", super::TEMPLATE_FAULT),
+                false => format!("restoring its memory failed: {e}"),
+            })?;
     }
     let guest = Guest::wait_agent(&cfg.agent_socket).await;
     // The guest read the RTC at boot, to the second; a restored one has the clock, hostname and
@@ -346,7 +358,7 @@ async fn connect_when_ready(cfg: &ShimConfig) -> Result<Guest, String> {
     let set = if restored { guest.refresh_identity(&cfg.hostname, cfg.from_template).await } else { guest.set_clock().await };
     match set {
         // Without its disk a box from a template has nothing to run.
-        Err(e) if cfg.from_template => Err(format!("restored from a template, the guest could not take its own disk: {e}")),
+        Err(e) if cfg.from_template => Err(format!("{}: the guest could not take its own disk: {e}", super::TEMPLATE_FAULT)),
         Err(e) => {
             eprintln!("boxlite-shim: setting the guest's clock and identity: {e}");
             Ok(guest)
