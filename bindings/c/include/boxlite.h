@@ -413,8 +413,8 @@ boxlite_result boxlite_box_set_network(boxlite_box *b, const char *network_json)
 
 // Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`,
 // `boxlite_boxes_list`, `boxlite_runtime_metrics`, `boxlite_images_list`, `boxlite_image_remove`,
-// `boxlite_images_prune`, `boxlite_box_snapshot`, `boxlite_runtime_snapshots`, `boxlite_box_list_dir`, `boxlite_box_stat_file`,
-// `boxlite_watch_next`). NULL is a no-op.
+// `boxlite_images_prune`, `boxlite_box_snapshot`, `boxlite_runtime_snapshots`, `boxlite_runtime_warmup`,
+// `boxlite_box_list_dir`, `boxlite_box_stat_file`, `boxlite_watch_next`). NULL is a no-op.
 //
 // # Safety
 // `s` is NULL or a string from this library, not yet freed.
@@ -967,7 +967,12 @@ boxlite_result boxlite_log_set_callback(boxlite_log_fn callback,
 // - `"accel"`: `"auto"` (default: KVM when it can run a guest, else TCG with one warning),
 //   `"kvm"` or `"tcg"`;
 // - `"assets_dir"`: directory with the guest `vmlinux` and `initramfs.cpio` (default: see
-//   docs/c-abi.md).
+//   docs/c-abi.md);
+// - `"warm_start"`: `true` or `false`: start new boxes from templates (booted idle guests,
+//   one per box shape, made on a shape's first start or by `boxlite_runtime_warmup`) instead of
+//   booting them. Default on, unless `$BOXLITE_WARM_START` is `0`. A box that cannot start from
+//   its template (or one with volumes) boots cold, so the option changes start times, not what
+//   boxes can do.
 //
 // Unknown keys are rejected (`BOXLITE_ERR_INVALID_ARGUMENT`), so typos never pass silently.
 // `out`: receives the new runtime on success (untouched on failure); free it with
@@ -1012,6 +1017,34 @@ void boxlite_runtime_free(boxlite_runtime *rt);
 boxlite_result boxlite_runtime_pull(boxlite_runtime *rt,
                                     const char *reference,
                                     const boxlite_canceller *canceller);
+
+// Makes sure the template for boxes of one shape (cpus, memory, network or none) exists in the
+// runtime's home, building it if needed: a guest booted cold without a box disk and saved idle,
+// under `templates/` in the home. With the runtime's `"warm_start"` on (the default), boxes of
+// that shape then start from it instead of booting; without a warmup, a shape's template is
+// built at the first start of a box of that shape, which then takes that much longer. Warming
+// up ahead moves that cost out of the first start. A template is never stale: one made for
+// another QEMU, kernel, agent or accelerator is not used, and building its replacement removes
+// it.
+//
+// `options_json`: NULL for the default shape, or a JSON object with any of `"cpus"` (default 1),
+// `"memory_mib"` (default 512) and `"network"` (default `true`: boxes with a network, whatever
+// its allow/deny policy; `false`: boxes created with `"network": "none"`). Unknown keys are
+// rejected. `out` receives the template as a JSON object: `"path"` (its directory),
+// `"cpus"`, `"memory_mib"`, `"network"`, `"built"` (`true` if this call built it, `false` if
+// it was there already), `"build_ms"` (how long building it took, then or earlier) and
+// `"disk_bytes"` (what it takes on disk; its RAM file is sparse); free it with
+// `boxlite_string_free`.
+//
+// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (cpus or memory out of range, a bad key),
+// `BOXLITE_ERR_GUEST_BOOT` (the guest did not come up or could not be saved),
+// `BOXLITE_ERR_ENGINE`, `BOXLITE_ERR_STORAGE`. Blocks for the build (one cold boot; another
+// caller building the same home's templates is waited for). Any thread.
+//
+// # Safety
+// `rt` is NULL or a live runtime; `options_json` is NULL or NUL-terminated; `out` is NULL or
+// writable.
+boxlite_result boxlite_runtime_warmup(boxlite_runtime *rt, const char *options_json, char **out);
 
 // The runtime's metrics as a JSON object: `"boxes_created_total"`, `"boxes_failed_total"`
 // (creates and starts that failed), `"total_commands_executed"` and `"total_exec_errors"`

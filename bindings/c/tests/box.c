@@ -1,6 +1,6 @@
 /* C ABI tests against real VMs booted from the local test registry. One box serves every case
  * that does not need its own. Needs REGISTRY (scripts/test-images.sh) and BOXLITE_TEST_HOME (an
- * empty directory). */
+ * empty directory; the warm start case opens a fresh home of its own inside it). */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
@@ -674,6 +674,91 @@ static void forks_continue_the_box_with_identities_of_their_own(void) {
   release(&done);
 }
 
+/* The value of string `key` in a flat JSON object, copied into `out` (no escapes expected); false
+ * if absent. */
+static bool json_string_value(const char *json, const char *key, char *out, size_t size) {
+  char needle[128];
+  snprintf(needle, sizeof needle, "\"%s\":\"", key);
+  const char *start = json ? strstr(json, needle) : NULL;
+  if (!start) return false;
+  start += strlen(needle);
+  const char *end = strchr(start, '"');
+  if (!end || (size_t)(end - start) >= size) return false;
+  memcpy(out, start, (size_t)(end - start));
+  out[end - start] = 0;
+  return true;
+}
+
+/* Whether the command line of process `pid` holds `needle` (its arguments joined by spaces). */
+static bool cmdline_has(long pid, const char *needle) {
+  char path[64], line[16384];
+  snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return false;
+  size_t n = fread(line, 1, sizeof line - 1, f);
+  fclose(f);
+  for (size_t i = 0; i < n; i++)
+    if (line[i] == 0) line[i] = ' ';
+  line[n] = 0;
+  return strstr(line, needle) != NULL;
+}
+
+/* Warm start on a fresh home: warmup builds the template of a shape (1 cpu, 256 MiB, no network)
+ * once and finds it the second time at the same path; a box of that shape starts from it (its VM
+ * maps the template's RAM), runs commands and has a boot_id; a bad shape is INVALID_ARGUMENT. */
+static void warmup_builds_a_template_once_and_boxes_of_its_shape_start_from_it(void) {
+  char warm_home[4096], templates[4200], path[4200] = "", again[4200] = "";
+  snprintf(warm_home, sizeof warm_home, "%s/warm-home", home);
+  snprintf(templates, sizeof templates, "%s/templates/", warm_home);
+  CHECK(mkdir(warm_home, 0700) == 0);
+  boxlite_runtime *warm = open_runtime(warm_home, registry);
+  if (!warm) return;
+  const char *shape = "{\"cpus\": 1, \"memory_mib\": 256, \"network\": false}";
+  char *json = NULL;
+  CHECK_OK(boxlite_runtime_warmup(warm, shape, &json));
+  CHECK(json && strstr(json, "\"built\":true") && strstr(json, "\"cpus\":1,") && strstr(json, "\"memory_mib\":256,") &&
+        strstr(json, "\"network\":false") && !strstr(json, "\"disk_bytes\":0"));
+  CHECK(json_string_value(json, "path", path, sizeof path) && strncmp(path, templates, strlen(templates)) == 0);
+  if (current_test_failed) fprintf(stderr, "first warmup: %s\n", json ? json : "(none)");
+  boxlite_string_free(json);
+  json = NULL;
+  CHECK_OK(boxlite_runtime_warmup(warm, shape, &json));
+  CHECK(json && strstr(json, "\"built\":false"));
+  CHECK(json_string_value(json, "path", again, sizeof again) && strcmp(again, path) == 0);
+  boxlite_string_free(json);
+
+  int supervisors = box_supervisors();
+  boxlite_box *b = NULL;
+  CHECK_OK(boxlite_box_create(warm, "busybox:latest", "{\"memory_mib\": 256, \"network\": \"none\"}", &b));
+  if (b) {
+    completed done;
+    if (sh(b, "echo warm; cat /proc/sys/kernel/random/boot_id", &done)) {
+      CHECK(done.exit_code == 0 && strncmp(text(&done.out), "warm\n", 5) == 0);
+      CHECK(done.out.len == 5 + 37 && text(&done.out)[5 + 8] == '-'); /* a UUID and its newline */
+    }
+    release(&done);
+    char *metrics = NULL, ram[4300];
+    CHECK_OK(boxlite_box_metrics(b, &metrics));
+    const char *pid = metrics ? strstr(metrics, "\"vm_pid\":") : NULL;
+    snprintf(ram, sizeof ram, "mem-path=%s/ram,", path);
+    bool from_template = pid && cmdline_has(strtol(pid + 9, NULL, 10), ram);
+    CHECK(from_template); /* its VM maps the template's RAM */
+    if (!from_template) fprintf(stderr, "the box's VM lacks %s; metrics: %s\n", ram, metrics ? metrics : "(none)");
+    boxlite_string_free(metrics);
+    CHECK_OK(boxlite_box_remove(b, true));
+    boxlite_box_free(b);
+  }
+  CHECK(box_supervisors() == supervisors);
+
+  json = NULL;
+  CHECK_RESULT(boxlite_runtime_warmup(warm, "{\"cpus\": 0}", &json), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_ERRMSG("cpus 0 is out of range");
+  CHECK(json == NULL);
+  CHECK_RESULT(boxlite_runtime_warmup(warm, "{\"cpu\": 1}", &json), BOXLITE_ERR_INVALID_ARGUMENT);
+  CHECK_RESULT(boxlite_runtime_warmup(warm, NULL, NULL), BOXLITE_ERR_NULL_POINTER);
+  boxlite_runtime_free(warm);
+}
+
 int main(void) {
   home = fixture("BOXLITE_TEST_HOME");
   registry = fixture("REGISTRY");
@@ -701,6 +786,7 @@ int main(void) {
   RUN(a_snapshot_restores_into_a_new_box_with_unsynced_writes);
   RUN(a_suspended_box_resumes_where_it_was);
   RUN(forks_continue_the_box_with_identities_of_their_own);
+  RUN(warmup_builds_a_template_once_and_boxes_of_its_shape_start_from_it);
   RUN(remove_cleans_up_and_later_calls_fail);
   RUN(handles_outlive_their_runtime);
   RUN(freeing_the_last_handle_stops_its_vms);

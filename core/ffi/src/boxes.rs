@@ -554,8 +554,8 @@ pub unsafe extern "C" fn boxlite_box_set_network(b: *mut boxlite_box, network_js
 
 /// Frees a string returned by this library (`boxlite_box_info`, `boxlite_box_metrics`,
 /// `boxlite_boxes_list`, `boxlite_runtime_metrics`, `boxlite_images_list`, `boxlite_image_remove`,
-/// `boxlite_images_prune`, `boxlite_box_snapshot`, `boxlite_runtime_snapshots`, `boxlite_box_list_dir`, `boxlite_box_stat_file`,
-/// `boxlite_watch_next`). NULL is a no-op.
+/// `boxlite_images_prune`, `boxlite_box_snapshot`, `boxlite_runtime_snapshots`, `boxlite_runtime_warmup`,
+/// `boxlite_box_list_dir`, `boxlite_box_stat_file`, `boxlite_watch_next`). NULL is a no-op.
 ///
 /// # Safety
 /// `s` is NULL or a string from this library, not yet freed.

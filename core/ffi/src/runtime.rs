@@ -4,7 +4,7 @@
 use crate::args::{free_handle, handle, options, out_param, string};
 use crate::cancel::{self, boxlite_canceller};
 use crate::error::{boundary, boxlite_result, panic_failure, Failure};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::ffi::c_char;
 use std::future::Future;
 use std::path::PathBuf;
@@ -144,6 +144,7 @@ struct RuntimeConfig {
     registries: Vec<RegistryConfig>,
     accel: Option<boxlite::Accel>,
     assets_dir: Option<PathBuf>,
+    warm_start: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -163,7 +164,14 @@ impl From<RuntimeConfig> for boxlite::RuntimeOptions {
             .into_iter()
             .map(|r| boxlite::RegistryConfig { host: r.host, insecure: r.insecure, username: r.username, password: r.password })
             .collect();
-        boxlite::RuntimeOptions { home: c.home, registries, accel: c.accel, assets_dir: c.assets_dir, ..Default::default() }
+        boxlite::RuntimeOptions {
+            home: c.home,
+            registries,
+            accel: c.accel,
+            assets_dir: c.assets_dir,
+            warm_start: c.warm_start,
+            ..Default::default()
+        }
     }
 }
 
@@ -181,7 +189,12 @@ impl From<RuntimeConfig> for boxlite::RuntimeOptions {
 /// - `"accel"`: `"auto"` (default: KVM when it can run a guest, else TCG with one warning),
 ///   `"kvm"` or `"tcg"`;
 /// - `"assets_dir"`: directory with the guest `vmlinux` and `initramfs.cpio` (default: see
-///   docs/c-abi.md).
+///   docs/c-abi.md);
+/// - `"warm_start"`: `true` or `false`: start new boxes from templates (booted idle guests,
+///   one per box shape, made on a shape's first start or by `boxlite_runtime_warmup`) instead of
+///   booting them. Default on, unless `$BOXLITE_WARM_START` is `0`. A box that cannot start from
+///   its template (or one with volumes) boots cold, so the option changes start times, not what
+///   boxes can do.
 ///
 /// Unknown keys are rejected (`BOXLITE_ERR_INVALID_ARGUMENT`), so typos never pass silently.
 /// `out`: receives the new runtime on success (untouched on failure); free it with
@@ -262,6 +275,91 @@ pub unsafe extern "C" fn boxlite_runtime_pull(
     })
 }
 
+/// `options_json` of `boxlite_runtime_warmup`.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct WarmupConfig {
+    cpus: u32,
+    memory_mib: u32,
+    network: bool,
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        let d = boxlite::WarmupOptions::default();
+        WarmupConfig { cpus: d.cpus, memory_mib: d.memory_mib, network: d.network }
+    }
+}
+
+/// The JSON object `boxlite_runtime_warmup` gives: the runtime's `TemplateInfo` with its shape
+/// flattened, as a box's info has `cpus` and `memory_mib` at the top.
+#[derive(Serialize)]
+struct TemplateJson {
+    path: PathBuf,
+    cpus: u32,
+    memory_mib: u32,
+    network: bool,
+    built: bool,
+    build_ms: u64,
+    disk_bytes: u64,
+}
+
+impl From<boxlite::TemplateInfo> for TemplateJson {
+    fn from(t: boxlite::TemplateInfo) -> Self {
+        TemplateJson {
+            path: t.path,
+            cpus: t.shape.cpus,
+            memory_mib: t.shape.memory_mib,
+            network: t.shape.network,
+            built: t.built,
+            build_ms: t.build_ms,
+            disk_bytes: t.disk_bytes,
+        }
+    }
+}
+
+/// Makes sure the template for boxes of one shape (cpus, memory, network or none) exists in the
+/// runtime's home, building it if needed: a guest booted cold without a box disk and saved idle,
+/// under `templates/` in the home. With the runtime's `"warm_start"` on (the default), boxes of
+/// that shape then start from it instead of booting; without a warmup, a shape's template is
+/// built at the first start of a box of that shape, which then takes that much longer. Warming
+/// up ahead moves that cost out of the first start. A template is never stale: one made for
+/// another QEMU, kernel, agent or accelerator is not used, and building its replacement removes
+/// it.
+///
+/// `options_json`: NULL for the default shape, or a JSON object with any of `"cpus"` (default 1),
+/// `"memory_mib"` (default 512) and `"network"` (default `true`: boxes with a network, whatever
+/// its allow/deny policy; `false`: boxes created with `"network": "none"`). Unknown keys are
+/// rejected. `out` receives the template as a JSON object: `"path"` (its directory),
+/// `"cpus"`, `"memory_mib"`, `"network"`, `"built"` (`true` if this call built it, `false` if
+/// it was there already), `"build_ms"` (how long building it took, then or earlier) and
+/// `"disk_bytes"` (what it takes on disk; its RAM file is sparse); free it with
+/// `boxlite_string_free`.
+///
+/// Errors: `BOXLITE_ERR_INVALID_ARGUMENT` (cpus or memory out of range, a bad key),
+/// `BOXLITE_ERR_GUEST_BOOT` (the guest did not come up or could not be saved),
+/// `BOXLITE_ERR_ENGINE`, `BOXLITE_ERR_STORAGE`. Blocks for the build (one cold boot; another
+/// caller building the same home's templates is waited for). Any thread.
+///
+/// # Safety
+/// `rt` is NULL or a live runtime; `options_json` is NULL or NUL-terminated; `out` is NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn boxlite_runtime_warmup(rt: *mut boxlite_runtime, options_json: *const c_char, out: *mut *mut c_char) -> boxlite_result {
+    boundary(|| {
+        // SAFETY (all three): forwarded from this function's contract.
+        let ctx = unsafe { context(rt)? };
+        let config: WarmupConfig = unsafe { options(options_json, "options_json")? };
+        let out = unsafe { out_param(out, "out")? };
+        let runtime = ctx.runtime.clone();
+        let shape = boxlite::WarmupOptions { cpus: config.cpus, memory_mib: config.memory_mib, network: config.network };
+        // On a worker thread: the template's VM is tied to the thread that spawns it.
+        let info = ctx.run(async move { runtime.warmup(shape).await })?;
+        *out = crate::boxes::json_string(&TemplateJson::from(info))?;
+        Ok(())
+    })
+}
+
 /// The runtime's metrics as a JSON object: `"boxes_created_total"`, `"boxes_failed_total"`
 /// (creates and starts that failed), `"total_commands_executed"` and `"total_exec_errors"`
 /// (commands that could not start), counted by this runtime since `boxlite_runtime_new`, and
@@ -301,6 +399,7 @@ mod tests {
             (r#"{"hom": "/tmp/x"}"#, "unknown field `hom`"),
             (r#"{"accel": "hvf"}"#, "unknown variant `hvf`"),
             (r#"{"registries": [{"insecure": true}]}"#, "missing field `host`"),
+            (r#"{"warm_start": "yes"}"#, "expected a boolean"),
             ("not json", "expected"),
         ] {
             let json = std::ffi::CString::new(json).unwrap();
@@ -331,6 +430,40 @@ mod tests {
             boxlite_runtime_free(rt);
             boxlite_runtime_free(ptr::null_mut());
         }
+        std::fs::remove_dir_all(home).unwrap();
+    }
+
+    #[test]
+    fn warmup_checks_its_options_and_shape_before_any_boot() {
+        let home = std::env::temp_dir().join(format!("boxlite-ffi-warmup-{}", std::process::id()));
+        let json = std::ffi::CString::new(serde_json::json!({ "home": home, "warm_start": false }).to_string()).unwrap();
+        let mut rt = ptr::null_mut();
+        // SAFETY: valid string and out-pointer; rt freed once.
+        unsafe { assert_eq!(boxlite_runtime_new(json.as_ptr(), &mut rt), boxlite_result::BOXLITE_OK) };
+        for (options, code, needle) in [
+            (r#"{"cpu": 1}"#, boxlite_result::BOXLITE_ERR_INVALID_ARGUMENT, "unknown field `cpu`"),
+            (r#"{"network": "none"}"#, boxlite_result::BOXLITE_ERR_INVALID_ARGUMENT, "expected a boolean"),
+            (r#"{"cpus": 0}"#, boxlite_result::BOXLITE_ERR_INVALID_ARGUMENT, "cpus 0 is out of range"),
+            (r#"{"memory_mib": 64}"#, boxlite_result::BOXLITE_ERR_INVALID_ARGUMENT, "memory_mib 64 is out of range"),
+        ] {
+            let options = std::ffi::CString::new(options).unwrap();
+            let mut out = ptr::null_mut();
+            // SAFETY: rt is live, the string valid, out writable.
+            assert_eq!(unsafe { boxlite_runtime_warmup(rt, options.as_ptr(), &mut out) }, code);
+            assert!(out.is_null(), "out is written only on success");
+            // SAFETY: this thread's message.
+            let msg = unsafe { std::ffi::CStr::from_ptr(crate::boxlite_errmsg()) }.to_string_lossy().into_owned();
+            assert!(msg.contains(needle), "{msg}");
+        }
+        // SAFETY: a NULL out is refused before any work; NULL rt likewise.
+        unsafe {
+            assert_eq!(boxlite_runtime_warmup(rt, ptr::null(), ptr::null_mut()), boxlite_result::BOXLITE_ERR_NULL_POINTER);
+            let mut out = ptr::null_mut();
+            assert_eq!(boxlite_runtime_warmup(ptr::null_mut(), ptr::null(), &mut out), boxlite_result::BOXLITE_ERR_NULL_POINTER);
+        }
+        assert!(!home.join("templates").exists(), "nothing was built");
+        // SAFETY: freed once.
+        unsafe { boxlite_runtime_free(rt) };
         std::fs::remove_dir_all(home).unwrap();
     }
 

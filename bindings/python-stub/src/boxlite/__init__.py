@@ -17,7 +17,7 @@ the cargo target dir. See docs/python.md for the decisions behind this API.
 from . import _native
 from ._code import CODE_OUTPUT_LIMIT, CodeContext, CodeError, CodeExecution, CodeResult
 from ._aio import Box, Boxlite, CodeBox, Execution, ExecStdin, FileWatch, Files, SimpleBox
-from ._core import BoxInfo, BoxMetrics, Canceller, ExecResult, PortInfo, RuntimeMetrics, SnapshotInfo, VolumeInfo
+from ._core import BoxInfo, BoxMetrics, Canceller, ExecResult, PortInfo, RuntimeMetrics, SnapshotInfo, TemplateInfo, VolumeInfo
 from ._files import FileEntry, WatchEvent
 from .errors import (
     AbortedError,
@@ -91,6 +91,7 @@ __all__ = [
     "SecurityOptions",
     "SimpleBox",
     "StorageError",
+    "TemplateInfo",
     "WatchEvent",
     "library_version",
 ]

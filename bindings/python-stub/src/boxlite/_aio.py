@@ -15,7 +15,21 @@ from types import SimpleNamespace
 from typing import Any, AsyncIterator, Callable, Dict, Generator, List, Literal, Optional, TypeVar, Union, overload
 
 from ._code import PIP_ENV, CodeContext, CodeContexts, CodeExecution
-from ._core import BoxInfo, BoxMetrics, Canceller, ExecHandle, ExecResult, ExecState, RuntimeMetrics, SimpleBoxBase, SnapshotInfo, argv_of, split_lines, text_chunks
+from ._core import (
+    BoxInfo,
+    BoxMetrics,
+    Canceller,
+    ExecHandle,
+    ExecResult,
+    ExecState,
+    RuntimeMetrics,
+    SimpleBoxBase,
+    SnapshotInfo,
+    TemplateInfo,
+    argv_of,
+    split_lines,
+    text_chunks,
+)
 from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
 from .errors import BoxliteError, InvalidStateError, NotFoundError
@@ -117,6 +131,16 @@ class Boxlite:
     async def remove_snapshot(self, name: str) -> None:
         """Removes a snapshot; boxes restored from it keep working. NotFoundError if none."""
         await _blocking(self._sync.remove_snapshot, name)
+
+    async def warmup(self, cpus: int = 1, memory_mib: int = 512, network: Network = True) -> TemplateInfo:
+        """Makes sure the warm start template for boxes of this shape exists, building it if needed
+        (one guest booted cold and saved idle: awaits that boot). With warm start on (see
+        Options.warm_start) boxes of that shape then start from it instead of booting; without a
+        warmup, a shape's template is built at the first start of a box of that shape. `network`:
+        as in BoxOptions; one template serves every box with a network (whatever its allow/deny
+        policy), another the boxes with network=False / "none".
+        InvalidArgumentError for cpus or memory_mib out of range (1-64, 128-65536 MiB)."""
+        return await _blocking(self._sync.warmup, cpus, memory_mib, network)
 
     async def images(self) -> List[SimpleNamespace]:
         """The images of the home (see SyncBoxlite.images)."""

@@ -116,6 +116,27 @@ class SnapshotInfo:
 
 
 @dataclass(frozen=True)
+class TemplateInfo:
+    """A warm start template (see Boxlite.warmup): `path` (its directory in the home), the shape of
+    the boxes it serves (`cpus`, `memory_mib`, `network`: boxes with a network, or created with
+    network=False), `built` (True if this call built it, False if it was there already),
+    `build_ms` (how long building it took, then or earlier), `disk_bytes` (what it takes on disk;
+    its RAM file is sparse)."""
+
+    path: str
+    cpus: int
+    memory_mib: int
+    network: bool
+    built: bool
+    build_ms: int
+    disk_bytes: int
+
+    @staticmethod
+    def _from(values: Dict[str, Any]) -> "TemplateInfo":
+        return _record(TemplateInfo, values)
+
+
+@dataclass(frozen=True)
 class BoxMetrics:
     """A box's metrics since it last started (zeros and None when it is not running):
     `memory_usage_bytes` (the VM process's resident memory on the host), `cpu_percent` (of one
@@ -233,6 +254,12 @@ class RuntimeHandle:
 
     def remove_snapshot(self, name: str) -> None:
         check(self._lib.boxlite_runtime_remove_snapshot(self.handle(), name.encode()))
+
+    def warmup(self, cpus: int, memory_mib: int, network: Network) -> TemplateInfo:
+        # A template serves boxes with a network (whatever its policy) or without one.
+        with_network = network_json(network) != "none"
+        options = json.dumps({"cpus": cpus, "memory_mib": memory_mib, "network": with_network}).encode()
+        return TemplateInfo._from(_json_result(self._lib.boxlite_runtime_warmup, self.handle(), options))
 
     def pull(self, reference: str, cancel: Optional["Canceller"]) -> None:
         if cancel is not None and not isinstance(cancel, Canceller):

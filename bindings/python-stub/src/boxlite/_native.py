@@ -37,6 +37,7 @@ _PROTOTYPES = {
     "boxlite_runtime_restore": (c_int, [c_void_p, c_char_p, c_char_p, POINTER(c_void_p)]),
     "boxlite_runtime_snapshots": (c_int, [c_void_p, POINTER(c_void_p)]),
     "boxlite_runtime_remove_snapshot": (c_int, [c_void_p, c_char_p]),
+    "boxlite_runtime_warmup": (c_int, [c_void_p, c_char_p, POINTER(c_void_p)]),
     "boxlite_box_remove": (c_int, [c_void_p, c_bool]),
     "boxlite_box_free": (None, [c_void_p]),
     "boxlite_box_info": (c_int, [c_void_p, POINTER(c_void_p)]),

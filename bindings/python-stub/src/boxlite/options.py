@@ -50,16 +50,21 @@ class Options:
     """How a runtime opens: `home_dir` (state directory; default $BOXLITE_HOME, else ~/.boxlite),
     `image_registries` (searched in order for unqualified image names, before docker.io; empty:
     the comma-separated host[:port] lists in $BOXLITE_REGISTRIES and $BOXLITE_INSECURE_REGISTRIES,
-    else config.json in the home), `accel` ("auto", "kvm" or "tcg")."""
+    else config.json in the home), `accel` ("auto", "kvm" or "tcg"), `warm_start` (start new boxes
+    from a template of their shape, a booted idle guest made by `warmup()` or at the shape's first
+    start, instead of booting them; None: on, unless $BOXLITE_WARM_START is "0")."""
 
     home_dir: Optional[str] = None
     image_registries: List[Registry] = field(default_factory=list)
     accel: Optional[str] = None
+    warm_start: Optional[bool] = None
 
     def _json(self) -> bytes:
         registries = [_registry(r) for r in self.image_registries]
         home = None if self.home_dir is None else str(self.home_dir)
-        return _options(home=home, registries=registries or None, accel=self.accel)
+        if self.warm_start is not None and not isinstance(self.warm_start, bool):
+            raise _invalid(f"warm_start {self.warm_start!r} is not True, False or None")
+        return _options(home=home, registries=registries or None, accel=self.accel, warm_start=self.warm_start)
 
 
 @dataclass

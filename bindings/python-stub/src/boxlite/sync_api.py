@@ -27,6 +27,7 @@ from ._core import (
     RuntimeMetrics,
     SimpleBoxBase,
     SnapshotInfo,
+    TemplateInfo,
     argv_of,
     split_lines,
     text_chunks,
@@ -120,6 +121,16 @@ class SyncBoxlite:
     def remove_snapshot(self, name: str) -> None:
         """Removes a snapshot; boxes restored from it keep working. NotFoundError if none."""
         self._rt.remove_snapshot(name)
+
+    def warmup(self, cpus: int = 1, memory_mib: int = 512, network: Network = True) -> TemplateInfo:
+        """Makes sure the warm start template for boxes of this shape exists, building it if needed
+        (one guest booted cold and saved idle; this blocks for that boot). With warm start on (see
+        Options.warm_start) boxes of that shape then start from it instead of booting; without a
+        warmup, a shape's template is built at the first start of a box of that shape. `network`:
+        as in BoxOptions; one template serves every box with a network (whatever its allow/deny
+        policy), another the boxes with network=False / "none".
+        InvalidArgumentError for cpus or memory_mib out of range (1-64, 128-65536 MiB)."""
+        return self._rt.warmup(cpus, memory_mib, network)
 
     def images(self) -> List[SimpleNamespace]:
         """The images of the home, sorted by reference: reference, digest, config_digest,
