@@ -21,8 +21,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 pub const MSG_LEN: usize = 24;
 /// How every handshake message starts.
 pub const MAGIC: [u8; 4] = [0xff, b'B', b'X', b'H'];
-/// How often the host repeats its request while unanswered.
-pub const RETRY: Duration = Duration::from_millis(100);
+/// How often the host repeats its request while unanswered. Short: after a restore the first
+/// request usually goes to the dead connection the VM was saved with, and every restore waits
+/// for the next one (24 bytes, which the agent skips if they pile up while it boots).
+pub const RETRY: Duration = Duration::from_millis(20);
 
 /// One handshake message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
