@@ -225,3 +225,26 @@ fn run_d_refuses_a_command_and_start_refuses_a_box_that_would_stop_with_it() {
     let out = expect(home, &["stats", "--no-stream", "kept"], 0);
     assert!(text(&out.stdout).lines().nth(1).is_some_and(|l| l.contains("kept") && l.contains(" - ")), "{}", text(&out.stdout));
 }
+
+#[test]
+fn warmup_makes_the_template_once_and_the_next_box_starts_from_it() {
+    let home = common::Home::new();
+    let home = home.path();
+    let args = ["warmup", "--memory", "256", "--network", "none"];
+    let first = expect(home, &args, 0);
+    let path = text(&first.stdout).trim().to_string();
+    assert!(path.starts_with(&home.join("templates").display().to_string()), "{path}");
+    assert!(text(&first.stderr).contains("built in"), "{}", text(&first.stderr));
+    let again = expect(home, &args, 0);
+    assert_eq!(text(&again.stdout).trim(), path);
+    assert!(text(&again.stderr).contains("already there"), "{}", text(&again.stderr));
+    let bad = expect(home, &["warmup", "--memory", "64"], 125);
+    assert!(text(&bad.stderr).contains("memory_mib 64 is out of range"), "{}", text(&bad.stderr));
+    // A box of that shape starts from it: its VM maps the template's RAM.
+    let out = expect(home, &["run", "-d", "--name", "warm", "--memory", "256", "--network", "none", "busybox:latest"], 0);
+    let pid = inspect(home, "warm")["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {}", text(&out.stdout)));
+    let cmdline = text(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).replace('\0', " ");
+    assert!(cmdline.contains(&format!("mem-path={path}/ram,share=off")), "{cmdline}");
+    assert_eq!(text(&expect(home, &["exec", "warm", "hostname"], 0).stdout), "warm\n");
+    expect(home, &["rm", "-f", "warm"], 0);
+}
