@@ -1,7 +1,7 @@
 //! A detached box driven by one short-lived `boxlite` process after another, as with docker:
 //! `run -d`, `exec` (and an interrupted one), `inspect`, `stats`, `logs`, `pause`, `resume`,
 //! `suspend`, `snapshot create|ls|rm`, `restore`, `fork`, `stop`, `start`, `restart`,
-//! `stop --force`, `rm -f`.
+//! `stop --force`, `rm -f`, `warmup`.
 
 use boxlite::{BoxOptions, RegistryConfig, Runtime, RuntimeOptions};
 use std::io::{BufRead, BufReader, Write};
