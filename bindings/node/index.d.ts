@@ -146,6 +146,11 @@ export declare class Runtime {
   snapshots(): Promise<SnapshotInfo[]>
   /** Removes a snapshot; boxes restored from it keep working. */
   removeSnapshot(name: string): Promise<void>
+  /**
+   * Makes sure a warm start template for boxes of this shape exists, building it if needed
+   * (one cold boot); boxes of that shape then start from it.
+   */
+  warmup(options?: WarmupOptions | undefined | null): Promise<TemplateInfo>
   /** Pulls an image (and builds its base disk); `onProgress` gets events on the JS thread. */
   pull(reference: string, onProgress?: (((arg: PullEvent) => void)) | undefined | null, cancel?: CancelToken | undefined | null): Promise<ImageInfo>
   /** This runtime's counters and the number of running boxes in its home. */
@@ -363,6 +368,11 @@ export interface RuntimeOptions {
   assetsDir?: string
   /** DNS servers (`IP[:PORT]`) boxes' queries go to; default `$BOXLITE_DNS`, else the host's. */
   dnsServers?: Array<string>
+  /**
+   * Start boxes from templates of their shape instead of booting them; default on, unless
+   * `$BOXLITE_WARM_START` is `0`.
+   */
+  warmStart?: boolean
 }
 
 /** A saved memory snapshot (`box.snapshot(name)`). */
@@ -383,6 +393,22 @@ export interface SnapshotInfo {
   pausedMs: number
 }
 
+/** A warm start template on disk (`runtime.warmup`). */
+export interface TemplateInfo {
+  /** Its directory in the home. */
+  path: string
+  /** The shape of the boxes it serves. */
+  cpus: number
+  memoryMib: number
+  network: boolean
+  /** Whether this call built it (false: it was there already). */
+  built: boolean
+  /** How long building it took (by this call or the one that built it). */
+  buildMs: number
+  /** Bytes it takes on disk (its RAM file is sparse). */
+  diskBytes: number
+}
+
 /** A volume as recorded (the host path canonical). */
 export interface VolumeInfo {
   hostPath: string
@@ -398,6 +424,14 @@ export interface VolumeOptions {
   guestPath: string
   /** Enforced by the host: the box can read but not change it. Default false. */
   readOnly?: boolean
+}
+
+/** The shape of the boxes a warm start template serves; absent fields: 1 cpu, 512 MiB, a network. */
+export interface WarmupOptions {
+  cpus?: number
+  memoryMib?: number
+  /** Boxes with a network (any policy) or without one (`none`). */
+  network?: boolean
 }
 
 /** One event of a watch. */

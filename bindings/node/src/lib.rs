@@ -113,6 +113,9 @@ pub struct RuntimeOptions {
     pub assets_dir: Option<String>,
     /// DNS servers (`IP[:PORT]`) boxes' queries go to; default `$BOXLITE_DNS`, else the host's.
     pub dns_servers: Option<Vec<String>>,
+    /// Start boxes from templates of their shape instead of booting them; default on, unless
+    /// `$BOXLITE_WARM_START` is `0`.
+    pub warm_start: Option<bool>,
 }
 
 #[napi(object)]
@@ -273,6 +276,45 @@ fn snapshot_info(s: boxlite::SnapshotInfo) -> SnapshotInfo {
         memory_bytes: s.memory_bytes as f64,
         disk_bytes: s.disk_bytes as f64,
         paused_ms: s.paused_ms as f64,
+    }
+}
+
+/// The shape of the boxes a warm start template serves; absent fields: 1 cpu, 512 MiB, a network.
+#[napi(object)]
+#[derive(Default)]
+pub struct WarmupOptions {
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    /// Boxes with a network (any policy) or without one (`none`).
+    pub network: Option<bool>,
+}
+
+/// A warm start template on disk (`runtime.warmup`).
+#[napi(object)]
+pub struct TemplateInfo {
+    /// Its directory in the home.
+    pub path: String,
+    /// The shape of the boxes it serves.
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub network: bool,
+    /// Whether this call built it (false: it was there already).
+    pub built: bool,
+    /// How long building it took (by this call or the one that built it).
+    pub build_ms: f64,
+    /// Bytes it takes on disk (its RAM file is sparse).
+    pub disk_bytes: f64,
+}
+
+fn template_info(t: boxlite::TemplateInfo) -> TemplateInfo {
+    TemplateInfo {
+        path: t.path.display().to_string(),
+        cpus: t.shape.cpus,
+        memory_mib: t.shape.memory_mib,
+        network: t.shape.network,
+        built: t.built,
+        build_ms: t.build_ms as f64,
+        disk_bytes: t.disk_bytes as f64,
     }
 }
 
@@ -497,6 +539,7 @@ fn runtime_options(options: RuntimeOptions) -> Outcome<boxlite::RuntimeOptions> 
         accel,
         assets_dir: options.assets_dir.map(Into::into),
         dns_servers: options.dns_servers.unwrap_or_default(),
+        warm_start: options.warm_start,
         ..Default::default()
     })
 }
@@ -611,6 +654,21 @@ impl Runtime {
     pub fn remove_snapshot<'env>(&self, env: &'env Env, name: String) -> Result<PromiseRaw<'env, ()>> {
         let rt = self.inner.clone();
         promise(env, async move { Ok(rt.remove_snapshot(&name).await?) })
+    }
+
+    /// Makes sure a warm start template for boxes of this shape exists, building it if needed
+    /// (one cold boot); boxes of that shape then start from it.
+    #[napi(ts_return_type = "Promise<TemplateInfo>")]
+    pub fn warmup<'env>(&self, env: &'env Env, options: Option<WarmupOptions>) -> Result<PromiseRaw<'env, TemplateInfo>> {
+        let rt = self.inner.clone();
+        let o = options.unwrap_or_default();
+        let d = boxlite::WarmupOptions::default();
+        let options = boxlite::WarmupOptions {
+            cpus: o.cpus.unwrap_or(d.cpus),
+            memory_mib: o.memory_mib.unwrap_or(d.memory_mib),
+            network: o.network.unwrap_or(d.network),
+        };
+        promise(env, async move { Ok(template_info(rt.warmup(options).await?)) })
     }
 
     /// Pulls an image (and builds its base disk); `onProgress` gets events on the JS thread.

@@ -29,10 +29,12 @@ export type {
   RuntimeMetrics,
   RuntimeOptions,
   SnapshotInfo,
+  TemplateInfo,
   WatchEvent,
   WatchOptions,
   WriteData,
   WriteOptions,
   VolumeInfo,
   VolumeOptions,
+  WarmupOptions,
 } from './types'

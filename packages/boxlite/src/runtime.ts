@@ -24,9 +24,11 @@ import type {
   RuntimeMetrics,
   RuntimeOptions,
   SnapshotInfo,
+  TemplateInfo,
   VolumeInfo,
+  WarmupOptions,
 } from './types'
-import { guestPathArg, hostPathArg, networkOption, optionalCount, optionalFlag, portOptions, stringRecord, volumeOptions, type NativeNetwork } from './validate'
+import { guestPathArg, hostPathArg, networkOption, optionalCount, optionalFlag, portOptions, stringRecord, volumeOptions, warmupNetwork, type NativeNetwork } from './validate'
 
 type NativeBoxInfo = Awaited<ReturnType<NativeBox['info']>>
 type NativeImageInfo = Awaited<ReturnType<NativeRuntime['pull']>>
@@ -100,6 +102,7 @@ export class Runtime {
         accel: options.accel,
         assetsDir: options.assetsDir,
         dnsServers: options.dnsServers,
+        warmStart: options.warmStart === undefined ? undefined : optionalFlag('warmStart', options.warmStart),
       })
     } catch (error) {
       throw BoxliteError.from(error)
@@ -194,6 +197,32 @@ export class Runtime {
   /** Removes a snapshot; boxes restored from it keep working. */
   async removeSnapshot(name: string): Promise<void> {
     await coded(() => this.#native.removeSnapshot(name))
+  }
+
+  /**
+   * Makes sure a warm start template exists for boxes of this shape, building it if needed (one
+   * cold boot of an idle guest, saved without a box disk, under `templates/` in the home); resolves
+   * at once when it is there (`built: false`). Boxes of that shape then start from it instead of
+   * booting (unless the runtime has `warmStart: false`). Without this call a shape's template is
+   * made at its first box start, so warming up only moves that boot ahead of time. Out-of-range
+   * `cpus` or `memoryMib` is `INVALID_ARGUMENT`.
+   */
+  async warmup(options: WarmupOptions = {}): Promise<TemplateInfo> {
+    const nativeOptions = {
+      cpus: optionalCount('cpus', options.cpus),
+      memoryMib: optionalCount('memoryMib', options.memoryMib),
+      network: warmupNetwork('network', options.network),
+    }
+    const t = await coded(() => this.#native.warmup(nativeOptions))
+    return {
+      path: t.path,
+      cpus: t.cpus,
+      memoryMib: t.memoryMib,
+      network: t.network,
+      built: t.built,
+      buildMs: t.buildMs,
+      diskBytes: t.diskBytes,
+    }
   }
 
   /** This runtime's counters, and how many boxes of its home are running now. */

@@ -25,6 +25,14 @@ export interface RuntimeOptions {
    * comma-separated list in `BOXLITE_DNS`, else the host's resolvers (`/etc/resolv.conf`).
    */
   dnsServers?: string[]
+  /**
+   * Start new boxes from a warm start template of their shape (cpus, memory, network or none)
+   * instead of booting them: a guest booted once and saved idle, made by `runtime.warmup()` or
+   * at the shape's first box start. Each box still gets its own disk, boot_id, RNG state,
+   * hostname and the host's clock. Boxes with volumes always boot cold. Default: on, unless
+   * `BOXLITE_WARM_START` is `0`; `false` boots every box cold.
+   */
+  warmStart?: boolean
 }
 
 /**
@@ -178,7 +186,6 @@ export interface BoxMetrics {
   networkTcpConnections: number
 }
 
-/** Counters of one `Runtime` (this process's use of its home). */
 /** A saved memory snapshot of a box (`box.snapshot(name)`). */
 export interface SnapshotInfo {
   name: string
@@ -211,6 +218,40 @@ export interface RestoreOptions {
   autoStopMs?: number
 }
 
+/**
+ * The shape of the boxes a warm start template serves (`runtime.warmup(options)`); each field
+ * defaults as `BoxOptions` does.
+ */
+export interface WarmupOptions {
+  /** vCPUs, 1 to 64 (default 1). */
+  cpus?: number
+  /** Guest memory in MiB, 128 to 65536 (default 512). */
+  memoryMib?: number
+  /**
+   * Boxes with a network (`true`, the default) or without one (`false`). A box's `network`
+   * option is taken too: `'none'` is `false`, every other form (any allow/deny policy) `true`,
+   * so `warmup({ cpus, memoryMib, network })` warms the template boxes of those options use.
+   */
+  network?: boolean | NetworkOptions
+}
+
+/** A warm start template on disk. */
+export interface TemplateInfo {
+  /** Its directory (under `templates/` in the home). */
+  path: string
+  /** The shape of the boxes it serves; `network: false` is boxes created with `network: 'none'`. */
+  cpus: number
+  memoryMib: number
+  network: boolean
+  /** Whether this call built it (`false`: it was there already). */
+  built: boolean
+  /** How long building it took (one cold boot and a save), by this call or the one that built it. */
+  buildMs: number
+  /** Bytes it takes on disk (its RAM file is sparse: only what the idle guest touched). */
+  diskBytes: number
+}
+
+/** Counters of one `Runtime` (this process's use of its home). */
 export interface RuntimeMetrics {
   /** Boxes this runtime created. */
   boxesCreatedTotal: number

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { NetworkOptions, PortOptions } from './types'
-import { fileMode, guestPathArg, hostPathArg, networkOption, optionalCount, optionalFlag, portOptions, stringRecord, volumeOptions } from './validate'
+import { fileMode, guestPathArg, hostPathArg, networkOption, optionalCount, optionalFlag, portOptions, stringRecord, volumeOptions, warmupNetwork } from './validate'
 
 describe('option checks', () => {
   it('accepts whole numbers and undefined', () => {
@@ -35,6 +35,19 @@ describe('network checks', () => {
     expect(bad({ allow: 'pypi.org' })).toThrow(/network\.allow must be an array of strings/)
     expect(bad({ deny: ['ok', 7] })).toThrow(/network\.deny\[1\] must be a string, got number/)
     expect(bad(null)).toThrow(/got null/)
+  })
+
+  it("reduces a warmup's network to with or without, taking a box's network option too", () => {
+    expect(warmupNetwork('network', undefined)).toBeUndefined()
+    expect(warmupNetwork('network', false)).toBe(false)
+    expect(warmupNetwork('network', true)).toBe(true)
+    expect(warmupNetwork('network', 'none')).toBe(false)
+    expect(warmupNetwork('network', 'default')).toBe(true)
+    expect(warmupNetwork('network', { allow: ['pypi.org'] })).toBe(true)
+    expect(warmupNetwork('network', { deny: [] })).toBe(true)
+    const bad = (value: unknown) => () => warmupNetwork('network', value as NetworkOptions)
+    expect(bad('off')).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: "network must be true, false or a box's network option, got 'off'" }))
+    expect(bad(1)).toThrow(/got 1/)
   })
 })
 

@@ -57,6 +57,20 @@ export function networkOption(name: string, value: NetworkOptions | undefined): 
 }
 
 /**
+ * Whether a warm start template serves boxes with a network: `true`/`false` as given, or a box's
+ * network option (`'none'` is `false`, every other form `true`); `undefined` is the default (`true`).
+ */
+export function warmupNetwork(name: string, value: boolean | NetworkOptions | undefined): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value
+  try {
+    return networkOption(name, value)?.mode !== 'none'
+  } catch {
+    const shown = typeof value === 'string' ? `'${value}'` : JSON.stringify(value)
+    throw new BoxliteError('INVALID_ARGUMENT', `${name} must be true, false or a box's network option, got ${shown}`)
+  }
+}
+
+/**
  * Checks each port's numbers, protocol and address, naming the entry; duplicates and host ports
  * in use are the runtime's to find.
  */

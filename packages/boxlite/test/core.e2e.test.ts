@@ -1,6 +1,6 @@
 // @boxlite/core against real boxes booted from the local test registry. One box serves every case
 // that does not change its life cycle (boots are slow under software emulation).
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Box, BoxliteError, Runtime } from '@boxlite/core'
@@ -247,6 +247,74 @@ describe('memory snapshots', () => {
     } finally {
       for (const b of made) await b.remove({ force: true })
     }
+  })
+})
+
+describe('warm start', () => {
+  // A home of its own, so that the first warmup builds. Boots three VMs: the template's guest and
+  // two boxes started from it (1 cpu, 256 MiB, no network).
+  let warm: Runtime
+  beforeAll(async () => {
+    warm = new Runtime({ home: await tempHome(), registries, warmStart: true })
+  })
+  const shape = { cpus: 1, memoryMib: 256 }
+  // boot_id, 16 bytes of urandom, the guest's clock, the root filesystem's size in KiB, hostname
+  const identity =
+    "cat /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; date +%s; df -k / | awk 'NR==2 {print $2}'; hostname"
+  const vmCmdline = (pid: number | null) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')
+
+  it('builds a template once, and boxes of its shape start from it with their own identity, clock, disk and hostname', async () => {
+    const first = await warm.warmup({ ...shape, network: false })
+    expect(first).toMatchObject({ ...shape, network: false, built: true })
+    expect(first.path.startsWith(join(warm.home, 'templates') + '/')).toBe(true)
+    expect(existsSync(first.path)).toBe(true)
+    expect(first.buildMs).toBeGreaterThan(0)
+    expect(first.diskBytes).toBeGreaterThan(0)
+    const again = await warm.warmup({ ...shape, network: false })
+    expect(again).toEqual({ ...first, built: false, diskBytes: again.diskBytes })
+    // A box's network option names the same template.
+    expect(await warm.warmup({ ...shape, network: 'none' })).toMatchObject({ path: first.path, built: false })
+
+    const boxes: Box[] = []
+    try {
+      const seen: string[][] = []
+      for (const name of ['warm-a', undefined]) {
+        const b = await warm.create({ image: busybox, name, ...shape, network: 'none' })
+        boxes.push(b)
+        await b.start()
+        expect(vmCmdline((await b.info()).pid)).toContain(`mem-path=${first.path}/ram,`)
+        const before = Date.now() / 1000
+        const ex = await b.exec('sh', ['-c', identity])
+        const lines = (await ex.stdout.text()).trim().split('\n')
+        const after = Date.now() / 1000
+        expect((await ex.wait()).exitCode).toBe(0)
+        expect(lines).toHaveLength(5)
+        const [bootId, random, clock, rootKib, hostname] = lines as [string, string, string, string, string]
+        expect(bootId).toMatch(/^[0-9a-f-]{36}$/)
+        expect(random).toMatch(/^[0-9a-f]{32}$/)
+        expect(Number(clock)).toBeGreaterThanOrEqual(Math.floor(before) - 2)
+        expect(Number(clock)).toBeLessThanOrEqual(after + 2)
+        expect(Number(rootKib)).toBeGreaterThan(0)
+        // As a cold boot names it: the box's name, else its id.
+        expect(hostname).toBe(name ?? b.id)
+        seen.push(lines)
+      }
+      expect(seen[0]![0]).not.toBe(seen[1]![0])
+      expect(seen[0]![1]).not.toBe(seen[1]![1])
+    } finally {
+      for (const b of boxes) await b.remove({ force: true })
+    }
+  })
+
+  it('refuses a shape out of range and options that are not a shape', async () => {
+    const zero = await failure(warm.warmup({ cpus: 0 }))
+    expect(zero.code).toBe('INVALID_ARGUMENT')
+    expect(zero.message).toMatch(/cpus 0 is out of range/)
+    expect((await failure(warm.warmup({ memoryMib: 64 }))).message).toMatch(/64 is out of range/)
+    expect((await failure(warm.warmup({ cpus: 1.5 }))).code).toBe('INVALID_ARGUMENT')
+    expect((await failure(warm.warmup({ network: 'sometimes' as 'none' }))).code).toBe('INVALID_ARGUMENT')
+    const notFlag = () => new Runtime({ home: warm.home, warmStart: 'yes' as unknown as boolean })
+    expect(notFlag).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/warmStart/) }))
   })
 })
 

@@ -31,6 +31,8 @@ export {
   type PortBinding,
   type PortOptions,
   type RegistryOptions,
+  type TemplateInfo,
+  type WarmupOptions,
   type WatchEvent,
   type WatchOptions,
   type WriteData,

@@ -16,6 +16,8 @@ import {
   type RestoreOptions,
   type Runtime,
   type SnapshotInfo,
+  type TemplateInfo,
+  type WarmupOptions,
   type WatchOptions,
   type WriteData,
   type WriteOptions,
@@ -228,6 +230,20 @@ export class SimpleBox implements AsyncDisposable {
     const { runtime, home, registries, ...restore } = options
     const rt = runtime ?? defaultRuntime({ home, registries })
     return SimpleBox.#wrap(await rt.restore(snapshot, restore), runtime, { home, registries })
+  }
+
+  /**
+   * Makes sure the warm start template for boxes of this shape (cpus, memory, network or not)
+   * exists in the runtime's home, building it now if needed (one cold boot), so that the first
+   * SimpleBox of that shape starts from it instead of booting. Without it the template is made at
+   * that first start. See `Runtime.warmup` in `@boxlite/core`.
+   */
+  static async warmup(
+    options: WarmupOptions & Pick<SimpleBoxOptions, 'runtime' | 'home' | 'registries'> = {},
+  ): Promise<TemplateInfo> {
+    const { runtime, home, registries, ...shape } = options
+    const rt = runtime ?? defaultRuntime({ home, registries })
+    return rt.warmup(shape)
   }
 
   static #wrap(box: Box, runtime: Runtime | undefined, runtimeOptions: Pick<SimpleBoxOptions, 'home' | 'registries'>): SimpleBox {

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import { Runtime } from '@boxlite/core'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -160,6 +161,22 @@ describe('SimpleBox', () => {
     const stopped = await runtime.get(box.id!)
     await expect(stopped?.info()).resolves.toMatchObject({ status: 'stopped' })
     await expect(box.exec('cat', '/root/file')).resolves.toMatchObject({ stdout: 'kept\n' })
+  })
+})
+
+describe('SimpleBox.warmup', () => {
+  it('builds the template that a SimpleBox of its shape then starts from', async () => {
+    // Warm start on, whatever BOXLITE_WARM_START says (the shared runtime follows it).
+    const warm = new Runtime({ home, registries, warmStart: true })
+    const shape = { cpus: 1, memoryMib: 256 }
+    const template = await SimpleBox.warmup({ runtime: warm, ...shape, network: false })
+    expect(template).toMatchObject({ ...shape, network: false, built: true })
+    // The default runtime of the same home finds it.
+    await expect(SimpleBox.warmup({ home, registries, ...shape, network: 'none' })).resolves.toMatchObject({ path: template.path, built: false })
+    await using small = new SimpleBox({ image, runtime: warm, ...shape, network: 'none' })
+    await expect(small.exec('echo', 'hi')).resolves.toMatchObject({ exitCode: 0, stdout: 'hi\n' })
+    const { pid } = await small.info()
+    expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain(`mem-path=${template.path}/ram,`)
   })
 })
 
