@@ -96,7 +96,7 @@ pub fn socket(box_dir: &Path) -> PathBuf {
 }
 
 /// Begins a boot failure that starting from the box's template caused (its saved state did not
-/// load, or the restored guest could not take the box's disk), not the box or a kill: the runtime
+/// load, or the restored guest could not take the box's disk or did not answer), not a kill: the runtime
 /// then boots the box cold.
 pub const TEMPLATE_FAULT: &str = "starting from its template failed";
 

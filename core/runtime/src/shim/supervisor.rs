@@ -163,7 +163,11 @@ async fn supervise(cfg: ShimConfig) -> i32 {
             _ => format!("the VM process {}", describe(&status)),
         }),
         (pid, status) = helper_exit(&mut net) => Err(format!("the box's network helper (pid {pid}) {}", describe(&status))),
-        _ = tokio::time::sleep(timeout) => Err(format!("the guest did not answer within {} ms (ready_timeout_ms)", timeout.as_millis())),
+        _ = tokio::time::sleep(timeout) => Err(match cfg.from_template {
+            // A guest that booted once before it was saved and now hangs: the template is suspect.
+            true => format!("{}: the guest did not answer within {} ms (ready_timeout_ms)", super::TEMPLATE_FAULT, timeout.as_millis()),
+            false => format!("the guest did not answer within {} ms (ready_timeout_ms)", timeout.as_millis()),
+        }),
     };
     let listener = ready.and_then(|guest| {
         let sock = super::socket(&cfg.box_dir);
