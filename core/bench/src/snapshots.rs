@@ -38,6 +38,21 @@ async fn pss_mib(boxes: &[LiteBox]) -> Result<f64, Box<dyn std::error::Error>> {
     Ok(kib as f64 / 1024.0)
 }
 
+/// Creates and starts `n` boxes of `options` one after another: the boxes, each one's
+/// start-to-ready and first exec (ms).
+async fn start_boxes(rt: &Runtime, n: usize, options: impl Fn() -> BoxOptions) -> boxlite::Result<(Vec<LiteBox>, Vec<f64>, Vec<f64>)> {
+    let (mut boxes, mut ready, mut first_exec) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let b = rt.create(options()).await?;
+        let t = Instant::now();
+        b.start().await?;
+        ready.push(ms(t.elapsed()));
+        first_exec.push(ms(exec_true(&b).await?));
+        boxes.push(b);
+    }
+    Ok((boxes, ready, first_exec))
+}
+
 pub async fn run(registry: &str, n: usize, out_path: Option<&String>) -> Result<(), Box<dyn std::error::Error>> {
     let home = tempfile::Builder::new().prefix("bxs").tempdir_in("/tmp")?;
     let registries = vec![RegistryConfig { host: registry.to_string(), insecure: true, ..Default::default() }];
@@ -47,16 +62,7 @@ pub async fn run(registry: &str, n: usize, out_path: Option<&String>) -> Result<
     let options = || BoxOptions { network: Network::None, ..BoxOptions::new("busybox:latest") };
 
     // Cold: create + boot + first exec, N times; these boxes are the cold PSS sample.
-    let mut cold = Vec::new();
-    let (mut cold_ready, mut cold_first_exec) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        let b = rt.create(options()).await?;
-        let t = Instant::now();
-        b.start().await?;
-        cold_ready.push(ms(t.elapsed()));
-        cold_first_exec.push(ms(exec_true(&b).await?));
-        cold.push(b);
-    }
+    let (cold, cold_ready, cold_first_exec) = start_boxes(&rt, n, options).await?;
     let cold_pss = pss_mib(&cold).await?;
 
     let src = &cold[0];
@@ -105,16 +111,7 @@ pub async fn run(registry: &str, n: usize, out_path: Option<&String>) -> Result<
     let t = Instant::now();
     let template = wrt.warmup(WarmupOptions { network: false, ..Default::default() }).await?;
     let template_build_ms = ms(t.elapsed());
-    let mut templated = Vec::new();
-    let (mut templated_ready, mut templated_first_exec) = (Vec::new(), Vec::new());
-    for _ in 0..n {
-        let b = wrt.create(options()).await?;
-        let t = Instant::now();
-        b.start().await?;
-        templated_ready.push(ms(t.elapsed()));
-        templated_first_exec.push(ms(exec_true(&b).await?));
-        templated.push(b);
-    }
+    let (templated, templated_ready, templated_first_exec) = start_boxes(&wrt, n, options).await?;
     let templated_pss = pss_mib(&templated).await?;
     for b in &templated {
         wrt.remove(b.id(), true).await?;

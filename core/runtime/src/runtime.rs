@@ -447,6 +447,14 @@ impl Runtime {
     /// pid. A box with no saved memory of its own starts from its shape's template where it can
     /// (warm start), and boots cold if that fails.
     async fn spawn_supervisor(&self, rec: &BoxRecord) -> Result<u32> {
+        let started = self.start_warm_or_cold(rec).await;
+        if started.is_err() {
+            self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        started
+    }
+
+    async fn start_warm_or_cold(&self, rec: &BoxRecord) -> Result<u32> {
         let own_memory = self.box_dir(&rec.id).join(snapshots::MEMORY_FILE);
         // Volumes are set up at boot, from the kernel command line: their boxes boot cold.
         let shape = WarmupOptions { cpus: rec.options.cpus, memory_mib: rec.options.memory_mib, network: rec.options.network.enabled() };
@@ -458,19 +466,11 @@ impl Runtime {
                         self.template_failed(&shape, &why);
                         self.remove_template(&shape);
                     }
-                    Err(e) => {
-                        self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
-                        return Err(e);
-                    }
-                    ok => return ok,
+                    other => return other,
                 }
             }
         }
-        let started = self.spawn_supervisor_from(rec, None).await;
-        if started.is_err() {
-            self.inner.metrics.boxes_failed.fetch_add(1, Ordering::Relaxed);
-        }
-        started
+        self.spawn_supervisor_from(rec, None).await
     }
 
     async fn spawn_supervisor_from(&self, rec: &BoxRecord, template: Option<templates::Template>) -> Result<u32> {

@@ -88,10 +88,6 @@ pub struct VmCommand {
     /// A memory file the VM loads instead of booting, handed to it as fd [`INCOMING_FD`].
     #[serde(default)]
     pub incoming: Option<PathBuf>,
-    /// The VM waits (`-incoming defer`) for the supervisor to set the `x-ignore-shared`
-    /// migration capability over QMP and start loading `incoming` (a template's state).
-    #[serde(default)]
-    pub deferred_incoming: bool,
 }
 
 /// The descriptor on which a VM process finds the memory file it continues from.

@@ -139,7 +139,7 @@ impl Qemu {
             // the machine (what they load is overwritten). A template's RAM is not in its saved
             // state (it stayed in the file) and only a VM with `x-ignore-shared` set reads such
             // a stream: QEMU 7.2 has no flag for it, so the supervisor sets it over QMP and then
-            // starts the load ([`VmCommand::deferred_incoming`]).
+            // starts the load (`ShimConfig::from_template`).
             let incoming = match spec.memory {
                 GuestMemory::FromTemplate(_) => "defer".into(),
                 _ => format!("fd:{}", super::INCOMING_FD),
@@ -258,7 +258,6 @@ impl Engine for Qemu {
             args: self.args(spec),
             qmp_socket: Some(qmp_socket(&spec.box_dir)),
             incoming: spec.incoming.clone(),
-            deferred_incoming: matches!(spec.memory, GuestMemory::FromTemplate(_)) && spec.incoming.is_some(),
         })
     }
 }

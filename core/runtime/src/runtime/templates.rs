@@ -212,18 +212,9 @@ impl Runtime {
             true => Some(NetPeer::listen(&crate::net::socket(dir))?),
         };
         let log = spec.vmm_log();
-        let stderr = std::fs::File::create(&log).map_err(|e| Error::storage("create", &log, e))?;
-        let mut cmd = tokio::process::Command::new(&vm.program);
-        cmd.args(&vm.args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(stderr).kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe. The VM dies with the thread that spawned it, which
-        // outlives the build (a runtime worker, or the caller's thread blocked in this call).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| Error::Engine(format!("could not start {}: {e}", vm.program.display())))?;
+        // From this thread, which outlives the build (a runtime worker, or the caller's thread
+        // blocked in this call): the VM dies with it.
+        let mut child = crate::shim::spawn_vm(&vm, dir, std::process::id()).map_err(Error::Engine)?;
         let agent = spec.agent_socket();
         let ready = tokio::select! {
             guest = Guest::wait_agent(&agent) => Ok(guest),

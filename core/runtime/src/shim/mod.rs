@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub use supervisor::main;
+pub(crate) use supervisor::spawn_vm;
 
 /// Environment variable naming the `boxlite-shim` binary to use.
 pub const SHIM_ENV: &str = "BOXLITE_SHIM";

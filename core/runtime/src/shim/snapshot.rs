@@ -127,8 +127,7 @@ fn save_memory(q: &mut Qmp, memory: &Path, ignore_shared: bool) -> Result<u64, S
     let saved = (|| {
         // The default cap (128 MiB/s) is for live migration over a network; this is a local file.
         q.execute("migrate-set-parameters", json!({ "max-bandwidth": 1u64 << 40 })).map_err(|e| e.to_string())?;
-        let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": ignore_shared }] });
-        q.execute("migrate-set-capabilities", caps).map_err(|e| e.to_string())?;
+        set_ignore_shared(q, ignore_shared)?;
         q.send_fd(MEMORY_FD, file.as_raw_fd()).map_err(|e| e.to_string())?;
         q.execute("migrate", json!({ "uri": format!("fd:{MEMORY_FD}") })).map_err(|e| e.to_string())?;
         q.wait_migration(SAVE_LIMIT).map_err(|e| e.to_string())?;
@@ -141,6 +140,13 @@ fn save_memory(q: &mut Qmp, memory: &Path, ignore_shared: bool) -> Result<u64, S
         let _ = std::fs::remove_file(&partial);
     }
     saved
+}
+
+/// Sets the `x-ignore-shared` migration capability: shared RAM (a template's) is neither written
+/// to the stream nor expected in it.
+fn set_ignore_shared(q: &mut Qmp, on: bool) -> Result<(), String> {
+    let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": on }] });
+    q.execute("migrate-set-capabilities", caps).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// After a restore (`-incoming`): waits until QEMU has loaded the memory file and runs the VM.
@@ -156,8 +162,7 @@ pub fn wait_restored(qmp: &Path, limit: Duration, deferred: bool) -> Result<(), 
         }
     };
     if deferred {
-        let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] });
-        q.execute("migrate-set-capabilities", caps).map_err(|e| e.to_string())?;
+        set_ignore_shared(&mut q, true)?;
         q.execute("migrate-incoming", json!({ "uri": format!("fd:{}", crate::engine::INCOMING_FD) })).map_err(|e| e.to_string())?;
     }
     loop {

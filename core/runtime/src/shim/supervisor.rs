@@ -2,7 +2,7 @@
 
 use super::net_helper::NetHelper;
 use super::{proxy, Report, ShimConfig};
-use crate::engine::{console_log_path, log_tail, vmm_log_path};
+use crate::engine::{console_log_path, log_tail, vmm_log_path, VmCommand};
 use crate::guest::Guest;
 use crate::state::{BoxStatus, State, StatusUpdate};
 use std::io::Write;
@@ -144,7 +144,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     };
     let ports = net.as_ref().map(|n| n.ports.clone()).unwrap_or_default();
     let spawned = Instant::now();
-    let mut vm = match spawn_vm(&cfg, me) {
+    let mut vm = match spawn_vm(&cfg.vm, &cfg.box_dir, me) {
         Ok(vm) => vm,
         Err(message) => {
             record(BoxStatus::Failed, StatusUpdate { reason: Some(message.clone()), ..Default::default() });
@@ -159,15 +159,13 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         status = vm.wait() => Err(match status {
             // QEMU exits with a status of its own when the saved state does not load; a signal
             // came from outside.
-            Ok(s) if cfg.from_template && s.code().is_some() => format!("{}: the VM process {}", super::TEMPLATE_FAULT, describe(&Ok(s))),
+            Ok(s) if s.code().is_some() => template_fault(&cfg, format!("the VM process {}", describe(&Ok(s)))),
             _ => format!("the VM process {}", describe(&status)),
         }),
         (pid, status) = helper_exit(&mut net) => Err(format!("the box's network helper (pid {pid}) {}", describe(&status))),
-        _ = tokio::time::sleep(timeout) => Err(match cfg.from_template {
-            // A guest that booted once before it was saved and now hangs: the template is suspect.
-            true => format!("{}: the guest did not answer within {} ms (ready_timeout_ms)", super::TEMPLATE_FAULT, timeout.as_millis()),
-            false => format!("the guest did not answer within {} ms (ready_timeout_ms)", timeout.as_millis()),
-        }),
+        // A guest restored from a template booted once before it was saved: one that now hangs
+        // makes the template suspect.
+        _ = tokio::time::sleep(timeout) => Err(template_fault(&cfg, format!("the guest did not answer within {} ms (ready_timeout_ms)", timeout.as_millis()))),
     };
     let listener = ready.and_then(|guest| {
         let sock = super::socket(&cfg.box_dir);
@@ -304,16 +302,19 @@ fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
-fn spawn_vm(cfg: &ShimConfig, me: u32) -> Result<Child, String> {
-    let log_path = vmm_log_path(&cfg.box_dir);
+/// Spawns the VM process of `vm` (stderr to `box_dir`'s vmm log), which dies with the thread
+/// that spawned it and ends itself at once if the process `me` is already gone. Used by the
+/// supervisor, and by the runtime for a template's VM.
+pub(crate) fn spawn_vm(vm: &VmCommand, box_dir: &Path, me: u32) -> Result<Child, String> {
+    let log_path = vmm_log_path(box_dir);
     let vmm_log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-    let incoming = match &cfg.vm.incoming {
+    let incoming = match &vm.incoming {
         Some(path) => Some(std::fs::File::open(path).map_err(|e| format!("cannot open the saved memory {}: {e}", path.display()))?),
         None => None,
     };
     let incoming_fd = incoming.as_ref().map(|f| f.as_raw_fd());
-    let mut cmd = tokio::process::Command::new(&cfg.vm.program);
-    cmd.args(&cfg.vm.args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(vmm_log).kill_on_drop(true);
+    let mut cmd = tokio::process::Command::new(&vm.program);
+    cmd.args(&vm.args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(vmm_log).kill_on_drop(true);
     // SAFETY: prctl and getppid are async-signal-safe. The VM dies with its supervisor (this
     // runtime is single-threaded, so the spawning thread is the process's only one); if the
     // supervisor died before prctl took effect, the VM ends itself at once.
@@ -335,7 +336,7 @@ fn spawn_vm(cfg: &ShimConfig, me: u32) -> Result<Child, String> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| format!("could not start {}: {e}", cfg.vm.program.display()));
+    let child = cmd.spawn().map_err(|e| format!("could not start {}: {e}", vm.program.display()));
     drop(incoming);
     child
 }
@@ -347,14 +348,12 @@ async fn connect_when_ready(cfg: &ShimConfig) -> Result<Guest, String> {
     let restored = cfg.vm.incoming.is_some();
     if let (true, Some(qmp)) = (restored, cfg.vm.qmp_socket.clone()) {
         let limit = Duration::from_millis(cfg.ready_timeout_ms);
-        let deferred = cfg.vm.deferred_incoming;
+        // A template's state is loaded once the capability it needs is set (`-incoming defer`).
+        let deferred = cfg.from_template;
         tokio::task::spawn_blocking(move || super::snapshot::wait_restored(&qmp, limit, deferred))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| match cfg.from_template {
-                true => format!("{}: loading it: {e}", super::TEMPLATE_FAULT),
-                false => format!("restoring its memory failed: {e}"),
-            })?;
+            .map_err(|e| template_fault(cfg, format!("restoring its memory failed: {e}")))?;
     }
     let guest = Guest::wait_agent(&cfg.agent_socket).await;
     // The guest read the RTC at boot, to the second; a restored one has the clock, hostname and
@@ -362,12 +361,21 @@ async fn connect_when_ready(cfg: &ShimConfig) -> Result<Guest, String> {
     let set = if restored { guest.refresh_identity(&cfg.hostname, cfg.from_template).await } else { guest.set_clock().await };
     match set {
         // Without its disk a box from a template has nothing to run.
-        Err(e) if cfg.from_template => Err(format!("{}: the guest could not take its own disk: {e}", super::TEMPLATE_FAULT)),
+        Err(e) if cfg.from_template => Err(template_fault(cfg, format!("the guest could not take its own disk: {e}"))),
         Err(e) => {
             eprintln!("boxlite-shim: setting the guest's clock and identity: {e}");
             Ok(guest)
         }
         Ok(()) => Ok(guest),
+    }
+}
+
+/// `what` went wrong at boot; for a box restored from a template, named as the template's fault
+/// ([`super::TEMPLATE_FAULT`]: the runtime then boots the box cold).
+fn template_fault(cfg: &ShimConfig, what: String) -> String {
+    match cfg.from_template {
+        true => format!("{}: {what}", super::TEMPLATE_FAULT),
+        false => what,
     }
 }
 
