@@ -16,7 +16,7 @@ the cargo target dir. See docs/python.md for the decisions behind this API.
 
 from . import _native
 from ._code import CODE_OUTPUT_LIMIT, CodeContext, CodeError, CodeExecution, CodeResult
-from ._aio import Box, Boxlite, CodeBox, Execution, ExecStdin, FileWatch, Files, SimpleBox
+from ._aio import Box, Boxlite, CodeBox, Execution, ExecStdin, FileReadStream, FileWatch, Files, SimpleBox
 from ._core import BoxInfo, BoxMetrics, Canceller, ExecResult, PortInfo, RuntimeMetrics, SnapshotInfo, TemplateInfo, VolumeInfo
 from ._files import FileEntry, WatchEvent
 from .errors import (
@@ -71,6 +71,7 @@ __all__ = [
     "ExecStdin",
     "Execution",
     "FileEntry",
+    "FileReadStream",
     "FileWatch",
     "Files",
     "GuestBootError",

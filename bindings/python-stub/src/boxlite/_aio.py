@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Callable, Dict, Generator, List, Literal, Optional, TypeVar, Union, overload
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Dict, Generator, Iterable, List, Literal, Optional, TypeVar, Union, overload
 
 from ._code import PIP_ENV, CodeContext, CodeContexts, CodeExecution
 from ._core import (
+    BoxHandle,
     BoxInfo,
     BoxMetrics,
     Canceller,
@@ -30,7 +32,8 @@ from ._core import (
     split_lines,
     text_chunks,
 )
-from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
+from . import _files
+from ._files import AsyncWriteData, FileEntry, FileReader, FileWriter, GuestPath, HostPath, WatchEvent, WatchHandle
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
 from .errors import BoxliteError, InvalidStateError, NotFoundError
 from .options import BoxOptions, Env, Network, Options
@@ -381,18 +384,45 @@ class Files:
         self._sync = sync
 
     async def read(self, path: GuestPath) -> bytes:
-        """A regular file's bytes, whole (symlinks followed inside the box)."""
+        """A regular file's bytes, whole (symlinks followed inside the box). For big files see
+        read_stream()."""
         return await _blocking(self._sync.read, path)
 
     async def read_text(self, path: GuestPath, encoding: str = "utf-8") -> str:
         """A file decoded as `encoding` (UnicodeDecodeError if it is not)."""
         return (await self.read(path)).decode(encoding)
 
-    async def write(self, path: GuestPath, data: Union[str, bytes], mode: Optional[int] = None) -> None:
-        """Writes `data` (str: as UTF-8) to a file: created, or replaced whole once written (a
-        failed write keeps the old content). Its directory must exist. `mode`: permission bits
-        (e.g. 0o755); None keeps an existing file's, a new file gets 0o644."""
-        await _blocking(self._sync.write, path, data, mode)
+    def read_stream(self, path: GuestPath) -> "FileReadStream":
+        """A regular file's bytes as they come from the box, chunk by chunk (bytes of at most 64
+        KiB each), never held whole: an async iterator, each chunk pulled from the box on a
+        pool thread, so the event loop is never blocked. The file is opened on `async with` (or
+        `await`), else on the first iteration; a missing one raises NotFoundError there:
+
+            async with box.files.read_stream("/var/log/big.log") as chunks:
+                async for chunk in chunks:
+                    out.write(chunk)
+
+        Leaving the `async with` (or aclose(), or reaching the end) ends the read in the box."""
+        return FileReadStream(self._sync, path)
+
+    async def write(self, path: GuestPath, data: AsyncWriteData, mode: Optional[int] = None) -> None:
+        """Writes `data` to a file: created, or replaced whole once all is written (a failed write
+        keeps the old content). Its directory must exist. `data`: str (as UTF-8), bytes or a
+        bytes-like object (bytearray, memoryview); or, streamed chunk by chunk and never held
+        whole, an async iterable of chunks (bytes-like or str, e.g. an async generator), an
+        iterable of chunks or a file object with read() (`open(p, "rb")`, read 1 MiB at a time;
+        these two are pulled on a pool thread). An exception raised by the stream, a chunk of
+        another type (TypeError) or cancelling the task ends the write unfinished: the box keeps
+        the old file. `mode`: permission bits (e.g. 0o755); None keeps an existing file's, a new
+        file gets 0o644."""
+        box = self._sync._box
+        payload = _files.whole(data)
+        if payload is not None:
+            await _blocking(_files.write_whole, box, path, payload, mode)
+        elif hasattr(data, "__aiter__"):
+            await _write_async_chunks(box, path, data, mode)  # type: ignore[arg-type]
+        else:
+            await _write_chunks(box, path, _files.chunks_of(data, async_api=True), mode)
 
     async def list(self, path: GuestPath) -> List[FileEntry]:
         """The entries of a directory, sorted by name (symlinks not followed)."""
@@ -433,6 +463,95 @@ class Files:
 
         Leaving the `async with` (or aclose()) ends the watch in the box."""
         return FileWatch(self._sync, path, recursive)
+
+
+async def _write_async_chunks(box: BoxHandle, path: GuestPath, chunks: AsyncIterable[object], mode: Optional[int]) -> None:
+    """Streams an async iterable's chunks through one writer, each written on the pool. Whatever
+    ends it early (the iterable's exception, a bad chunk, a cancelled task) frees the writer
+    unfinished, once the write in progress returned: the box keeps the old file."""
+    writer = await _blocking(FileWriter, box, path, mode)
+    batch = _files.Batcher()
+    try:
+        index = 0
+        async for chunk in chunks:
+            payload = batch.add(_files.chunk_bytes(chunk, index))
+            index += 1
+            if payload:
+                await _blocking(writer.write, payload)
+        payload = batch.rest()
+        if payload:
+            await _blocking(writer.write, payload)
+        await _blocking(writer.finish)
+    finally:
+        # On the pool: close() waits for a write still running for a cancelled task.
+        await asyncio.shield(_blocking(writer.close))
+
+
+async def _write_chunks(box: BoxHandle, path: GuestPath, chunks: Iterable[object], mode: Optional[int]) -> None:
+    """Streams a sync iterable's chunks (or a file object's reads) on one pool thread; cancelling
+    the task stops it before the next chunk and waits until the writer is freed unfinished."""
+    stop = threading.Event()
+    done = asyncio.get_running_loop().run_in_executor(_pool, functools.partial(_files.write_chunks, box, path, chunks, mode, stop))
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        stop.set()
+        try:
+            await done
+        except Exception:
+            pass  # AbortedError, or whatever ended it first
+        raise
+
+
+class FileReadStream:
+    """A file of the box being read (Files.read_stream): an async iterator of bytes chunks (at
+    most 64 KiB each), each read by the library on a pool thread. Read it once."""
+
+    def __init__(self, files: SyncFiles, path: GuestPath):
+        self._files = files
+        self._path = path
+        self._reader: Optional[FileReader] = None
+        self._closed = False
+
+    async def _open(self) -> FileReader:
+        if self._reader is None:
+            if self._closed:
+                raise InvalidStateError("INVALID_STATE", "the file stream is closed")
+            self._reader = await _blocking(FileReader, self._files._box, self._path)
+        return self._reader
+
+    def __await__(self) -> Generator[Any, None, "FileReadStream"]:
+        return self.__aenter__().__await__()
+
+    async def __aenter__(self) -> "FileReadStream":
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> "FileReadStream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        chunk = await _blocking((await self._open()).read)
+        if not chunk:
+            self._closed = True  # the reader freed itself at the end
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        """Stops reading; the read ends in the box. A read still running for a cancelled task
+        gives up within a moment, and the reader is freed after it. Closing again is a no-op."""
+        self._closed = True
+        reader = self._reader
+        if reader is not None:
+            if reader.busy:
+                await asyncio.shield(_blocking(reader.close))
+            else:
+                reader.close()
 
 
 class FileWatch:

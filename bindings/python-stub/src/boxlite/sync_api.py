@@ -34,14 +34,14 @@ from ._core import (
 )
 from . import _files
 from ._code import PIP_ENV, CodeContext, CodeContexts, CodeExecution
-from ._files import FileEntry, GuestPath, HostPath, WatchEvent, WatchHandle
+from ._files import FileEntry, FileReader, GuestPath, HostPath, WatchEvent, WatchHandle, WriteData
 from ._native import BOXLITE_STDERR, BOXLITE_STDOUT
 from .errors import InvalidStateError, NotFoundError
 from .options import BoxOptions, Env, Network, Options
 
 T = TypeVar("T")
 
-__all__ = ["SyncBox", "SyncBoxlite", "SyncCodeBox", "SyncExecStdin", "SyncExecution", "SyncFileWatch", "SyncFiles", "SyncSimpleBox"]
+__all__ = ["SyncBox", "SyncBoxlite", "SyncCodeBox", "SyncExecStdin", "SyncExecution", "SyncFileReadStream", "SyncFileWatch", "SyncFiles", "SyncSimpleBox"]
 
 
 class SyncBoxlite:
@@ -331,17 +331,33 @@ class SyncFiles:
         self._box = handle
 
     def read(self, path: GuestPath) -> bytes:
-        """A regular file's bytes, whole (symlinks followed inside the box)."""
+        """A regular file's bytes, whole (symlinks followed inside the box). For big files see
+        read_stream()."""
         return _files.read(self._box, path)
 
     def read_text(self, path: GuestPath, encoding: str = "utf-8") -> str:
         """A file decoded as `encoding` (UnicodeDecodeError if it is not)."""
         return self.read(path).decode(encoding)
 
-    def write(self, path: GuestPath, data: Union[str, bytes], mode: Optional[int] = None) -> None:
-        """Writes `data` (str: as UTF-8) to a file: created, or replaced whole once written (a
-        failed write keeps the old content). Its directory must exist. `mode`: permission bits
-        (e.g. 0o755); None keeps an existing file's, a new file gets 0o644."""
+    def read_stream(self, path: GuestPath) -> "SyncFileReadStream":
+        """A regular file's bytes as they come from the box, chunk by chunk (bytes of at most 64
+        KiB each), never held whole; opened now (NotFoundError for a missing file):
+
+            with box.files.read_stream("/var/log/big.log") as chunks:
+                for chunk in chunks:
+                    out.write(chunk)
+
+        Leaving the `with` (or close(), or reaching the end) ends the read in the box."""
+        return SyncFileReadStream(FileReader(self._box, path))
+
+    def write(self, path: GuestPath, data: WriteData, mode: Optional[int] = None) -> None:
+        """Writes `data` to a file: created, or replaced whole once all is written (a failed write
+        keeps the old content). Its directory must exist. `data`: str (as UTF-8), bytes or a
+        bytes-like object (bytearray, memoryview); or, streamed chunk by chunk and never held
+        whole, an iterable of chunks (bytes-like or str, e.g. a generator) or a file object with
+        read() (`open(p, "rb")`, read 1 MiB at a time). An exception raised by the stream, or a
+        chunk of another type (TypeError), ends the write unfinished: the box keeps the old file.
+        `mode`: permission bits (e.g. 0o755); None keeps an existing file's, a new file gets 0o644."""
         _files.write(self._box, path, data, mode)
 
     def list(self, path: GuestPath) -> List[FileEntry]:
@@ -376,6 +392,34 @@ class SyncFiles:
         subdirectory, present and future. Close it (or leave its `with` block) to end the watch
         in the box."""
         return SyncFileWatch(WatchHandle(self._box, path, recursive))
+
+
+class SyncFileReadStream:
+    """A file of the box being read (SyncFiles.read_stream): `for chunk in stream` (bytes, at most
+    64 KiB each) until the end of the file. Read it once. Close it (or leave its `with` block) to
+    stop early; a close() from another thread ends an iteration waiting for the box."""
+
+    def __init__(self, reader: FileReader):
+        self._reader = reader
+
+    def __iter__(self) -> "SyncFileReadStream":
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = self._reader.read()
+        if not chunk:
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        """Stops reading; the read ends in the box. Closing again is a no-op."""
+        self._reader.close()
+
+    def __enter__(self) -> "SyncFileReadStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class SyncFileWatch:
