@@ -64,8 +64,9 @@ def qemu_cmd(log):
         "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "256", "-smp", "1",
         "-nographic", "-no-reboot", "-nodefaults", "-serial", f"file:{log}",
         "-kernel", vmlinux, "-initrd", initrd,
-        # The same TCG kernel command line as the engine (core/runtime/src/engine/qemu.rs).
-        "-append", "console=ttyS0 quiet reboot=t panic=-1 noapictimer",
+        # The engine's TCG timer argument (core/runtime/src/engine/qemu.rs; it also passes the
+        # host's TSC rate, measured in Rust).
+        "-append", "console=ttyS0 quiet reboot=t panic=-1 lapic_timer_khz=1000000",
         "-device", "virtio-serial-device",
         "-chardev", f"socket,path={sock_path},server=on,wait=off,id=c0",
         "-device", "virtserialport,chardev=c0,name=boxlite.agent",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the BoxLite guest kernel: Debian's linux-source-6.1, `make tinyconfig` plus the fragment
-# core/guest/kernel/config. Writes an uncompressed, PVH-bootable vmlinux (QEMU -kernel loads it
-# directly) to $CACHE/kernel/<hash>/vmlinux, where <hash> covers the fragment, this script and the
+# Builds the BoxLite guest kernel: Debian's linux-source-6.1 with the patches in
+# core/guest/kernel/patches, `make tinyconfig` plus the fragment core/guest/kernel/config. Writes
+# an uncompressed, PVH-bootable vmlinux (QEMU -kernel loads it directly) to
+# $CACHE/kernel/<hash>/vmlinux, where <hash> covers the fragment, the patches, this script and the
 # linux-source package version, and prints its path as the last line of stdout (progress goes to
 # stderr). An unchanged kernel is not rebuilt; the extracted source and the build tree stay in the
 # cache so a changed config rebuilds incrementally.
@@ -11,6 +12,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 script="$here/$(basename "${BASH_SOURCE[0]}")"
 fragment="$here/../core/guest/kernel/config"
+patches=("$here"/../core/guest/kernel/patches/*.patch)
 cache="${BOXLITE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxlite}/kernel"
 out_dir=${1:-}
 
@@ -18,7 +20,9 @@ log() { echo "build-kernel: $*" >&2; }
 
 "$here/install-deps.sh"
 version=$(dpkg-query -W -f='${Version}' linux-source-6.1)
-hash=$({ cat "$fragment" "$script"; echo "$version"; } | sha256sum | cut -c1-12)
+hash=$({ cat "$fragment" "$script" "${patches[@]}"; echo "$version"; } | sha256sum | cut -c1-12)
+# The source tree is patched once; a tree patched otherwise is extracted again.
+patch_hash=$(cat "${patches[@]}" | sha256sum | cut -c1-12)
 vmlinux="$cache/$hash/vmlinux"
 
 mkdir -p "$cache"
@@ -27,7 +31,7 @@ exec 9>"$cache/.lock"
 flock 9
 
 if [ ! -f "$vmlinux" ]; then
-  src="$cache/src-$version"
+  src="$cache/src-$version-$patch_hash"
   build="$cache/build-$version"
   if [ ! -f "$src/Makefile" ]; then
     log "extracting linux-source $version"
@@ -35,6 +39,7 @@ if [ ! -f "$vmlinux" ]; then
     rm -rf "$cache"/src-* "$cache"/build-*
     mkdir -p "$src.tmp"
     tar xJf /usr/src/linux-source-6.1.tar.xz -C "$src.tmp" --strip-components=1
+    for p in "${patches[@]}"; do patch -s -d "$src.tmp" -p1 <"$p"; done
     mv "$src.tmp" "$src"
   fi
   mkdir -p "$build"

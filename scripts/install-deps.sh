@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static          # VM engine and guest disk/initramfs
   linux-source-6.1 bc bison flex libelf-dev libssl-dev              # guest kernel (scripts/build-kernel.sh)
-  gcc make libc6-dev xz-utils                                       # kernel build tools that are only Recommends
+  gcc make libc6-dev xz-utils patch                                 # kernel build tools that are only Recommends
   debootstrap umoci skopeo docker-registry apache2-utils            # test images and registries
   python3 curl ca-certificates zstd
   "$@"

@@ -11,6 +11,10 @@ use std::time::Duration;
 pub const QEMU_ENV: &str = "BOXLITE_QEMU";
 const QEMU_BIN: &str = "qemu-system-x86_64";
 
+/// The kernel argument that gives the guest the rate of QEMU's emulated APIC timer, which counts
+/// QEMU's virtual clock in nanoseconds.
+const TCG_APIC_TIMER: &str = "lapic_timer_khz=1000000";
+
 /// microvm without ACPI has 8 virtio-mmio transports, on IRQs 5..=12, handed out from the top:
 /// the 5th device lands on IRQ 8, which the RTC (`rtc=on`) holds, so its driver cannot get its
 /// interrupt (`genirq: Flags mismatch irq 8`). A device the guest has no driver for (the kernel
@@ -75,17 +79,19 @@ impl Qemu {
     /// The full QEMU command line for `spec`.
     pub fn args(&self, spec: &VmSpec) -> Vec<String> {
         let p = |path: &Path| path.display().to_string();
-        // Under TCG the kernel spends ~220 ms calibrating and then verifying the local APIC
-        // timer (two 100 ms waits, measured); the PIT serves as clock event device instead.
-        // Under KVM calibration is skipped and the APIC timer is the better timer, so keep it.
         // Under TCG the guest's TSC counts the host's ticks, but the kernel cannot trust its own
         // calibration and falls back to a 250 Hz jiffies clock whose every tick is emulated. Told
-        // the host's rate, it keeps the TSC and idles tickless: a third of the idle CPU, measured.
+        // the host's rate, it keeps the TSC as its clock.
+        // QEMU's emulated local APIC timer counts at 1 GHz; told so (our kernel's
+        // `lapic_timer_khz`, core/guest/kernel/patches), the kernel skips calibrating it against
+        // the PIT (two 100 ms waits that TCG stretches, and often fails, leaving the PIT) and
+        // idles tickless on it, at a tenth of the PIT's idle CPU (docs/idle.md).
+        // Under KVM the kernel has kvm-clock and calibrates the real APIC quickly: nothing to add.
         let (accel, cpu, extra_cmdline) = match self.accel {
             ResolvedAccel::Kvm => ("kvm", "host", String::new()),
             ResolvedAccel::Tcg => ("tcg,thread=multi", "max", match host_tsc_khz() {
-                Some(khz) => format!(" noapictimer tsc_early_khz={khz} tsc=reliable"),
-                None => " noapictimer".into(),
+                Some(khz) => format!(" {TCG_APIC_TIMER} tsc_early_khz={khz} tsc=reliable"),
+                None => format!(" {TCG_APIC_TIMER}"),
             }),
         };
         let agent = p(&spec.agent_socket());
@@ -428,7 +434,7 @@ mod tests {
         assert!(args.contains("-accel tcg,thread=multi -cpu max -smp 2 -m 256"));
         assert!(args.contains("socket,id=agent,path=/b/agent.sock,server=on,wait=off"));
         assert!(args.contains("boxlite.hostname=web") && !args.contains("-netdev") && !args.contains("boxlite.ip="));
-        assert!(args.contains(" noapictimer"), "{args}");
+        assert!(args.contains(" lapic_timer_khz=1000000") && !args.contains("noapictimer"), "{args}");
         assert!(args.contains("-object memory-backend-ram,id=ram,size=256M -machine memory-backend=ram"), "{args}");
         assert!(!args.contains("x-ignore-shared") && !args.contains("boxlite.template"), "{args}");
         let args = q.args(&VmSpec { network: true, ..spec }).join(" ");
