@@ -11,7 +11,10 @@ eval "$("$root/scripts/test-images.sh")"
 export BOXLITE_ASSETS_DIR=${BOXLITE_ASSETS_DIR:-$cache/assets}
 baseline=$(mktemp)
 "$root/scripts/boot-baseline.sh" "$BOXLITE_ASSETS_DIR/vmlinux" 10 | tail -1 >"$baseline"
-cargo build --quiet --release -p boxlite-bench -p boxlite-shim --manifest-path "$root/Cargo.toml"
+cargo build --quiet --release -p boxlite-bench --manifest-path "$root/Cargo.toml"
+# The supervisor every box of every bench below runs: the one the packages ship (its own profile).
+cargo build --quiet --profile shim -p boxlite-shim --manifest-path "$root/Cargo.toml"
+export BOXLITE_SHIM="$CARGO_TARGET_DIR/shim/boxlite-shim"
 "$CARGO_TARGET_DIR/release/boxlite-bench" "$REGISTRY" "$out" "$baseline"
 # Density: DENSITY_BOXES (default 100) idle 128 MiB boxes at once; their total CPU, RSS and PSS.
 "$CARGO_TARGET_DIR/release/boxlite-bench" density "$REGISTRY" "${DENSITY_BOXES:-100}" "${out%.json}-density.json"

@@ -19,9 +19,13 @@ fail() {
   exit 1
 }
 
-for file in "$target/$profile/libboxlite.so" "$target/$profile/boxlite-shim"; do
-  [ -f "$file" ] || fail "$file is missing: run cargo build $([ "$profile" = release ] && echo --release) -p boxlite-ffi -p boxlite-shim"
-done
+# The supervisor as every package ships it: the `shim` profile's (built for size) beside a release
+# library, the debug one beside a debug library.
+shim_profile=$([ "$profile" = release ] && echo shim || echo debug)
+lib="$target/$profile/libboxlite.so"
+shim="$target/$shim_profile/boxlite-shim"
+[ -f "$lib" ] || fail "$lib is missing: run cargo build $([ "$profile" = release ] && echo --release) -p boxlite-ffi"
+[ -f "$shim" ] || fail "$shim is missing: run cargo build $([ "$profile" = release ] && echo --profile shim) -p boxlite-shim"
 for file in vmlinux initramfs.cpio boxlite-net; do
   [ -f "$assets/$file" ] || fail "$assets/$file is missing: run scripts/setup.sh first"
 done
@@ -34,8 +38,8 @@ trap 'rm -rf "$stage"' EXIT
 cp -r "$here/pyproject.toml" "$here/README.md" "$here/src" "$stage/"
 package="$stage/src/boxlite"
 mkdir -p "$package/boxlite-guest"
-strip --strip-debug -o "$package/libboxlite.so" "$target/$profile/libboxlite.so"
-strip --strip-debug -o "$package/boxlite-guest/boxlite-shim" "$target/$profile/boxlite-shim"
+strip --strip-debug -o "$package/libboxlite.so" "$lib"
+strip --strip-debug -o "$package/boxlite-guest/boxlite-shim" "$shim"
 strip --strip-debug -o "$package/boxlite-guest/boxlite-net" "$assets/boxlite-net"
 cp "$assets/vmlinux" "$assets/initramfs.cpio" "$package/boxlite-guest/"
 chmod 755 "$package/libboxlite.so" "$package/boxlite-guest/boxlite-shim" "$package/boxlite-guest/boxlite-net"

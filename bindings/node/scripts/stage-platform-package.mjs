@@ -25,13 +25,14 @@ for (const file of assetFiles) {
   copyFileSync(join(assets, file), join(platformDir, 'boxlite-guest', file))
 }
 chmodSync(join(platformDir, 'boxlite-guest', 'boxlite-net'), 0o755)
-// The box supervisor of the same build profile as the addon (the package's `bin` entry keeps its
-// executable bit through pack and install).
-const profile = process.argv[2] === 'debug' ? 'debug' : 'release'
+// The box supervisor of the addon's build: debug beside a debug addon, else the `shim` profile's
+// (release built for size, see docs/process-model.md). The package's `bin` entry keeps its
+// executable bit through pack and install.
+const profile = process.argv[2] === 'debug' ? 'debug' : 'shim'
 const target = process.env.CARGO_TARGET_DIR || join(here, '..', '..', 'target')
 const shim = join(target, profile, 'boxlite-shim')
 if (!existsSync(shim)) {
-  console.error(`stage-platform-package: ${shim} is missing: run cargo build ${profile === 'release' ? '--release ' : ''}-p boxlite-shim`)
+  console.error(`stage-platform-package: ${shim} is missing: run cargo build ${profile === 'shim' ? '--profile shim ' : ''}-p boxlite-shim`)
   process.exit(1)
 }
 copyFileSync(shim, join(platformDir, 'boxlite-guest', 'boxlite-shim'))

@@ -1,7 +1,7 @@
 //! `boxlite-bench`: the runtime's speed and memory figures, against the local test registry.
 //! Usage: boxlite-bench REGISTRY OUT.json [BASELINE.json]
-//!        boxlite-bench warm-exec REGISTRY RUNS   (prints warm exec round-trip stats as JSON; the
-//!        SDK benchmark compares its own round trip with it)
+//!        boxlite-bench warm-exec REGISTRY RUNS   (prints warm exec round-trip stats as JSON, with
+//!        the box's supervisor memory after them; the SDK benchmark compares its own round trip with it)
 //!        boxlite-bench files REGISTRY [BASELINE.json]   (prints the copy/read figures and volume vs
 //!        box-disk dd figures as JSON)
 //!        boxlite-bench density REGISTRY [N] [OUT.json]   (N idle boxes at once, default 100)
@@ -36,6 +36,13 @@ fn rss_kib(pid: u32) -> u64 {
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+/// A supervisor's memory in KiB: `rss` (VmRSS), `private` (RssAnon: its own, the rest is mostly the
+/// binary's pages, shared by every box's supervisor) and `pss` (the shared pages split among the
+/// processes that map them).
+fn shim_memory_kib(pid: u32) -> Value {
+    json!({ "rss": rss_kib(pid), "private": status_kib(pid, "RssAnon:"), "pss": density::rollup_kib(pid, "Pss:") })
 }
 
 /// The pid of `parent`'s child process whose command is `name`.
@@ -309,8 +316,11 @@ async fn warm_exec_only(registry: &str, runs: usize) -> Result<(), Box<dyn std::
     let b = rt.create(BoxOptions::new("busybox:latest")).await?;
     b.start().await?;
     let rtts = warm_exec_rtts(&b, runs).await?;
+    let shim = b.info()?.shim_pid.ok_or("running box has no supervisor")?;
+    let mut out = stats(rtts);
+    out["shim_memory_kib"] = shim_memory_kib(shim);
     rt.remove(b.id(), true).await?;
-    println!("{}", stats(rtts));
+    println!("{out}");
     Ok(())
 }
 
@@ -456,9 +466,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let idle_cpu = b.metrics().await?.cpu_percent;
     results.insert("idle_box_cpu_percent".into(), json!((idle_cpu * 100.0).round() / 100.0));
     let shim = info.shim_pid.ok_or("running box has no supervisor")?;
-    results.insert("shim_rss_kib".into(), json!(rss_kib(shim)));
-    // Most of that RSS is the binary's pages, shared by every box's supervisor; this is its own.
-    results.insert("shim_private_kib".into(), json!(status_kib(shim, "RssAnon:")));
+    results.insert("shim_memory_kib".into(), shim_memory_kib(shim));
     let helper = child_named(shim, "boxlite-net").ok_or("the box's supervisor has no network helper")?;
     results.insert("net_helper_rss_kib".into(), json!(rss_kib(helper)));
     results.insert("net_helper_private_kib".into(), json!(status_kib(helper, "RssAnon:")));
