@@ -6,7 +6,8 @@
 //!        box-disk dd figures as JSON)
 //!        boxlite-bench density REGISTRY [N] [OUT.json]   (N idle boxes at once, default 100)
 //! BASELINE.json is `scripts/boot-baseline.sh`'s output: the same kernel booting a trivial init on
-//! the same engine, so boot overhead is a ratio.
+//! the same engine, so boot, exec round trip and stdout throughput are ratios to floors of the
+//! same run.
 
 mod density;
 mod snapshots;
@@ -416,7 +417,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     results.insert("boot_to_ready_no_network_ms".into(), boot_no_net);
     results.insert("first_exec_ms".into(), stats(first_execs));
     if let Some(base) = baseline.as_ref() {
-        for key in ["baseline_boot_ms", "raw_channel_mb_per_s"] {
+        for key in ["baseline_boot_ms", "raw_channel_mb_per_s", "exec_floor_ms"] {
             if let Some(v) = base.get(key) {
                 results.insert(key.into(), v.clone());
             }
@@ -443,6 +444,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let (Some(a), Some(d)) = (shim_stats["p50"].as_f64(), direct_stats["p50"].as_f64()) {
         results.insert("supervisor_exec_overhead_p50_ms".into(), json!(((a - d) * 100.0).round() / 100.0));
     }
+    // Against the floor boot-baseline.sh measured: a line each way over the raw channel around
+    // the guest's own fork+exec of busybox `true`.
+    if let (Some(a), Some(f)) = (shim_stats["p50"].as_f64(), results.get("exec_floor_ms").and_then(|f| f["p50"].as_f64())) {
+        results.insert("warm_exec_vs_floor_ratio".into(), json!((a / f * 100.0).round() / 100.0));
+    }
     results.insert("warm_exec_rtt_ms".into(), shim_stats);
     results.insert("warm_exec_direct_rtt_ms".into(), direct_stats);
     b.exec(ExecCommand::new("dd", ["if=/dev/urandom", "of=/tmp/big", "bs=1M", "count=20"])).await?.wait().await?;
@@ -452,6 +458,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(out.stdout.len(), 20 << 20);
     results.insert("stdout_20mb_ms".into(), json!(ms(t.elapsed())));
     results.insert("stdout_mb_per_s".into(), json!(((20.0 / secs) * 10.0).round() / 10.0));
+    if let Some(raw) = results.get("raw_channel_mb_per_s").and_then(|r| r["p50"].as_f64()) {
+        results.insert("stdout_vs_raw_channel_ratio".into(), json!(((20.0 / secs) / raw * 100.0).round() / 100.0));
+    }
     network_bench(&rt, &b, &mut results).await?;
     files_bench(&b, &mut results).await?;
     volume_bench(&rt, &mut results).await?;
