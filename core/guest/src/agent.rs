@@ -3,7 +3,7 @@
 use crate::{exec, files, init, port};
 use boxlite_protocol::v1::guest_server::{Guest, GuestServer};
 use boxlite_protocol::v1::{
-    exec_input, CopyInRequest, ExecInput, ExecOutput, FileChunk, FileEntry, FileOpResponse, ListDirResponse, MakeDirRequest, PathRequest,
+    exec_input, CopyInProgress, CopyInRequest, CopyInStagedRequest, ExecInput, ExecOutput, FileChunk, FileEntry, FileOpResponse, ListDirResponse, MakeDirRequest, PathRequest,
     PingRequest, PingResponse, RemoveFileRequest, RenameFileRequest, ShutdownRequest, ShutdownResponse, WatchEvent, WatchRequest,
     WriteFileRequest,
 };
@@ -123,6 +123,12 @@ impl Guest for Agent {
 
     async fn copy_in(&self, req: Request<Streaming<CopyInRequest>>) -> Result<Response<FileOpResponse>, Status> {
         files::copy_in(req.into_inner()).await.map(|_| Response::new(FileOpResponse {}))
+    }
+
+    type CopyInStagedStream = Replies<CopyInProgress>;
+
+    async fn copy_in_staged(&self, req: Request<Streaming<CopyInStagedRequest>>) -> Result<Response<Self::CopyInStagedStream>, Status> {
+        files::copy_in_staged(req.into_inner()).await.map(replies)
     }
 
     type CopyOutStream = Replies<FileChunk>;

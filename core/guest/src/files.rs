@@ -11,11 +11,11 @@
 
 use crate::init::ROOTFS;
 use boxlite_protocol::v1::{
-    copy_in_request, write_file_request, CopyInRequest, FileChunk, FileEntry, FileType, ListDirResponse, WatchEvent, WatchEventKind,
-    WriteFileRequest,
+    copy_in_progress, copy_in_request, copy_in_staged_request, write_file_request, CopyInProgress, CopyInRequest, CopyInStagedRequest,
+    FileChunk, FileEntry, FileType, ListDirResponse, StagedChunk, WatchEvent, WatchEventKind, WriteFileRequest,
 };
 use boxlite_protocol::chunks::{ChunkWriter, Piece, PieceReader};
-use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_PATH_BYTES};
+use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_PATH_BYTES, MAX_STAGED_CHUNK_BYTES};
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -186,7 +186,139 @@ pub async fn copy_in(mut inbound: Streaming<CopyInRequest>) -> Result<(), Status
     done
 }
 
-fn unpack(dst: &str, overwrite: bool, reader: PieceReader) -> Result<(), Status> {
+/// What the host's staged-copy stream tells the unpacking thread.
+enum StagedPiece {
+    Chunk(StagedChunk),
+    End,
+}
+
+/// `CopyInStaged`: `CopyIn` with the tar read from the host's chunk files in the inbox.
+pub async fn copy_in_staged(mut inbound: Streaming<CopyInStagedRequest>) -> Result<mpsc::Receiver<Result<CopyInProgress, Status>>, Status> {
+    let header = match inbound.message().await?.and_then(|m| m.kind) {
+        Some(copy_in_staged_request::Kind::Header(h)) => h,
+        _ => return Err(Status::invalid_argument("the first staged copy-in message must be the header")),
+    };
+    check(&header.path)?;
+    let mounted = blocking(|| {
+        crate::inbox::Mounted::acquire().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Status::failed_precondition("this VM has no inbox; copy over the channel"),
+            _ => Status::internal(format!("mounting the inbox: {e}")),
+        })
+    })
+    .await?;
+    let (progress, rx) = mpsc::channel(QUEUE);
+    let _ = progress.send(Ok(CopyInProgress { kind: Some(copy_in_progress::Kind::Ready(true)) })).await;
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let (tx, chunks) = mpsc::channel(QUEUE);
+        let consumed = progress.clone();
+        let mut work = tokio::task::spawn_blocking(move || {
+            let _mounted = mounted;
+            // 9p without a cache is one round trip per read: read the chunks 1 MiB at a time.
+            let mut reader = io::BufReader::with_capacity(1 << 20, StagedReader { chunks, consumed, file: None, ended: false, bytes: 0, waited: Default::default() });
+            let done = unpack(&header.path, header.overwrite, &mut reader);
+            (done, reader.get_ref().bytes, reader.get_ref().waited)
+        });
+        let (fed, worked) = tokio::select! {
+            fed = feed_staged(&mut inbound, tx) => (fed, (&mut work).await),
+            // The unpack ended first: a failure (its error is the answer), or a tar complete
+            // before the host's `end`.
+            worked = &mut work => (Ok(()), worked),
+        };
+        let answer = match (fed, worked) {
+            (Err(s), _) => Err(s),
+            (_, Err(e)) => Err(Status::internal(e.to_string())),
+            (_, Ok((done, bytes, waited))) => done.map(|()| {
+                let (ms, waited_ms) = (started.elapsed().as_millis(), waited.as_millis());
+                crate::init::console(&format!("boxlite-guest: staged copy in: {bytes} bytes in {ms} ms ({waited_ms} ms waiting for chunks)"));
+                CopyInProgress { kind: Some(copy_in_progress::Kind::Done(true)) }
+            }),
+        };
+        let _ = progress.send(answer).await;
+    });
+    Ok(rx)
+}
+
+/// Forwards the chunks the host names to the unpacking thread, then `End` on the host's `end`.
+async fn feed_staged(inbound: &mut Streaming<CopyInStagedRequest>, tx: mpsc::Sender<StagedPiece>) -> Result<(), Status> {
+    loop {
+        let piece = match inbound.message().await?.and_then(|m| m.kind) {
+            Some(copy_in_staged_request::Kind::Chunk(c)) => {
+                if !boxlite_protocol::is_staged_chunk_name(&c.name) || c.len > MAX_STAGED_CHUNK_BYTES {
+                    return Err(Status::invalid_argument("a staged chunk needs a name of [0-9a-z-] and at most 16 MiB"));
+                }
+                StagedPiece::Chunk(c)
+            }
+            Some(copy_in_staged_request::Kind::End(true)) => StagedPiece::End,
+            None => return Err(Status::aborted("the host ended the staged copy without its end")),
+            _ => return Err(Status::invalid_argument("expected a staged chunk or the end")),
+        };
+        let end = matches!(piece, StagedPiece::End);
+        if tx.send(piece).await.is_err() || end {
+            return Ok(()); // the work ended early (its error is the answer), or all is sent
+        }
+    }
+}
+
+/// The tar bytes of a staged copy: each chunk file read whole, in order, then acknowledged (the
+/// host deletes it). Channel closed before `End`: `ConnectionAborted`, as [`PieceReader`].
+struct StagedReader {
+    chunks: mpsc::Receiver<StagedPiece>,
+    consumed: mpsc::Sender<Result<CopyInProgress, Status>>,
+    /// The chunk being read, its name and the bytes left in it.
+    file: Option<(std::fs::File, String, u64)>,
+    ended: bool,
+    bytes: u64,
+    /// Time spent waiting for the host to name the next chunk.
+    waited: std::time::Duration,
+}
+
+impl StagedReader {
+    fn open(c: StagedChunk) -> io::Result<(std::fs::File, String, u64)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(crate::inbox::chunk_path(&c.name))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() != c.len {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("staged chunk {} is not a file of {} bytes", c.name, c.len)));
+        }
+        Ok((file, c.name, c.len))
+    }
+}
+
+impl Read for StagedReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some((file, name, left)) = &mut self.file {
+                if *left > 0 {
+                    let want = out.len().min(*left as usize);
+                    let n = file.read(&mut out[..want])?;
+                    if n == 0 {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("staged chunk {name} ended early")));
+                    }
+                    *left -= n as u64;
+                    self.bytes += n as u64;
+                    return Ok(n);
+                }
+                let (file, name, _) = self.file.take().unwrap_or_else(|| unreachable!());
+                drop(file);
+                let _ = self.consumed.blocking_send(Ok(CopyInProgress { kind: Some(copy_in_progress::Kind::Consumed(name)) }));
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            let asked = std::time::Instant::now();
+            let next = self.chunks.blocking_recv();
+            self.waited += asked.elapsed();
+            match next {
+                Some(StagedPiece::Chunk(c)) => self.file = Some(Self::open(c)?),
+                Some(StagedPiece::End) => self.ended = true,
+                None => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the host cut the staged copy off")),
+            }
+        }
+    }
+}
+
+fn unpack<R: Read>(dst: &str, overwrite: bool, reader: R) -> Result<(), Status> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
@@ -219,7 +351,9 @@ fn unpack(dst: &str, overwrite: bool, reader: PieceReader) -> Result<(), Status>
     std::fs::create_dir(&temp).map_err(|e| status(&shown, &e))?;
     let built = (|| -> io::Result<()> {
         let mut dirs = Vec::new();
-        let mut unpack_one = |entry: &mut tar::Entry<'_, PieceReader>| -> io::Result<()> {
+        let real_temp = std::fs::canonicalize(&temp)?;
+        let mut buf = vec![0u8; UNPACK_BUF_BYTES];
+        let mut unpack_one = |entry: &mut tar::Entry<'_, R>| -> io::Result<()> {
             let path = entry.path()?.into_owned();
             if path.components().next().map(|c| c.as_os_str()) != Some(name.as_os_str()) {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("entry {} is outside the copy's top-level name", path.display())));
@@ -229,6 +363,9 @@ fn unpack(dst: &str, overwrite: bool, reader: PieceReader) -> Result<(), Status>
                 std::fs::create_dir_all(temp.join(&path))?;
                 dirs.push((temp.join(&path), entry.header().mode()?, entry.header().mtime()?));
                 return Ok(());
+            }
+            if entry.header().entry_type() == tar::EntryType::Regular {
+                return unpack_file(entry, &real_temp, &path, &mut buf);
             }
             entry.unpack_in(&temp).map(|_| ())
         };
@@ -245,6 +382,40 @@ fn unpack(dst: &str, overwrite: bool, reader: PieceReader) -> Result<(), Status>
     })();
     let _ = remove_any(&temp);
     built.map_err(|e| status(&shown, &e))
+}
+
+/// A regular file of a copy in, written in writes of up to this many bytes.
+const UNPACK_BUF_BYTES: usize = 1 << 20;
+
+/// A regular file of a copy in: tar's own unpack copies 8 KiB per `write`, and each syscall (and
+/// copy) counts in an emulated guest, so its bytes are copied here a megabyte at a time. As
+/// tar's `unpack_in`: plain relative names only, parents made as needed and checked to resolve
+/// inside `temp` (never through a symlink elsewhere), permission bits and mtime kept.
+fn unpack_file<R: Read>(entry: &mut tar::Entry<'_, R>, temp: &Path, path: &Path, buf: &mut [u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !path.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("entry {} is not a plain relative path", path.display())));
+    }
+    let dst = temp.join(path);
+    let parent = dst.parent().unwrap_or(temp);
+    std::fs::create_dir_all(parent)?;
+    if !std::fs::canonicalize(parent)?.starts_with(temp) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("entry {} leads outside the copy", path.display())));
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&dst)?;
+    let mut left = entry.size();
+    while left > 0 {
+        match entry.read(buf)? {
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("entry {} ended before its size", path.display()))),
+            n => {
+                file.write_all(&buf[..n])?;
+                left = left.saturating_sub(n as u64);
+            }
+        }
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(entry.header().mode()? & 0o7777))?;
+    let time = nix::sys::time::TimeSpec::new(entry.header().mtime()? as i64, 0);
+    nix::sys::stat::futimens(&file, &time, &time).map_err(io_err)
 }
 
 /// `CopyOut`: streams `path` as a tar under its base name.

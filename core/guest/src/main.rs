@@ -8,6 +8,7 @@ mod agent;
 mod disk;
 mod exec;
 mod files;
+mod inbox;
 mod init;
 mod net;
 mod port;

@@ -25,6 +25,21 @@ pub const H2_CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
 /// extra writes to its port. The agent keeps the 16 KiB default for what it receives: bigger
 /// frames made a 1 GiB copy_in slower (docs/files.md).
 pub const H2_MAX_FRAME_BYTES: u32 = 1 << 20;
+/// The 9p mount tag of the box's inbox (a read-only share of `<box dir>/inbox`, CopyInStaged).
+pub const INBOX_TAG: &str = "boxlite-inbox";
+/// Largest chunk file of a staged copy either side accepts.
+pub const MAX_STAGED_CHUNK_BYTES: u64 = 16 << 20;
+/// Longest chunk file name of a staged copy.
+pub const MAX_STAGED_NAME_BYTES: usize = 64;
+
+/// Whether `name` can be a staged chunk's: short, of `[0-9a-z-]`, not starting with `-`. Nothing
+/// else (no `/`, no `.`) is ever opened in the inbox.
+pub fn is_staged_chunk_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_STAGED_NAME_BYTES
+        && !name.starts_with('-')
+        && name.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'-')
+}
 /// Name of the virtio-serial port the agent serves on.
 pub const AGENT_PORT_NAME: &str = "boxlite.agent";
 /// Longest path either side accepts in a files call (Linux's PATH_MAX).

@@ -209,10 +209,17 @@ impl Runtime {
     /// restarted) is corrected, and the files it left are removed. Records of a box whose start
     /// or stop holds its lock are left to that process.
     fn reconcile(&self, rec: BoxRecord) -> Result<BoxRecord> {
+        let dir = self.box_dir(&rec.id);
         if !rec.status.is_active() {
+            // Chunks of a copy whose process died with the VM: nothing reads them any more.
+            // Under the box's lock, so no start (and with it no copy) is under way.
+            if std::fs::read_dir(crate::engine::inbox_dir(&dir)).is_ok_and(|mut d| d.next().is_some()) {
+                if let Some(_lock) = BoxLock::try_lock(&dir) {
+                    let _ = crate::engine::clear_inbox(&dir);
+                }
+            }
             return Ok(rec);
         }
-        let dir = self.box_dir(&rec.id);
         if rec.shim_pid.is_some_and(|pid| shim::alive(pid, &dir)) {
             return Ok(rec);
         }
@@ -237,6 +244,7 @@ impl Runtime {
         for f in shim::runtime_files(&dir) {
             let _ = std::fs::remove_file(f);
         }
+        let _ = crate::engine::clear_inbox(&dir);
         rec.status = status;
         rec.reason = reason;
         rec.pid = None;

@@ -74,6 +74,7 @@ async fn files_in_and_out_of_one_box() {
     let host = host.path();
 
     big_file_round_trip(&b, host).await;
+    the_inbox_is_read_only_and_the_boxs_own(&b).await;
     tree_round_trip(&b, host).await;
     overwrite(&b, host).await;
     cancelled_copy_in(&b, host).await;
@@ -85,13 +86,34 @@ async fn files_in_and_out_of_one_box() {
     rt.remove(b.id(), true).await.unwrap();
 }
 
+/// The box's inbox on the host, where staged copies in write their chunks.
+fn inbox(b: &LiteBox) -> std::path::PathBuf {
+    common::home().join("boxes").join(b.id()).join("inbox")
+}
+
+/// Staged copies in the agent has finished, from the box's console log.
+fn staged_copies(b: &LiteBox) -> usize {
+    let log = std::fs::read_to_string(common::home().join("boxes").join(b.id()).join("console.log")).unwrap_or_default();
+    log.matches("boxlite-guest: staged copy in:").count()
+}
+
 async fn big_file_round_trip(b: &LiteBox, host: &Path) {
     let src = host.join("big.bin");
     random_file(&src, 100 << 20);
     let want = sha256_file(&src);
+    let staged = staged_copies(b);
     let t = Instant::now();
     b.copy_in(&src, "/root/", KEEP).await.unwrap();
     eprintln!("copy_in 100 MB: {:?}", t.elapsed());
+    assert_eq!(staged_copies(b), staged + 1, "the copy went through the inbox");
+    assert_eq!(entries(&inbox(b)), Vec::<String>::new(), "the chunks are gone");
+    assert_eq!(sh(b, "grep -c boxlite-inbox /proc/mounts || true").await, "0\n", "the inbox is unmounted after the copy");
+    // Unmounted, it no longer blocks migration: a snapshot works between copies.
+    b.snapshot(&format!("after-copy-{}", b.id())).await.unwrap();
+    // A small one goes over the channel.
+    std::fs::write(host.join("small.txt"), b"small").unwrap();
+    b.copy_in(host.join("small.txt"), "/root/", KEEP).await.unwrap();
+    assert_eq!((staged_copies(b), sh(b, "cat /root/small.txt && rm /root/small.txt").await.as_str()), (staged + 1, "small"));
     let in_box = sh(b, "sha256sum /root/big.bin").await;
     assert_eq!(in_box.split_whitespace().next(), Some(want.as_str()));
     let out = host.join("back");
@@ -102,6 +124,34 @@ async fn big_file_round_trip(b: &LiteBox, host: &Path) {
     assert_eq!(sha256_file(&out.join("big.bin")), want);
     assert_eq!(entries(&out), ["big.bin"], "no temporary left beside it");
     sh(b, "rm /root/big.bin").await;
+}
+
+/// The guest (root in the box) can mount the inbox itself, even read-write, but QEMU refuses
+/// every write; the share is the inbox alone (QEMU keeps `..` at its root, docs/volumes.md), so
+/// nothing else of the box's directory on the host, or of another box, is seen.
+async fn the_inbox_is_read_only_and_the_boxs_own(b: &LiteBox) {
+    std::fs::write(inbox(b).join("planted"), b"host").unwrap();
+    let out = b
+        .exec(ExecCommand::new("sh", ["-c", "mkdir -p /mnt/inbox && mount -t 9p -o trans=virtio,version=9p2000.L boxlite-inbox /mnt/inbox && \
+            grep ' /mnt/inbox ' /proc/mounts && ls -a /mnt/inbox && cat /mnt/inbox/planted; \
+            for w in 'echo x > /mnt/inbox/new' 'echo x >> /mnt/inbox/planted' 'rm /mnt/inbox/planted' 'mkdir /mnt/inbox/d' \
+              'chmod 777 /mnt/inbox/planted' 'mv /mnt/inbox/planted /mnt/inbox/moved' 'ln -s /etc /mnt/inbox/l'; do \
+              sh -c \"$w\" 2>/dev/null && echo \"WROTE: $w\"; done; umount /mnt/inbox"]))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("/mnt/inbox 9p rw,"), "mounted read-write by the guest: {stdout}");
+    assert!(!stdout.contains("WROTE"), "{stdout}");
+    assert!(stdout.contains("\n.\n..\nplanted\nhost"), "only the inbox's one file: {stdout}");
+    assert_eq!(entries(&inbox(b)), ["planted"]);
+    assert_eq!(std::fs::read(inbox(b).join("planted")).unwrap(), b"host");
+    std::fs::remove_file(inbox(b).join("planted")).unwrap();
+    let meta = std::fs::metadata(inbox(b)).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
 }
 
 async fn tree_round_trip(b: &LiteBox, host: &Path) {
@@ -181,6 +231,11 @@ async fn cancelled_copy_in(b: &LiteBox, host: &Path) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert_eq!(left, "", "round {round} (cut after {cut:?}): the cancelled copy left this in the box");
+        let t = Instant::now();
+        while !entries(&inbox(b)).is_empty() && t.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(entries(&inbox(b)), Vec::<String>::new(), "round {round}: the cancelled copy's chunks are gone");
         eprintln!("cancelled copy {round} (after {cut:?}) left nothing after {:?}", t.elapsed());
     }
 }
@@ -303,6 +358,7 @@ async fn full_box_disk(b: &LiteBox, host: &Path) {
     assert_eq!(err.code(), "STORAGE", "{err}");
     assert!(err.to_string().contains("no space left on the box disk"), "{err}");
     assert_eq!(sh(b, "ls -a /root | grep -c -e boxlite -e 64m || true").await, "0\n", "a half copy was left in the box");
+    assert_eq!(entries(&inbox(b)), Vec::<String>::new(), "the failed copy's chunks are gone");
     let err = b.files().write("/root/w.bin", &vec![1u8; 48 << 20], WriteOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), "STORAGE", "{err}");
     assert_eq!(sh(b, "ls -a /root | grep -c -e boxlite -e w.bin || true").await, "0\n", "a half write was left in the box");
@@ -343,4 +399,44 @@ async fn watch_and_stop(b: &LiteBox, host: &Path) {
     assert_eq!(err.code(), "INVALID_STATE", "{err}");
     assert!(err.to_string().contains("start it"), "{err}");
     assert_eq!(b.files().stat("/").await.unwrap_err().code(), "INVALID_STATE");
+}
+
+/// A box whose VM is killed in the middle of a staged copy: the copy fails, and no chunk is left
+/// in the inbox, neither by the copy nor (a stray one, as a copying process that died would
+/// leave) once a runtime has reconciled the box.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_box_killed_during_a_staged_copy_leaves_no_inbox_files() {
+    let rt = common::runtime();
+    let b = rt.create(BoxOptions::new("busybox:latest")).await.unwrap();
+    b.start().await.unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let big = host.path().join("sparse.bin");
+    std::fs::File::create(&big).unwrap().set_len(1 << 30).unwrap();
+    let copy = tokio::spawn({
+        let b = b.clone();
+        async move { b.copy_in(&big, "/root/sparse.bin", KEEP).await }
+    });
+    let t = Instant::now();
+    while entries(&inbox(&b)).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(30), "no chunk was staged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let vm = b.info().unwrap().pid.expect("the VM's pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(vm as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), copy).await.expect("the copy did not end").unwrap().unwrap_err();
+    eprintln!("the copy failed as the VM was killed: {err}");
+    assert_eq!(entries(&inbox(&b)), Vec::<String>::new(), "the copy left chunks");
+    // A stray chunk (its copying process died too) goes when a runtime reconciles the box.
+    let t = Instant::now();
+    while b.info().unwrap().status.is_active() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the box is still recorded up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(inbox(&b).join("0123456789abcdef-0"), b"left").unwrap();
+    let fresh = common::runtime();
+    let info = fresh.get(b.id()).unwrap().info().unwrap();
+    assert!(!info.status.is_active(), "{:?}", info.status);
+    assert_eq!(entries(&inbox(&b)), Vec::<String>::new(), "reconciling the box left the stray chunk");
+    rt.remove(b.id(), true).await.unwrap();
 }

@@ -106,7 +106,7 @@ async fn a_read_only_home_still_lists_its_boxes_and_names_itself_when_written() 
     let rt = runtime_at(&fs.path()).expect("a read-only home must open for reading");
     assert_eq!(rt.list().unwrap().iter().map(|b| b.id.clone()).collect::<Vec<_>>(), [id.clone()]);
     assert_eq!(rt.images().unwrap().len(), 1);
-    let err = rt.remove(&id, true).await.err().expect("nothing can be removed from a read-only home");
+    let err = rt.remove(&id, true).await.expect_err("nothing can be removed from a read-only home");
     assert_eq!(err.code(), "STORAGE", "{err}");
     assert!(err.to_string().to_lowercase().contains("read-only"), "{err}");
     drop(rt);

@@ -76,6 +76,42 @@ pub fn vmm_log_path(box_dir: &Path) -> PathBuf {
     box_dir.join("vmm.log")
 }
 
+/// The box's inbox: a directory the VM shares read-only (9p) and the host writes staged copies
+/// into (`runtime::files`), 0700. For a template VM, an empty one of its own.
+pub fn inbox_dir(box_dir: &Path) -> PathBuf {
+    box_dir.join("inbox")
+}
+
+/// Makes the inbox of the box in `box_dir` (0700) if missing, and empty: leftover chunks of
+/// copies that ended with the VM. Only for a box whose VM is not running.
+pub fn prepare_inbox(box_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = inbox_dir(box_dir);
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => clear_inbox(box_dir).map_err(|e| Error::storage("empty the inbox", &dir, e)),
+        Err(e) => Err(Error::storage("create the inbox", &dir, e)),
+    }
+}
+
+/// Removes every file in the inbox of the box in `box_dir` (only the host ever creates any;
+/// unlink follows nothing). A box with no inbox is fine.
+pub fn clear_inbox(box_dir: &Path) -> std::io::Result<()> {
+    let dir = inbox_dir(box_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        match std::fs::remove_file(entry?.path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The VM process to start for one box: the box supervisor spawns and owns it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct VmCommand {

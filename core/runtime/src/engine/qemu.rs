@@ -18,10 +18,14 @@ const TCG_APIC_TIMER: &str = "lapic_timer_khz=1000000";
 /// microvm without ACPI has 8 virtio-mmio transports, on IRQs 5..=12, handed out from the top:
 /// the 5th device lands on IRQ 8, which the RTC (`rtc=on`) holds, so its driver cannot get its
 /// interrupt (`genirq: Flags mismatch irq 8`). A device the guest has no driver for (the kernel
-/// has no virtio-input) takes that transport, leaving 7 usable: rng, serial, blk, net and
-/// [`crate::options::volumes::MAX_VOLUMES`] volumes. More would need ACPI (a second IOAPIC,
-/// 24 transports).
+/// has no virtio-input) takes that transport, leaving 7 usable: rng, serial, blk, net, the inbox
+/// and [`crate::options::volumes::MAX_VOLUMES`] volumes, less one: a box with a NIC and 3 volumes
+/// has no inbox (its copies in go over the channel). `rtc=off` would free it but costs ~2 s at
+/// every boot ("Unable to read current time from RTC", measured). More would need ACPI (a
+/// second IOAPIC, 24 transports). docs/volumes.md.
 const IRQ8_PLACEHOLDER: &str = "virtio-keyboard-device";
+/// Transports the guest can use (the 8 of microvm, less IRQ 8's).
+const USABLE_TRANSPORTS: usize = 7;
 
 /// The resolved accelerator a VM runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +117,7 @@ impl Qemu {
             ),
         };
         let mut args: Vec<String> = vec![
-            // rtc=on: without it the guest's clock read stalls ~1 s in about half the boots.
+            // rtc=on: without it every boot waits ~2 s on reading the clock (measured).
             "-M".into(), "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off".into(),
             "-accel".into(), accel.into(),
             "-cpu".into(), cpu.into(),
@@ -160,25 +164,36 @@ impl Qemu {
                 "-device".into(), format!("virtio-net-device,netdev=net0,mac={}", crate::net::GUEST_MAC),
             ]);
         }
-        if !spec.volumes.is_empty() && spec.network {
-            // rng, serial, blk and net took the 4 top transports; the 5th is on IRQ 8.
-            args.extend(["-device".into(), IRQ8_PLACEHOLDER.into()]);
+        // The inbox: staged copies in (CopyInStaged) are read from here. Read-only to the guest
+        // whatever it mounts; in every VM it fits in, so a box restored from a template (no
+        // volumes) has the same devices, and the path is not in the saved state, so each VM
+        // names its own. The agent mounts it only while a copy runs: QEMU blocks migration
+        // while a 9p share is mounted.
+        let fixed = 3 + usize::from(spec.network); // rng, serial, blk, net
+        let mut shares = Vec::new();
+        if fixed + 1 + spec.volumes.len() <= USABLE_TRANSPORTS {
+            shares.push((
+                format!("local,id=inbox,path={},security_model=mapped-xattr,readonly=on", volumes::qemu_escape(&p(&super::inbox_dir(&spec.box_dir)))),
+                format!("virtio-9p-device,fsdev=inbox,mount_tag={}", boxlite_protocol::INBOX_TAG),
+            ));
         }
         for (i, v) in spec.volumes.iter().enumerate() {
-            if i == 1 && !spec.network {
-                args.extend(["-device".into(), IRQ8_PLACEHOLDER.into()]);
-            }
             // QEMU serves the share itself, inside its seccomp sandbox. mapped-xattr: whatever
             // the guest creates (symlinks, devices, setuid bits, owners) is a plain file plus
             // xattrs on the host; readonly=on makes QEMU refuse every write, whatever the guest
             // mounts. docs/volumes.md.
             let readonly = if v.read_only { ",readonly=on" } else { "" };
-            args.extend([
-                "-fsdev".into(),
+            shares.push((
                 format!("local,id=vol{i},path={},security_model=mapped-xattr{readonly}", volumes::qemu_escape(&p(&v.host_path))),
-                "-device".into(),
                 format!("virtio-9p-device,fsdev=vol{i},mount_tag={}", volumes::mount_tag(i)),
-            ]);
+            ));
+        }
+        for (k, (fsdev, device)) in shares.into_iter().enumerate() {
+            if fixed + k == 4 {
+                // This one would be the 5th device, on IRQ 8.
+                args.extend(["-device".into(), IRQ8_PLACEHOLDER.into()]);
+            }
+            args.extend(["-fsdev".into(), fsdev, "-device".into(), device]);
         }
         args
     }
@@ -259,6 +274,7 @@ impl Engine for Qemu {
         for stale in [spec.agent_socket(), qmp_socket(&spec.box_dir), spec.console_log()] {
             let _ = std::fs::remove_file(stale);
         }
+        super::prepare_inbox(&spec.box_dir)?;
         Ok(VmCommand {
             program: self.binary.clone(),
             args: self.args(spec),
@@ -454,17 +470,35 @@ mod tests {
     }
 
     #[test]
+    fn every_vm_has_a_read_only_inbox_of_its_own_dir() {
+        let q = Qemu { binary: "qemu".into(), accel: ResolvedAccel::Tcg };
+        let inbox = "-fsdev local,id=inbox,path=/b/inbox,security_model=mapped-xattr,readonly=on -device virtio-9p-device,fsdev=inbox,mount_tag=boxlite-inbox";
+        for memory in [GuestMemory::Private, GuestMemory::TemplateSource("/t/ram".into()), GuestMemory::FromTemplate("/t/ram".into())] {
+            let args = q.args(&VmSpec { memory, ..spec() }).join(" ");
+            assert!(args.contains(inbox), "{args}");
+        }
+    }
+
+    #[test]
     fn volumes_are_9p_shares_with_mapped_xattr() {
         let q = Qemu { binary: "qemu".into(), accel: ResolvedAccel::Kvm };
         let volumes = vec![crate::options::Volume::new("/h/a,b", "/mnt/a"), crate::options::Volume::new("/h/c", "/mnt/c").read_only()];
         let spec = VmSpec { volumes, ..spec() };
         let args = q.args(&spec).join(" ");
         assert!(args.contains("-fsdev local,id=vol0,path=/h/a,,b,security_model=mapped-xattr -device virtio-9p-device,fsdev=vol0,mount_tag=boxlite0"), "{args}");
-        // Without a NIC the second volume would be the 5th device: the placeholder goes first.
-        assert!(args.contains("mount_tag=boxlite0 -device virtio-keyboard-device -fsdev local,id=vol1"), "{args}");
+        // The inbox comes before the volumes; the 5th device waits behind the placeholder.
+        assert!(args.contains("mount_tag=boxlite-inbox -device virtio-keyboard-device -fsdev local,id=vol0"), "{args}");
         let with_nic = q.args(&VmSpec { network: true, ..spec.clone() }).join(" ");
-        assert!(with_nic.contains(&format!("mac={} -device virtio-keyboard-device -fsdev local,id=vol0", crate::net::GUEST_MAC)), "{with_nic}");
-        assert_eq!(q.args(&VmSpec { volumes: Vec::new(), ..spec }).iter().filter(|a| a.contains("keyboard")).count(), 0);
+        assert!(with_nic.contains(&format!("mac={} -device virtio-keyboard-device -fsdev local,id=inbox,", crate::net::GUEST_MAC)), "{with_nic}");
+        assert_eq!(with_nic.matches("-device virtio-").count(), 8, "rng, serial, blk, net, placeholder, inbox, 2 volumes: {with_nic}");
+        // A NIC and 3 volumes leave no slot for the inbox; without a NIC it fits.
+        let three = vec![spec.volumes[0].clone(), spec.volumes[1].clone(), crate::options::Volume::new("/h/d", "/mnt/d")];
+        let full = q.args(&VmSpec { network: true, volumes: three.clone(), ..spec.clone() }).join(" ");
+        assert!(!full.contains("boxlite-inbox") && full.contains("mount_tag=boxlite2"), "{full}");
+        assert_eq!(full.matches("-device virtio-").count(), 8, "{full}");
+        let no_nic = q.args(&VmSpec { volumes: three, ..spec.clone() }).join(" ");
+        assert!(no_nic.contains("boxlite-inbox") && no_nic.matches("-device virtio-").count() == 8, "{no_nic}");
+        assert_eq!(q.args(&VmSpec { volumes: Vec::new(), ..spec.clone() }).iter().filter(|a| a.contains("keyboard")).count(), 0);
         assert!(args.contains("-fsdev local,id=vol1,path=/h/c,security_model=mapped-xattr,readonly=on"), "{args}");
         assert!(args.contains(" boxlite.volume=boxlite0,rw,/mnt/a boxlite.volume=boxlite1,ro,/mnt/c"), "{args}");
     }

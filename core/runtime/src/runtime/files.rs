@@ -5,6 +5,11 @@
 //! Everything streams with backpressure: at most [`QUEUE`] chunks of 64 KiB wait between the
 //! disk and the channel, so a copy of any size costs about a megabyte of host memory.
 //!
+//! A copy in of [`STAGE_MIN_BYTES`] or more goes through the box's inbox instead: the tar is
+//! written into chunk files there (a read-only 9p share, which QEMU serves several times faster
+//! than its serial channel carries bytes host to guest) and the agent is told of each over gRPC
+//! (`CopyInStaged`); at most [`STAGED_WINDOW`] chunks are on disk at once.
+//!
 //! The guest is hostile: a copy out is unpacked into a fresh directory beside the destination,
 //! every entry created beneath it with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` and
 //! `O_NOFOLLOW | O_EXCL`, and renamed into place only once complete. Names, sizes, modes and
@@ -15,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::state::BoxStatus;
 use boxlite_protocol::v1::guest_client::GuestClient;
 use boxlite_protocol::v1::{
-    copy_in_request, write_file_request, CopyInHeader, CopyInRequest, FileChunk, MakeDirRequest, PathRequest, RemoveFileRequest,
+    copy_in_progress, copy_in_request, copy_in_staged_request, write_file_request, CopyInHeader, CopyInProgress, CopyInRequest,
+    CopyInStagedRequest, FileChunk, StagedChunk, MakeDirRequest, PathRequest, RemoveFileRequest,
     RenameFileRequest, WatchRequest, WriteFileHeader, WriteFileRequest,
 };
 use boxlite_protocol::chunks::{ChunkWriter, Piece, PieceReader};
@@ -35,6 +41,13 @@ use tonic::transport::Channel;
 
 /// Chunks (of at most 64 KiB) queued between the host disk and the channel, each way.
 pub const QUEUE: usize = 16;
+/// A copy in whose source holds at least this many bytes is staged through the inbox; a smaller
+/// one goes over the channel, where mounting the inbox would cost more than it saves.
+const STAGE_MIN_BYTES: u64 = 1 << 20;
+/// Size of one chunk file of a staged copy.
+const STAGED_CHUNK_BYTES: usize = 8 << 20;
+/// Chunk files of one staged copy in the inbox at once (32 MiB of host disk at most).
+const STAGED_WINDOW: usize = 4;
 /// Most entries one copy out may create on the host.
 pub const MAX_COPY_ENTRIES: u64 = 1_000_000;
 /// Deepest path (in components) one copy out may create on the host.
@@ -155,8 +168,15 @@ impl LiteBox {
         std::fs::symlink_metadata(&host_path).map_err(|e| host_error("copy", &host_path, e))?;
         let name = source_name(&host_path)?;
         let mut client = self.running_client("copy into").await?;
-        let (tx, rx) = mpsc::channel(QUEUE);
         let header = CopyInHeader { path: guest_path.to_string(), overwrite: options.overwrite };
+        if holds_at_least(&host_path, STAGE_MIN_BYTES) {
+            match self.copy_in_staged(&mut client, &host_path, name.clone(), header.clone()).await {
+                Err(Staging::Unavailable(why)) => tracing::debug!(box_id = self.id, "copying over the channel: {why}"),
+                Err(Staging::Failed(e)) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
         tx.send(CopyInRequest { kind: Some(copy_in_request::Kind::Header(header)) }).await.map_err(|_| closed())?;
         let source = host_path.clone();
         let mut producer = tokio::task::spawn_blocking(move || {
@@ -179,6 +199,85 @@ impl LiteBox {
                 Err((e, _tx)) => Err(host_error("read", &host_path, e)),
             },
         }
+    }
+
+    /// [`LiteBox::copy_in`] through the box's inbox: the tar is written into chunk files there
+    /// (at most [`STAGED_WINDOW`] at once), each named to the agent, which reads it through the
+    /// VM's read-only share and acknowledges it, and is then deleted. Every chunk is removed
+    /// whatever the outcome (once the writing thread is done with it). `Unavailable` (a VM or
+    /// agent of an older build, with no inbox) before anything is sent: the caller uses the
+    /// channel.
+    async fn copy_in_staged(&self, client: &mut GuestClient<Channel>, host_path: &Path, name: OsString, header: CopyInHeader) -> std::result::Result<(), Staging> {
+        let guest_path = header.path.clone();
+        let failed = |s: tonic::Status| match s.code() {
+            tonic::Code::Unimplemented | tonic::Code::FailedPrecondition => Staging::Unavailable(s.message().to_string()),
+            _ => Staging::Failed(self.file_error(&guest_path, s)),
+        };
+        let inbox = Inbox::open(&crate::engine::inbox_dir(&self.rt.box_dir(&self.id))).map_err(|e| Staging::Unavailable(format!("no inbox: {e}")))?;
+        let inbox = Arc::new(inbox);
+        let (tx, rx) = mpsc::channel(STAGED_WINDOW + 2);
+        let _ = tx.send(CopyInStagedRequest { kind: Some(copy_in_staged_request::Kind::Header(header)) }).await;
+        let mut answers = client.copy_in_staged(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map_err(failed)?.into_inner();
+        match answers.message().await {
+            Ok(Some(CopyInProgress { kind: Some(copy_in_progress::Kind::Ready(_)) })) => {}
+            Ok(_) => return Err(Staging::Failed(Error::Guest(format!("box {}: the agent did not start the staged copy", self.id)))),
+            Err(s) => return Err(failed(s)),
+        }
+        // Each chunk written takes a token, each one the agent consumed (and we deleted) gives
+        // it back: the window.
+        let (tokens_tx, tokens) = std::sync::mpsc::sync_channel(STAGED_WINDOW);
+        for _ in 0..STAGED_WINDOW {
+            let _ = tokens_tx.try_send(());
+        }
+        let (ready_tx, mut ready) = mpsc::channel(STAGED_WINDOW);
+        let source = host_path.to_path_buf();
+        let files = inbox.clone();
+        let mut producing = Some(tokio::task::spawn_blocking(move || {
+            let writer = ChunkFiles { inbox: files, tokens, ready: ready_tx, file: None, seq: 0 };
+            let mut builder = tar::Builder::new(writer);
+            boxlite_protocol::tree::append_tree(&mut builder, Path::new(&name), &source, &|_| true)
+                .and_then(|_| builder.into_inner())
+                .and_then(|mut w| w.flush())
+        }));
+        let copied = async {
+            loop {
+                tokio::select! {
+                    chunk = ready.recv(), if producing.is_some() => match chunk {
+                        Some(c) => {
+                            let _ = tx.send(CopyInStagedRequest { kind: Some(copy_in_staged_request::Kind::Chunk(c)) }).await;
+                        }
+                        // The writing thread is done: every chunk it wrote was sent.
+                        None => match producing.take().expect("guarded by the select").await.map_err(|e| Error::Internal(e.to_string()))? {
+                            Ok(()) => {
+                                let _ = tx.send(CopyInStagedRequest { kind: Some(copy_in_staged_request::Kind::End(true)) }).await;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {} // the box ended the copy: its answer says why
+                            Err(e) => return Err(host_error("read", host_path, e)),
+                        },
+                    },
+                    answer = answers.message() => match answer {
+                        Ok(Some(CopyInProgress { kind: Some(copy_in_progress::Kind::Consumed(chunk)) })) => {
+                            // Only a name we made is ever removed.
+                            if !inbox.remove(&chunk) {
+                                return Err(Error::Guest(format!("box {}: the agent named a chunk that was not sent", self.id)));
+                            }
+                            let _ = tokens_tx.try_send(());
+                        }
+                        Ok(Some(CopyInProgress { kind: Some(copy_in_progress::Kind::Done(_)) })) => return Ok(()),
+                        Ok(_) => return Err(Error::Guest(format!("box {}: the staged copy to {guest_path} ended without an answer", self.id))),
+                        Err(s) => return Err(self.file_error(&guest_path, s)),
+                    },
+                }
+            }
+        }
+        .await;
+        // The writing thread sees the channels closed and stops; its chunks go with the last
+        // reference to the inbox, so none outlives the call.
+        drop((tx, tokens_tx, ready, answers));
+        if let Some(p) = producing {
+            let _ = p.await;
+        }
+        copied.map_err(Staging::Failed)
     }
 
     /// Copies the box's file or directory `guest_path` (a final symlink copied as a symlink) to
@@ -503,6 +602,120 @@ impl WatchStream {
                 Err(self.b.file_error(&self.path, s))
             }
         }
+    }
+}
+
+/// Why a staged copy in did not happen.
+enum Staging {
+    /// Before anything was sent: the box has no inbox (a VM or agent of an older build).
+    Unavailable(String),
+    Failed(Error),
+}
+
+/// Whether the files under `path` (a final symlink not followed) hold at least `bytes`; stops
+/// counting as soon as they do, and says yes for a tree of over 10,000 entries.
+fn holds_at_least(path: &Path, bytes: u64) -> bool {
+    let mut todo = vec![path.to_path_buf()];
+    let (mut total, mut seen) = (0u64, 0usize);
+    while let Some(p) = todo.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        seen += 1;
+        total += if meta.is_file() { meta.len() } else { 0 };
+        if total >= bytes || seen > 10_000 {
+            return true;
+        }
+        if meta.is_dir() {
+            todo.extend(std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()));
+        }
+    }
+    false
+}
+
+/// The host side of the box's inbox for one staged copy: the directory (opened once, without
+/// following a symlink) and the chunk files this copy made there, which alone it ever removes.
+/// The guest cannot create or change anything in it (QEMU shares it read-only).
+struct Inbox {
+    dir: OwnedFd,
+    id: String,
+    made: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Inbox {
+    fn open(dir: &Path) -> io::Result<Inbox> {
+        let dir = nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        Ok(Inbox { dir, id: format!("{:016x}", rand::random::<u64>()), made: Default::default() })
+    }
+
+    /// A new chunk file, 0600, never one that exists.
+    fn create(&self, seq: u64) -> io::Result<(std::fs::File, String)> {
+        let name = format!("{}-{seq}", self.id);
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(&self.dir, name.as_str(), flags, Mode::from_bits_truncate(0o600)).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        self.made.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
+        Ok((std::fs::File::from(fd), name))
+    }
+
+    /// Removes chunk `name` if this copy made it (and has not removed it yet).
+    fn remove(&self, name: &str) -> bool {
+        let made = self.made.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        if made {
+            let _ = nix::unistd::unlinkat(&self.dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+        made
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        for name in std::mem::take(&mut *self.made.lock().unwrap_or_else(|p| p.into_inner())) {
+            let _ = nix::unistd::unlinkat(&self.dir, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+/// The writing end of a staged copy: the tar goes into chunk files of [`STAGED_CHUNK_BYTES`],
+/// each taking a window token before it is made and sent on `ready` once closed. A closed
+/// channel (the copy ended) is a `BrokenPipe` error.
+struct ChunkFiles {
+    inbox: Arc<Inbox>,
+    tokens: std::sync::mpsc::Receiver<()>,
+    ready: mpsc::Sender<StagedChunk>,
+    file: Option<(std::fs::File, String, usize)>,
+    seq: u64,
+}
+
+impl ChunkFiles {
+    fn gone() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "the box ended the copy")
+    }
+}
+
+impl Write for ChunkFiles {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if self.file.is_none() {
+            self.tokens.recv().map_err(|_| Self::gone())?;
+            let (file, name) = self.inbox.create(self.seq)?;
+            self.seq += 1;
+            self.file = Some((file, name, 0));
+        }
+        let Some((file, _, written)) = &mut self.file else { unreachable!() };
+        let n = file.write(&data[..data.len().min(STAGED_CHUNK_BYTES - *written)])?;
+        *written += n;
+        if *written == STAGED_CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    /// Closes the chunk being written and names it to the agent.
+    fn flush(&mut self) -> io::Result<()> {
+        let Some((file, name, len)) = self.file.take() else { return Ok(()) };
+        drop(file);
+        self.ready.blocking_send(StagedChunk { name, len: len as u64 }).map_err(|_| Self::gone())
     }
 }
 
