@@ -176,9 +176,10 @@ async fn whatever_is_killed_callers_hear_what_died_and_the_box_recovers() {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         let killed = Instant::now();
         while stdout.next().await.is_some() {}
-        let err = ex.wait().await.err().expect("the command cannot finish normally");
+        let err = ex.wait().await.expect_err("the command cannot finish normally");
         let waited = killed.elapsed();
         let msg = err.to_string();
+        eprintln!("{victim} killed mid-exec: the caller heard in {waited:?}");
         assert!(waited < Duration::from_millis(1500), "{victim}: the error took {waited:?}: {msg}");
         let expect = if *victim == "vm" { "killed by signal 9" } else { "supervisor" };
         assert!(msg.contains(expect), "{victim}: {msg}");
@@ -227,6 +228,7 @@ async fn killed_while_it_boots_or_when_its_network_helper_dies() {
         unsafe { libc::kill(pid.unwrap() as i32, libc::SIGKILL) };
         let killed = Instant::now();
         let err = booting.await.unwrap().expect_err(&format!("{victim} killed while booting, yet the start succeeded"));
+        eprintln!("{victim} killed while booting: the caller heard in {:?}", killed.elapsed());
         assert!(killed.elapsed() < Duration::from_millis(1500), "{victim}: the error took {:?}: {err}", killed.elapsed());
         assert!(err.to_string().contains(named), "{victim}: {err}");
         let info = b.info().unwrap();
@@ -243,7 +245,8 @@ async fn killed_while_it_boots_or_when_its_network_helper_dies() {
     unsafe { libc::kill(helper as i32, libc::SIGKILL) };
     let killed = Instant::now();
     while stdout.next().await.is_some() {}
-    let err = ex.wait().await.err().expect("the command cannot finish normally");
+    let err = ex.wait().await.expect_err("the command cannot finish normally");
+    eprintln!("network helper killed mid-exec: the caller heard in {:?}", killed.elapsed());
     assert!(killed.elapsed() < Duration::from_millis(1500), "the error took {:?}: {err}", killed.elapsed());
     assert!(err.to_string().contains("network helper"), "{err}");
     // The box is stopped cleanly (its writes synced) before it is recorded failed.

@@ -129,6 +129,11 @@ pub struct VmCommand {
 /// The descriptor on which a VM process finds the memory file it continues from.
 pub const INCOMING_FD: i32 = 3;
 
+/// The version of the VM the engines build: its devices and their order, and the guest's command
+/// line. Saved memory (snapshots, suspended boxes, warm-start templates) loads only into a VM of
+/// the same version, so bump it with any change to them. 2: the inbox share, the APIC timer.
+pub const VM_LAYOUT: u32 = 2;
+
 /// A VM engine.
 pub trait Engine: Send + Sync {
     /// Short name ("qemu").

@@ -62,7 +62,7 @@ pub struct RestoreOptions {
 }
 
 /// What must be the same for saved memory to be loaded: the same VMM binary, guest kernel and
-/// agent (initramfs) and accelerator. Files are compared by size and modification time.
+/// agent (initramfs), accelerator and VM layout. Files are compared by size and modification time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(super) struct Compat {
     engine: String,
@@ -70,6 +70,9 @@ pub(super) struct Compat {
     kernel: String,
     initrd: String,
     accel: String,
+    /// [`crate::engine::VM_LAYOUT`]; 0 in what builds before it saved.
+    #[serde(default)]
+    layout: u32,
 }
 
 /// snapshot.json.
@@ -130,6 +133,7 @@ impl Runtime {
             kernel: fingerprint(&assets.kernel),
             initrd: fingerprint(&assets.initrd),
             accel: format!("{:?}", engine.accel()).to_lowercase(),
+            layout: crate::engine::VM_LAYOUT,
         })
     }
 
@@ -192,6 +196,7 @@ impl Runtime {
                 ("the guest kernel", snap.compat.kernel != now.kernel),
                 ("the guest agent", snap.compat.initrd != now.initrd),
                 ("the accelerator", snap.compat.accel != now.accel || snap.compat.engine != now.engine),
+                ("the VM's devices", snap.compat.layout != now.layout),
             ]
             .into_iter()
             .filter_map(|(w, changed)| changed.then_some(w))
