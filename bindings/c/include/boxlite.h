@@ -728,7 +728,7 @@ boxlite_result boxlite_box_open_writer(boxlite_box *b,
                                        boxlite_file_writer **out);
 
 // Sends `len` bytes of `data` (copied) to the file. Blocks while the box is behind
-// (backpressure: at most 16 chunks of 64 KiB wait on the host).
+// (backpressure: at most 1 MiB waits on the host).
 //
 // Errors: `BOXLITE_ERR_STORAGE` (the box's disk is full), `BOXLITE_ERR_INVALID_STATE` (the writer
 // finished, or an earlier write failed: open a new one), `BOXLITE_ERR_GUEST` (the box stopped).

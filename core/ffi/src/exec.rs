@@ -79,7 +79,7 @@ struct OutputBuffer {
     offset: usize,
 }
 
-/// Buffer bytes a chunk occupies. Chunks are at most 64 KiB (the runtime drops bigger ones), far
+/// Buffer bytes a chunk occupies. Chunks are at most 512 KiB (the runtime drops bigger ones), far
 /// under the buffer size; the clamp only guarantees a chunk always fits.
 fn room_for(chunk: &[u8]) -> u32 {
     chunk.len().min(BUFFER_BYTES) as u32

@@ -115,11 +115,16 @@ fn spawn_error(argv0: &str, e: &std::io::Error) -> (SpawnFailure, String) {
 
 /// Streams everything `reader` yields as chunks built by `wrap`, until EOF or the host goes away.
 async fn pump<R: AsyncRead + Unpin>(mut reader: R, tx: Outbound, wrap: fn(Vec<u8>) -> exec_output::Kind) {
-    let mut buf = vec![0u8; MAX_CHUNK_BYTES];
+    // Small at first (most commands print little, and a big buffer is an mmap and munmap per
+    // exec, which an emulated guest pays for), doubled up to a chunk while reads fill it.
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
+                if n == buf.len() && buf.len() < MAX_CHUNK_BYTES {
+                    buf.resize(buf.len() * 2, 0);
+                }
                 if tx.send(out(wrap(buf[..n].to_vec()))).await.is_err() {
                     return;
                 }
@@ -172,8 +177,14 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
         readers.spawn(pump(r, tx.clone(), exec_output::Kind::Stdout));
         stdin = Some(Box::new(w));
     } else {
-        readers.spawn(pump(child.stdout.take().expect("piped"), tx.clone(), exec_output::Kind::Stdout));
-        readers.spawn(pump(child.stderr.take().expect("piped"), tx.clone(), exec_output::Kind::Stderr));
+        let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+        // Pipes as big as a chunk: a command writing fast fills a chunk per read, not 64 KiB.
+        for fd in [stdout.as_raw_fd(), stderr.as_raw_fd()] {
+            // SAFETY: F_SETPIPE_SZ on a pipe we own; a failure leaves the default size.
+            unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, MAX_CHUNK_BYTES as libc::c_int) };
+        }
+        readers.spawn(pump(stdout, tx.clone(), exec_output::Kind::Stdout));
+        readers.spawn(pump(stderr, tx.clone(), exec_output::Kind::Stderr));
         stdin = child.stdin.take().map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>);
     }
 

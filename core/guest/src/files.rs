@@ -152,7 +152,7 @@ async fn feed<M>(mut inbound: Streaming<M>, tx: mpsc::Sender<Piece>, data: impl 
                         return Ok(()); // the work ended early; its error is the answer
                     }
                 }
-                _ => return Err(Status::invalid_argument("expected a data chunk (at most 64 KiB)")),
+                _ => return Err(Status::invalid_argument("expected a data chunk (at most 1 MiB)")),
             },
             None => {
                 let _ = tx.send(Piece::End).await;

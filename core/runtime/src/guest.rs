@@ -174,7 +174,7 @@ impl Guest {
             Some(exec_output::Kind::SpawnError(msg)) => return Err(spawn_error(failure, &argv0, msg)),
             other => return Err(Error::Guest(format!("guest sent {other:?} instead of `started`"))),
         }
-        // Bounded buffers (at most OUTPUT_QUEUE chunks of 64 KiB): a consumer that stops reading
+        // Bounded buffers (at most OUTPUT_QUEUE chunks): a consumer that stops reading
         // stalls the command (backpressure), while a consumer that reads in batches (`try_next`)
         // finds enough queued to batch.
         let (stdout_tx, stdout_rx) = mpsc::channel(OUTPUT_QUEUE);
@@ -230,8 +230,8 @@ pub fn check_exec_request(start: ExecStart) -> Result<ExecInput> {
     Ok(request)
 }
 
-/// Output chunks queued per stream before the guest is made to wait.
-const OUTPUT_QUEUE: usize = 32;
+/// Output chunks queued per stream before the guest is made to wait: 2 MiB of full chunks.
+const OUTPUT_QUEUE: usize = (2 << 20) / MAX_CHUNK_BYTES;
 
 /// Sends a chunk to its stream; a dropped stream means its output is discarded from then on.
 async fn forward(tx: &mut Option<mpsc::Sender<Vec<u8>>>, data: Vec<u8>) {

@@ -58,7 +58,7 @@ export class Files {
   }
 
   /**
-   * A file's bytes as they arrive, chunk by chunk (at most 64 KiB each), pulled from the box as
+   * A file's bytes as they arrive, chunk by chunk (at most 512 KiB each), pulled from the box as
    * they are read. Resolves once the file is open (so a missing one rejects here). Stopping the
    * iteration early (`break`) ends the read in the box.
    */

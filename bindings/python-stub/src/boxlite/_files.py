@@ -45,8 +45,8 @@ AsyncWriteData = Union[WriteData, AsyncIterable[Chunk]]
 """WriteData, or an async iterable of chunks (an async generator): the async API's files.write."""
 
 READ_CHUNK = 64 << 10
-"""The most bytes one chunk of files.read_stream holds (the library hands one 64 KiB chunk of the
-box's stream per read)."""
+"""The most bytes one chunk of files.read_stream holds (each read takes up to this much of the
+box's stream from the library)."""
 
 READ_FILE_CHUNK = 1 << 20
 """How much files.write asks of a file object's read() at a time."""

@@ -17,7 +17,7 @@ const TCG_APIC_TIMER: &str = "lapic_timer_khz=1000000";
 
 /// An environment variable for the guest agent (the kernel hands `NAME=value` arguments it does
 /// not know to init): its glibc copies with vector moves instead of `rep movsb`, which TCG runs
-/// one byte per step. Agent reads and writes of 64 KiB chunks are copies: copy_out +23 %,
+/// one byte per step. Agent reads and writes of chunks are copies: copy_out +23 %,
 /// files.read +13 % (docs/files.md). Commands in the box start with their own environment.
 const TCG_AGENT_MEMCPY: &str = "GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=0x7fffffff";
 

@@ -2,8 +2,8 @@
 //! whole trees, as tar over the agent channel) and the [`Files`] API (read, write, list, stat,
 //! mkdir, remove, rename, watch). Design notes: `docs/files.md`.
 //!
-//! Everything streams with backpressure: at most [`QUEUE`] chunks of 64 KiB wait between the
-//! disk and the channel, so a copy of any size costs about a megabyte of host memory.
+//! Everything streams with backpressure: at most [`QUEUE`] chunks wait between the disk and the
+//! channel, so a copy of any size costs about a megabyte of host memory.
 //!
 //! A copy in of [`STAGE_MIN_BYTES`] or more goes through the box's inbox instead: the tar is
 //! written into chunk files there (a read-only 9p share, which QEMU serves several times faster
@@ -39,8 +39,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-/// Chunks (of at most 64 KiB) queued between the host disk and the channel, each way.
-pub const QUEUE: usize = 16;
+/// Chunks queued between the host disk and the channel, each way: 1 MiB of full chunks.
+pub const QUEUE: usize = (1 << 20) / MAX_CHUNK_BYTES;
 /// A copy in whose source holds at least this many bytes is staged through the inbox; a smaller
 /// one goes over the channel, where mounting the inbox would cost more than it saves.
 const STAGE_MIN_BYTES: u64 = 1 << 20;
@@ -516,7 +516,7 @@ pub struct ReadStream {
 }
 
 impl ReadStream {
-    /// The next chunk (at most 64 KiB), or `None` at the end of the file.
+    /// The next chunk (at most `MAX_CHUNK_BYTES`), or `None` at the end of the file.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
         match self.inner.message().await {
             Ok(Some(FileChunk { data })) => check_chunk(&data).map(|_| Some(data)),
