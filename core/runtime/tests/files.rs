@@ -257,7 +257,7 @@ async fn files_api(b: &LiteBox) {
     let mut stream = files.read("/tmp/api/x/big").await.unwrap();
     let mut got = Vec::new();
     while let Some(chunk) = stream.next().await.unwrap() {
-        assert!(chunk.len() <= 64 * 1024);
+        assert!(chunk.len() <= boxlite_protocol::MAX_CHUNK_BYTES, "a chunk of {} bytes", chunk.len());
         got.extend(chunk);
     }
     assert_eq!(got.len(), 2_000_000);
