@@ -464,6 +464,12 @@ impl Runtime {
 
     async fn start_warm_or_cold(&self, rec: &BoxRecord) -> Result<u32> {
         let own_memory = self.box_dir(&rec.id).join(snapshots::MEMORY_FILE);
+        if own_memory.is_file() && !self.saved_memory_fits(&rec.id) {
+            // Another build saved it: it cannot load here. The box boots from its disk, which has
+            // everything that was synced, as after a power cut.
+            tracing::warn!(box_id = rec.id, "booting afresh: its suspended memory was saved by another build (VM engine, kernel, agent or devices) and cannot be loaded");
+            std::fs::remove_file(&own_memory).map_err(|e| Error::storage("remove", &own_memory, e))?;
+        }
         // Volumes are set up at boot, from the kernel command line: their boxes boot cold.
         let shape = WarmupOptions { cpus: rec.options.cpus, memory_mib: rec.options.memory_mib, network: rec.options.network.enabled() };
         if !own_memory.is_file() && rec.options.volumes.is_empty() {

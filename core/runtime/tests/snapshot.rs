@@ -112,6 +112,20 @@ async fn snapshots_keep_memory_and_forks_get_their_own_identity() {
     b.kill().await.expect("kill");
     assert_eq!(b.info().unwrap().status, BoxStatus::Stopped);
     assert!(!common::home().join("boxes").join(b.id()).join("memory.state").exists(), "the saved memory is gone");
+    // Memory that another build saved (here: another device set) cannot load: the box boots
+    // afresh from its disk, with what was synced.
+    b.start().await.expect("start");
+    let boot_id = sh(&b, "cat /proc/sys/kernel/random/boot_id").await;
+    b.suspend().await.expect("suspend");
+    let record = common::home().join("boxes").join(b.id()).join("memory.json");
+    let mut saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).expect("a suspend records its build")).unwrap();
+    saved["layout"] = serde_json::json!(1);
+    std::fs::write(&record, saved.to_string()).unwrap();
+    b.resume().await.expect("a box whose memory another build saved still starts");
+    assert_eq!(b.info().unwrap().status, BoxStatus::Running);
+    assert!(!common::home().join("boxes").join(b.id()).join("memory.state").exists(), "the memory that cannot load is gone");
+    assert_eq!(sh(&b, "cat /root/later /root/cached").await, "after\ncached", "synced files are kept");
+    assert_ne!(sh(&b, "cat /proc/sys/kernel/random/boot_id").await, boot_id, "the box went on from memory that cannot load");
 
     // Removing the snapshot leaves the boxes restored from it working.
     rt.remove_snapshot("s1").await.expect("remove snapshot");

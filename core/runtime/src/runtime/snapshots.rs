@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 /// The memory file of a suspended box (or of one about to be restored), in its directory.
 pub(crate) const MEMORY_FILE: &str = "memory.state";
+/// Beside a suspended box's memory: the [`Compat`] of the build that saved it.
+const MEMORY_COMPAT_FILE: &str = "memory.json";
 const SNAPSHOT_FILE: &str = "snapshot.json";
 
 /// A saved snapshot.
@@ -135,6 +137,17 @@ impl Runtime {
             accel: format!("{:?}", engine.accel()).to_lowercase(),
             layout: crate::engine::VM_LAYOUT,
         })
+    }
+
+    /// Whether this build can load the box's own saved memory: not when the build that saved it
+    /// had another VM engine, kernel, agent, accelerator or device set. Memory saved without a
+    /// record (by builds before it) or with an unreadable one is tried.
+    pub(super) fn saved_memory_fits(&self, id: &str) -> bool {
+        let Ok(bytes) = std::fs::read(self.box_dir(id).join(MEMORY_COMPAT_FILE)) else { return true };
+        match (serde_json::from_slice::<Compat>(&bytes), self.compat()) {
+            (Ok(saved), Ok(now)) => saved == now,
+            _ => true,
+        }
     }
 
     fn read_snapshot(&self, name: &str) -> Result<SnapshotFile> {
@@ -410,6 +423,13 @@ impl LiteBox {
             tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => Error::InvalidState(s.message().to_string()),
             _ => Error::Engine(format!("box {} could not be suspended: {}", self.id, s.message())),
         })?;
+        // What saved it, so that another build boots the box afresh instead of failing to load it.
+        let record = self.rt.compat().and_then(|c| serde_json::to_vec(&c).map_err(|e| Error::Internal(e.to_string())));
+        // (A torn write reads as no record: the memory is tried, as before the record existed.)
+        let path = dir.join(MEMORY_COMPAT_FILE);
+        if let Err(e) = record.and_then(|json| std::fs::write(&path, json).map_err(|e| Error::storage("write", &path, e))) {
+            tracing::warn!(box_id = self.id, "the suspended memory's build record was not written: {e}");
+        }
         // The supervisor has recorded it and exits.
         let pid = rec.shim_pid.unwrap_or_default();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -454,6 +474,7 @@ impl LiteBox {
     pub(crate) fn discard_suspended(&self) -> Result<()> {
         let memory = self.rt.box_dir(&self.id).join(MEMORY_FILE);
         std::fs::remove_file(&memory).or_else(not_found_ok).map_err(|e| Error::storage("remove", &memory, e))?;
+        let _ = std::fs::remove_file(self.rt.box_dir(&self.id).join(MEMORY_COMPAT_FILE));
         self.rt.state().update(&self.id, BoxStatus::Stopped, StatusUpdate { reason: Some("its saved memory was discarded by a forced stop".into()), ..Default::default() })
     }
 }
