@@ -67,11 +67,11 @@ def qemu_cmd(log):
     return [
         "qemu-system-x86_64",
         "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off",
-        "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "256", "-smp", "1",
+        "-accel", "tcg,thread=multi", "-cpu", "max,erms=off,fsrm=off", "-m", "256", "-smp", "1",
         "-nographic", "-no-reboot", "-nodefaults", "-serial", f"file:{log}",
         "-kernel", vmlinux, "-initrd", initrd,
-        # The engine's TCG timer argument (core/runtime/src/engine/qemu.rs; it also passes the
-        # host's TSC rate, measured in Rust).
+        # The engine's TCG CPU and timer argument (core/runtime/src/engine/qemu.rs; it also
+        # passes the host's TSC rate, measured in Rust).
         "-append", "console=ttyS0 quiet reboot=t panic=-1 lapic_timer_khz=1000000",
         "-device", "virtio-serial-device",
         "-chardev", f"socket,path={sock_path},server=on,wait=off,id=c0",

@@ -40,9 +40,9 @@ async fn busybox_box_runs_commands() {
         ..ExecCommand::new("sh", ["-c", "echo $GREETING; pwd"])
     };
     assert_eq!(text(&b.exec(cmd).await.unwrap().output().await.unwrap().stdout), "from-exec\n/tmp\n");
-    // Nothing of the agent's own environment (its kernel-given GLIBC_TUNABLES, TERM) leaks in.
+    // Nothing of the agent's own environment (the kernel gives init TERM=linux) leaks in.
     let env = text(&sh(&b, "env").await.stdout);
-    assert!(!env.contains("GLIBC_TUNABLES") && !env.contains("TERM=linux"), "{env}");
+    assert!(!env.contains("TERM=linux"), "{env}");
 
     // 20 MB of stdout arrives byte-exact
     let out = sh(&b, "dd if=/dev/urandom of=/tmp/big bs=1M count=20 2>/dev/null && sha256sum /tmp/big >&2 && cat /tmp/big").await;

@@ -131,8 +131,9 @@ pub const INCOMING_FD: i32 = 3;
 
 /// The version of the VM the engines build: its devices and their order, and the guest's command
 /// line. Saved memory (snapshots, suspended boxes, warm-start templates) loads only into a VM of
-/// the same version, so bump it with any change to them. 2: the inbox share, the APIC timer.
-pub const VM_LAYOUT: u32 = 2;
+/// the same version, so bump it with any change to them (the guest CPU's features too). 2: the
+/// inbox share, the APIC timer. 3: the TCG guest CPU without ERMS/FSRM.
+pub const VM_LAYOUT: u32 = 3;
 
 /// A VM engine.
 pub trait Engine: Send + Sync {
