@@ -81,6 +81,13 @@ def run(box: SyncBox, cmd: str, *args: str, stdin=None, **options) -> boxlite.Ex
     return execution.wait()
 
 
+def sh(box: SyncBox, script: str) -> str:
+    """A shell script's stdout in a sync box; it must exit 0."""
+    result = run(box, "sh", "-c", script)
+    assert result.exit_code == 0, result
+    return result.stdout
+
+
 @pytest.fixture(scope="module")
 def host_server():
     """An HTTP server on this host's 127.0.0.1 answering every GET with "hello-from-host"."""

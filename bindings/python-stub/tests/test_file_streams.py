@@ -14,7 +14,7 @@ import boxlite
 import pytest
 from boxlite import BoxOptions
 from boxlite.sync_api import SyncBox
-from conftest import run as sync_run
+from conftest import sh
 
 BIG = 20 << 20  # 20 MiB
 CHUNK = 64 << 10  # the most one chunk of read_stream holds
@@ -36,12 +36,6 @@ def sbox(runtime):
 def abox(sbox):
     """The same box through the async API."""
     return boxlite.Box(sbox)
-
-
-def sh(box: SyncBox, script: str) -> str:
-    result = sync_run(box, "sh", "-c", script)
-    assert result.exit_code == 0, result
-    return result.stdout
 
 
 def box_sha256(box: SyncBox, path: str) -> str:

@@ -13,7 +13,7 @@ import boxlite
 import pytest
 from boxlite import BoxOptions
 from boxlite.sync_api import SyncBox
-from conftest import run as sync_run
+from conftest import sh
 
 
 def run(coro):
@@ -31,12 +31,6 @@ def sbox(runtime):
 def abox(sbox):
     """The same box through the async API."""
     return boxlite.Box(sbox)
-
-
-def sh(box: SyncBox, script: str) -> str:
-    result = sync_run(box, "sh", "-c", script)
-    assert result.exit_code == 0, result
-    return result.stdout
 
 
 def make_tree(root: Path) -> Path:
