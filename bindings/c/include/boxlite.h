@@ -748,7 +748,8 @@ boxlite_result boxlite_file_writer_write(boxlite_file_writer *w, const uint8_t *
 // `w` is NULL or a live writer.
 boxlite_result boxlite_file_writer_finish(boxlite_file_writer *w);
 
-// Frees a writer. An unfinished file is discarded: the box keeps what was at the path before.
+// Frees a writer. An unfinished file is discarded: when this returns the box keeps what was at
+// the path before, with no partial file beside it (waiting at most 5 s for the box to answer).
 // NULL is a no-op. Do not use `w` again, nor free it while another thread uses it.
 //
 // # Safety

@@ -222,12 +222,14 @@ impl FileWriter {
         })
     }
 
-    /// Gives up: the box discards what was sent and the file is left as it was.
+    /// Gives up: resolves once the box has discarded what was sent; the file is as it was.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn abort<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
         let writer = self.writer.clone();
         promise(env, async move {
-            writer.lock().await.take();
+            if let Some(w) = writer.lock().await.take() {
+                w.abort().await;
+            }
             Ok(())
         })
     }

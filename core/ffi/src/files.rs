@@ -384,7 +384,16 @@ impl boxlite_file_writer {
     }
 }
 
-/// Frees a writer. An unfinished file is discarded: the box keeps what was at the path before.
+impl Drop for boxlite_file_writer {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = self.ctx.wait_for(None, "discarding the file", writer.abort());
+        }
+    }
+}
+
+/// Frees a writer. An unfinished file is discarded: when this returns the box keeps what was at
+/// the path before, with no partial file beside it (waiting at most 5 s for the box to answer).
 /// NULL is a no-op. Do not use `w` again, nor free it while another thread uses it.
 ///
 /// # Safety

@@ -526,6 +526,10 @@ impl ReadStream {
     }
 }
 
+/// How long [`FileWriter::abort`] waits for the box to discard a file (it has at most the
+/// request queue, 1 MiB, left to take in first).
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A file being written to the box ([`Files::writer`]).
 pub struct FileWriter {
     tx: Option<mpsc::Sender<WriteFileRequest>>,
@@ -553,6 +557,18 @@ impl FileWriter {
         self.finished.store(true, Ordering::SeqCst);
         self.tx = None;
         self.answer().await
+    }
+
+    /// Discards the file and waits (at most [`ABORT_WAIT`]) until the box has: when this
+    /// returns, the path holds what it held before and no partial file is left beside it.
+    pub async fn abort(mut self) {
+        self.tx = None; // the request stream ends with the message the box refuses
+        if let Some(call) = self.call.take() {
+            // The refusal, or a box that is gone: either way nothing was put in place.
+            if tokio::time::timeout(ABORT_WAIT, call).await.is_err() {
+                tracing::warn!("the box did not answer a discarded write within {ABORT_WAIT:?}");
+            }
+        }
     }
 
     async fn answer(&mut self) -> Result<()> {
