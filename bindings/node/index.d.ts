@@ -123,7 +123,7 @@ export declare class FileWriter {
   write(data: Buffer): Promise<void>
   /** Ends the file: it is in place once this resolves. */
   finish(): Promise<void>
-  /** Gives up: the box discards what was sent and the file is left as it was. */
+  /** Gives up: resolves once the box has discarded what was sent; the file is as it was. */
   abort(): Promise<void>
 }
 
