@@ -182,7 +182,18 @@ impl Guest for Agent {
 
 /// Runs the agent until the VM ends; returns the process exit code.
 pub fn run() -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // One thread per vCPU, and none besides on one vCPU: there a second worker buys no
+    // parallelism, only a guest context switch wherever a task wakes on the other thread.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = match cpus {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.min(4));
+            b
+        }
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             init::console(&format!("boxlite-guest: tokio runtime: {e}"));
