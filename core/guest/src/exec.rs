@@ -3,15 +3,16 @@
 
 use crate::init::ROOTFS;
 use crate::port::FdStream;
+use crate::spawn;
 use crate::user::{self, Identity};
 use boxlite_protocol::v1::{exec_input, exec_output, ExecExit, ExecInput, ExecOutput, ExecStart, ExecStarted, SpawnFailure, WindowSize};
 use boxlite_protocol::MAX_CHUNK_BYTES;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -29,7 +30,7 @@ fn spawn_failed(failure: SpawnFailure, message: String) -> Result<ExecOutput, St
     Ok(ExecOutput { kind: Some(exec_output::Kind::SpawnError(message)), spawn_failure: failure.into() })
 }
 
-/// Everything prepared before fork, so the child only makes async-signal-safe syscalls.
+/// What a command is started with (checked and resolved in the box before anything starts).
 struct Prepared {
     argv: Vec<String>,
     env: Vec<(String, String)>,
@@ -74,30 +75,8 @@ fn signal_group(pid: u32, signal: i32) {
     unsafe { libc::kill(-(pid as i32), signal) };
 }
 
-fn command(p: &Prepared, tty: bool) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&p.argv[0]);
-    cmd.args(&p.argv[1..]).env_clear().envs(p.env.iter().map(|(k, v)| (k, v)));
-    let root = CString::new(ROOTFS).expect("no NUL");
-    let cwd = p.cwd.clone();
-    let (uid, gid, groups) = (p.id.uid, p.id.gid, p.id.groups.clone());
-    // SAFETY: the closure runs between fork and exec and only makes raw syscalls on data prepared
-    // before the fork (no allocation, no locks).
-    unsafe {
-        cmd.pre_exec(move || {
-            let check = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
-            check(libc::setsid())?;
-            if tty {
-                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
-            }
-            check(libc::chroot(root.as_ptr()))?;
-            check(libc::chdir(cwd.as_ptr()))?;
-            check(libc::setgroups(groups.len(), groups.as_ptr()))?;
-            check(libc::setgid(gid))?;
-            check(libc::setuid(uid))?;
-            Ok(())
-        });
-    }
-    cmd
+fn command(p: &Prepared, tty: bool) -> std::io::Result<spawn::Command> {
+    spawn::Command::new(&p.argv, &p.env, ROOTFS, p.cwd.clone(), p.id.uid, p.id.gid, &p.id.groups, tty)
 }
 
 fn spawn_error(argv0: &str, e: &std::io::Error) -> (SpawnFailure, String) {
@@ -142,50 +121,38 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
             return;
         }
     };
-    let mut cmd = command(&prepared, start.tty);
     let mut stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>;
     let mut readers = tokio::task::JoinSet::new();
-    let spawned = if start.tty {
-        pty_spawn(&mut cmd, start.window.as_ref())
-    } else {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.spawn().map(|c| (c, None))
-    };
-    // The command holds the PTY slave: drop it so the master sees EOF when the command ends.
-    drop(cmd);
-    let (mut child, master) = match spawned {
-        Ok((child, _)) if child.id().is_none() => {
-            let _ = tx.send(spawn_failed(SpawnFailure::Unspecified, "command exited at once".into())).await;
-            return;
-        }
-        Ok((child, master)) => (child, master),
+    let spawned = command(&prepared, start.tty).and_then(|cmd| if start.tty { pty_spawn(&cmd, start.window.as_ref()) } else { pipe_spawn(&cmd) });
+    let (mut child, stdio) = match spawned {
+        Ok(spawned) => spawned,
         Err(e) => {
             let (failure, message) = spawn_error(&prepared.argv[0], &e);
             let _ = tx.send(spawn_failed(failure, message)).await;
             return;
         }
     };
-    let pid = child.id().expect("checked above");
+    let pid = child.id();
     // A second handle on the PTY master, for resizes while the stream halves are in use.
-    let terminal = master.as_ref().and_then(|m| m.try_clone_fd().ok());
+    let terminal = match &stdio {
+        Stdio::Terminal(master) => master.try_clone_fd().ok(),
+        Stdio::Pipes { .. } => None,
+    };
     // `started` goes out before any output: the host treats anything else first as a protocol error.
     if tx.send(out(exec_output::Kind::Started(ExecStarted { pid }))).await.is_err() {
         signal_group(pid, libc::SIGKILL);
     }
-    if let Some(master) = master {
-        let (r, w) = tokio::io::split(master);
-        readers.spawn(pump(r, tx.clone(), exec_output::Kind::Stdout));
-        stdin = Some(Box::new(w));
-    } else {
-        let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
-        // Pipes as big as a chunk: a command writing fast fills a chunk per read, not 64 KiB.
-        for fd in [stdout.as_raw_fd(), stderr.as_raw_fd()] {
-            // SAFETY: F_SETPIPE_SZ on a pipe we own; a failure leaves the default size.
-            unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, MAX_CHUNK_BYTES as libc::c_int) };
+    match stdio {
+        Stdio::Terminal(master) => {
+            let (r, w) = tokio::io::split(master);
+            readers.spawn(pump(r, tx.clone(), exec_output::Kind::Stdout));
+            stdin = Some(Box::new(w));
         }
-        readers.spawn(pump(stdout, tx.clone(), exec_output::Kind::Stdout));
-        readers.spawn(pump(stderr, tx.clone(), exec_output::Kind::Stderr));
-        stdin = child.stdin.take().map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>);
+        Stdio::Pipes { stdin: input, stdout, stderr } => {
+            readers.spawn(pump(stdout, tx.clone(), exec_output::Kind::Stdout));
+            readers.spawn(pump(stderr, tx.clone(), exec_output::Kind::Stderr));
+            stdin = Some(Box::new(input));
+        }
     }
 
     let timeout = async {
@@ -254,14 +221,41 @@ fn winsize(size: Option<&WindowSize>) -> nix::pty::Winsize {
     nix::pty::Winsize { ws_row: dim(rows, 24), ws_col: dim(cols, 80), ws_xpixel: 0, ws_ypixel: 0 }
 }
 
-/// Spawns with a new PTY as stdin/stdout/stderr and returns the master side as a stream.
-fn pty_spawn(cmd: &mut tokio::process::Command, size: Option<&WindowSize>) -> std::io::Result<(tokio::process::Child, Option<FdStream>)> {
+/// The agent's ends of a started command's stdio.
+enum Stdio {
+    /// A PTY master: the command's input and its output, both streams in one.
+    Terminal(FdStream),
+    Pipes { stdin: pipe::Sender, stdout: pipe::Receiver, stderr: pipe::Receiver },
+}
+
+/// Spawns with pipes as stdin/stdout/stderr.
+fn pipe_spawn(cmd: &spawn::Command) -> std::io::Result<(spawn::Child, Stdio)> {
+    let (stdin_r, stdin_w) = spawn::pipe()?;
+    let (stdout_r, stdout_w) = spawn::pipe()?;
+    let (stderr_r, stderr_w) = spawn::pipe()?;
+    // Pipes as big as a chunk: a command writing fast fills a chunk per read, not 64 KiB.
+    for fd in [stdout_w.as_raw_fd(), stderr_w.as_raw_fd()] {
+        // SAFETY: F_SETPIPE_SZ on a pipe we own; a failure leaves the default size.
+        unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, MAX_CHUNK_BYTES as libc::c_int) };
+    }
+    let child = cmd.spawn([stdin_r.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()])?;
+    let stdio = Stdio::Pipes {
+        stdin: pipe::Sender::from_owned_fd(stdin_w)?,
+        stdout: pipe::Receiver::from_owned_fd(stdout_r)?,
+        stderr: pipe::Receiver::from_owned_fd(stderr_r)?,
+    };
+    Ok((child, stdio))
+}
+
+/// Spawns with a new PTY as stdin/stdout/stderr.
+fn pty_spawn(cmd: &spawn::Command, size: Option<&WindowSize>) -> std::io::Result<(spawn::Child, Stdio)> {
     let pty = nix::pty::openpty(Some(&winsize(size)), None)
         .map_err(|e| std::io::Error::other(format!("cannot allocate a terminal: {e}")))?;
-    let slave: OwnedFd = pty.slave;
-    cmd.stdin(Stdio::from(slave.try_clone()?)).stdout(Stdio::from(slave.try_clone()?)).stderr(Stdio::from(slave));
-    let child = cmd.spawn()?;
-    Ok((child, Some(FdStream::from_fd(pty.master)?)))
+    let slave = pty.slave.as_raw_fd();
+    let child = cmd.spawn([slave; 3])?;
+    // The command holds the slave now: ours closes here, so the master sees EOF when it ends.
+    drop(pty.slave);
+    Ok((child, Stdio::Terminal(FdStream::from_fd(pty.master)?)))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod inbox;
 mod init;
 mod net;
 mod port;
+mod spawn;
 mod user;
 mod volumes;
 

@@ -44,6 +44,24 @@ async fn busybox_box_runs_commands() {
     let env = text(&sh(&b, "env").await.stdout);
     assert!(!env.contains("TERM=linux"), "{env}");
 
+    // A command starts as execvp starts it (the agent spawns without fork, docs/exec.md): no
+    // signal ignored or blocked, a PATH search past an entry that is not executable, a file
+    // without `#!` run by /bin/sh, and every command reaped.
+    let grep = ExecCommand::new("grep", ["-E", "^Sig(Ign|Blk)", "/proc/self/status"]);
+    let status = text(&b.exec(grep).await.unwrap().output().await.unwrap().stdout);
+    assert_eq!(status, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+    sh(&b, "mkdir -p /opt/a /opt/b; echo 'echo from-b' > /opt/a/tool; printf 'echo from-b $1\\n' > /opt/b/tool; chmod 644 /opt/a/tool; chmod 755 /opt/b/tool").await;
+    let cmd = ExecCommand { env: vec![("PATH".into(), "/opt/a:/opt/b".into())], ..ExecCommand::new("tool", ["arg"]) };
+    let out = b.exec(cmd).await.unwrap().output().await.unwrap();
+    assert_eq!((text(&out.stdout).as_str(), out.status.code), ("from-b arg\n", Some(0)), "{}", text(&out.stderr));
+    let err = b.exec(ExecCommand { env: vec![("PATH".into(), "/opt/a".into())], ..ExecCommand::new("tool", Vec::<String>::new()) }).await.err();
+    assert!(err.as_ref().is_some_and(|e| e.to_string().contains("not executable")), "{err:?}");
+    for _ in 0..5 {
+        b.exec(ExecCommand::new("true", Vec::<String>::new())).await.unwrap().wait().await.unwrap();
+    }
+    let zombies = text(&sh(&b, "grep -l '^State:.*Z' /proc/[0-9]*/status || true").await.stdout);
+    assert_eq!(zombies, "", "unreaped commands");
+
     // 20 MB of stdout arrives byte-exact
     let out = sh(&b, "dd if=/dev/urandom of=/tmp/big bs=1M count=20 2>/dev/null && sha256sum /tmp/big >&2 && cat /tmp/big").await;
     assert_eq!(out.stdout.len(), 20 * 1024 * 1024);
