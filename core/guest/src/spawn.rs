@@ -91,6 +91,7 @@ impl Command {
             tty: self.tty,
             stdio,
             failed: &failed,
+            reset: handled_signals(),
         };
         let mut stack = vec![0u8; CHILD_STACK_BYTES];
         // SAFETY: the stack grows down from its 16-byte-aligned end; the buffer outlives the
@@ -137,6 +138,25 @@ impl Command {
     }
 }
 
+/// The signals the child sets back to their default: those the agent handles (Rust's std
+/// handles SIGSEGV and SIGBUS, and tokio any it is asked to watch) and SIGPIPE, which std
+/// ignores. Asked of the kernel once, at the first spawn, rather than 64 times in every child.
+/// A handler installed after the first command would be missed: the agent installs none (it
+/// uses no tokio::signal).
+fn handled_signals() -> &'static [c_int] {
+    static SIGNALS: std::sync::OnceLock<Vec<c_int>> = std::sync::OnceLock::new();
+    SIGNALS.get_or_init(|| {
+        (1..=64)
+            .filter(|&sig| {
+                // SAFETY: queries a disposition into a zeroed struct.
+                let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+                let queried = unsafe { libc::sigaction(sig, std::ptr::null(), &mut sa) } == 0;
+                queried && (sig == libc::SIGPIPE || (sa.sa_sigaction != libc::SIG_DFL && sa.sa_sigaction != libc::SIG_IGN))
+            })
+            .collect()
+    })
+}
+
 /// What the clone child reads (and `failed`, `script`: what it writes), on the parent's frame.
 struct ChildArgs<'a> {
     candidates: &'a [*const c_char],
@@ -151,6 +171,7 @@ struct ChildArgs<'a> {
     tty: bool,
     stdio: [RawFd; 3],
     failed: &'a AtomicI32,
+    reset: &'a [c_int],
 }
 
 /// The clone child: reset signals, take the stdio fds, a session, the root, the working
@@ -168,13 +189,10 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
     unsafe {
         // Handlers are the agent's code: the command starts with the default ones (and with
         // SIGPIPE no longer ignored, as Rust's std does), and nothing blocked.
-        for sig in 1..=64 {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0 && (sa.sa_sigaction != libc::SIG_IGN || sig == libc::SIGPIPE) && sa.sa_sigaction != libc::SIG_DFL {
-                sa.sa_sigaction = libc::SIG_DFL;
-                sa.sa_flags = 0;
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for &sig in a.reset {
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
         }
         for (target, &fd) in a.stdio.iter().enumerate() {
             let target = target as c_int;
