@@ -468,7 +468,7 @@ impl Runtime {
             // Another build saved it: it cannot load here. The box boots from its disk, which has
             // everything that was synced, as after a power cut.
             tracing::warn!(box_id = rec.id, "booting afresh: its suspended memory was saved by another build (VM engine, kernel, agent or devices) and cannot be loaded");
-            std::fs::remove_file(&own_memory).map_err(|e| Error::storage("remove", &own_memory, e))?;
+            self.discard_saved_memory(&rec.id)?;
         }
         // Volumes are set up at boot, from the kernel command line: their boxes boot cold.
         let shape = WarmupOptions { cpus: rec.options.cpus, memory_mib: rec.options.memory_mib, network: rec.options.network.enabled() };
@@ -484,7 +484,17 @@ impl Runtime {
                 }
             }
         }
-        self.spawn_supervisor_from(rec, None).await
+        match self.spawn_supervisor_from(rec, None).await {
+            // Suspended memory that does not load (saved by a build before the record existed,
+            // or damaged) would fail every start until a kill discarded it: it is discarded now,
+            // and the box boots from its disk as after a power cut.
+            Err(Error::GuestBoot(why)) if rec.status == BoxStatus::Suspended && why.contains(shim::MEMORY_FAULT) => {
+                tracing::warn!(box_id = rec.id, "booting afresh: its suspended memory did not load: {why}");
+                self.discard_saved_memory(&rec.id)?;
+                self.spawn_supervisor_from(rec, None).await
+            }
+            other => other,
+        }
     }
 
     async fn spawn_supervisor_from(&self, rec: &BoxRecord, template: Option<templates::Template>) -> Result<u32> {

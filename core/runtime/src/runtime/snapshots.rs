@@ -150,6 +150,14 @@ impl Runtime {
         }
     }
 
+    /// Removes a box's own saved memory and its build record.
+    pub(super) fn discard_saved_memory(&self, id: &str) -> Result<()> {
+        let memory = self.box_dir(id).join(MEMORY_FILE);
+        std::fs::remove_file(&memory).or_else(not_found_ok).map_err(|e| Error::storage("remove", &memory, e))?;
+        let _ = std::fs::remove_file(self.box_dir(id).join(MEMORY_COMPAT_FILE));
+        Ok(())
+    }
+
     fn read_snapshot(&self, name: &str) -> Result<SnapshotFile> {
         let path = self.snapshot_dir(name).join(SNAPSHOT_FILE);
         let bytes = match std::fs::read(&path) {
@@ -472,9 +480,7 @@ impl LiteBox {
     /// A suspended box's saved memory is dropped (a forced stop): it is stopped, its disk as the
     /// suspend left it, without the writes that were still only in its memory.
     pub(crate) fn discard_suspended(&self) -> Result<()> {
-        let memory = self.rt.box_dir(&self.id).join(MEMORY_FILE);
-        std::fs::remove_file(&memory).or_else(not_found_ok).map_err(|e| Error::storage("remove", &memory, e))?;
-        let _ = std::fs::remove_file(self.rt.box_dir(&self.id).join(MEMORY_COMPAT_FILE));
+        self.rt.discard_saved_memory(&self.id)?;
         self.rt.state().update(&self.id, BoxStatus::Stopped, StatusUpdate { reason: Some("its saved memory was discarded by a forced stop".into()), ..Default::default() })
     }
 }

@@ -101,6 +101,10 @@ pub fn socket(box_dir: &Path) -> PathBuf {
 /// then boots the box cold.
 pub const TEMPLATE_FAULT: &str = "starting from its template failed";
 
+/// Begins a boot failure of a box continuing from its own saved memory that the memory caused
+/// (QEMU refused to load it), not a kill or a slow machine: a suspended box then boots afresh.
+pub const MEMORY_FAULT: &str = "its saved memory did not load";
+
 /// The supervisor's own log.
 pub fn log(box_dir: &Path) -> PathBuf {
     box_dir.join("shim.log")

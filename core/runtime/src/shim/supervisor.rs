@@ -159,7 +159,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         status = vm.wait() => Err(match status {
             // QEMU exits with a status of its own when the saved state does not load; a signal
             // came from outside.
-            Ok(s) if s.code().is_some() => template_fault(&cfg, format!("the VM process {}", describe(&Ok(s)))),
+            Ok(s) if s.code().is_some() => restore_fault(&cfg, format!("the VM process {}", describe(&Ok(s)))),
             _ => format!("the VM process {}", describe(&status)),
         }),
         (pid, status) = helper_exit(&mut net) => Err(format!("the box's network helper (pid {pid}) {}", describe(&status))),
@@ -353,7 +353,7 @@ async fn connect_when_ready(cfg: &ShimConfig) -> Result<Guest, String> {
         tokio::task::spawn_blocking(move || super::snapshot::wait_restored(&qmp, limit, deferred))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| template_fault(cfg, format!("restoring its memory failed: {e}")))?;
+            .map_err(|e| restore_fault(cfg, format!("restoring its memory failed: {e}")))?;
     }
     let guest = Guest::wait_agent(&cfg.agent_socket).await;
     // The guest read the RTC at boot, to the second; a restored one has the clock, hostname and
@@ -376,6 +376,16 @@ fn template_fault(cfg: &ShimConfig, what: String) -> String {
     match cfg.from_template {
         true => format!("{}: {what}", super::TEMPLATE_FAULT),
         false => what,
+    }
+}
+
+/// As [`template_fault`], and for a box continuing from its own saved memory, named as the
+/// memory's fault ([`super::MEMORY_FAULT`]): QEMU exits with a status of its own, or the load
+/// fails, when that state does not fit this VM.
+fn restore_fault(cfg: &ShimConfig, what: String) -> String {
+    match (cfg.from_template, cfg.vm.incoming.is_some()) {
+        (false, true) => format!("{}: {what}", super::MEMORY_FAULT),
+        _ => template_fault(cfg, what),
     }
 }
 
