@@ -18,6 +18,12 @@ step set-up
 eval "$("$root/scripts/test-images.sh")"
 export REGISTRY AUTH_REGISTRY OCI_LAYOUT OCI_ARCHIVE
 cd "$root"
+# What the suites must not leave behind (checked at the end): the homes, folders and files they
+# make under /tmp, and the VM, supervisor and network-helper processes of their boxes.
+leftovers() { ls -A /tmp | grep -E '^(boxlite|bx)' | sort || true; }
+box_processes() { pgrep -f 'qemu-system|boxlite-shim|boxlite-net' | sort || true; }
+tmp_before=$(leftovers)
+processes_before=$(box_processes)
 
 step "Go: the box network helper (core/net)"
 (cd core/net && PATH="$PATH:/usr/local/go/bin" go test ./...)
@@ -43,5 +49,12 @@ bash bindings/python-stub/test.sh
 
 step "Notebook: examples/notebook/test.sh"
 bash examples/notebook/test.sh
+
+step "Leaks: nothing left under /tmp, no box process running"
+sleep 2  # supervisors whose owner just exited are still stopping their VMs
+left=$(comm -13 <(echo "$tmp_before") <(leftovers))
+[ -z "$left" ] || { echo "the suites left these under /tmp:" >&2; echo "$left" >&2; exit 1; }
+running=$(comm -13 <(echo "$processes_before") <(box_processes))
+[ -z "$running" ] || { echo "the suites left these box processes running:" >&2; ps -o pid,args -p "$(echo $running | tr " " ",")" >&2; exit 1; }
 
 step "all suites passed"

@@ -13,9 +13,16 @@ if (!registry) {
 export const REGISTRY: string = registry
 export const registries = [{ host: REGISTRY, insecure: true }]
 
+// Homes made by the test file that imports this, removed after its last test. One hook, made at
+// import: a hook made inside a running test would never run, and its home would be left behind.
+const homes: string[] = []
+afterAll(async () => {
+  await Promise.all(homes.splice(0).map((home) => rm(home, { recursive: true, force: true })))
+})
+
 /** A fresh BoxLite home for the calling test file, deleted after its tests. */
 export async function tempHome(): Promise<string> {
   const home = await mkdtemp(join(tmpdir(), 'boxlite-test-'))
-  afterAll(() => rm(home, { recursive: true, force: true }))
+  homes.push(home)
   return home
 }

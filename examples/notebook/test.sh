@@ -28,4 +28,5 @@ trap 'rm -rf "$home"' EXIT
 # the test registry for the unqualified image name.
 export PYTHONPATH="$root/bindings/python-stub/src" BOXLITE_LIBRARY="$CARGO_TARGET_DIR/debug/libboxlite.so"
 export BOXLITE_HOME="$home" BOXLITE_INSECURE_REGISTRIES="$REGISTRY" NOTEBOOK_IMAGE=code-interpreter:latest
-exec "$venv/bin/python" "$here/test_notebook.py" "$here/notebook.ipynb"
+# Not `exec`: the trap above must run to remove the home.
+"$venv/bin/python" "$here/test_notebook.py" "$here/notebook.ipynb"

@@ -1,6 +1,7 @@
 """Runs the notebook with nbclient (as `jupyter execute` would) and checks what each cell showed."""
 
 import base64
+import glob
 import sys
 
 import nbformat
@@ -8,6 +9,7 @@ from nbclient import NotebookClient
 
 path = sys.argv[1]
 notebook = nbformat.read(path, as_version=4)
+scratch_before = set(glob.glob("/tmp/boxlite-notebook-*"))
 NotebookClient(notebook, timeout=900, kernel_name="python3").execute()
 cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
 
@@ -37,4 +39,6 @@ check(base64.b64decode(images[0].data["image/png"]).startswith(b"\x89PNG\r\n\x1a
 summary = "count=100 sum=5050 mean=50.50"
 check(text(files).count(summary) == 2, "the box read the copied-in file and the summary came back out", files)
 check("removed" in text(cleanup), "the box is removed", cleanup)
+left = set(glob.glob("/tmp/boxlite-notebook-*")) - scratch_before
+check(not left, f"the notebook removes its scratch folder (left: {sorted(left)})", cleanup)
 print(f"examples/notebook: {len(cells)} cells ran; chart {len(base64.b64decode(images[0].data['image/png']))} bytes of PNG")

@@ -22,14 +22,27 @@ pub fn registry() -> String {
     host
 }
 
+static HOME: OnceLock<PathBuf> = OnceLock::new();
+
 /// One home for the whole test binary, so each image is pulled once (a child process of a test
-/// gets its parent's through `BOXLITE_TEST_HOME`).
+/// gets its parent's through `BOXLITE_TEST_HOME`). Removed when the test binary exits.
 pub fn home() -> PathBuf {
     if let Some(home) = std::env::var_os("BOXLITE_TEST_HOME") {
         return home.into();
     }
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    HOME.get_or_init(|| tempfile::Builder::new().prefix("bxt").tempdir_in("/tmp").expect("tempdir")).path().to_path_buf()
+    HOME.get_or_init(|| {
+        let home = tempfile::Builder::new().prefix("bxt").tempdir_in("/tmp").expect("tempdir").keep();
+        // A static is never dropped, so a TempDir here would leave its images behind every run.
+        extern "C" fn remove_home() {
+            if let Some(home) = HOME.get() {
+                let _ = std::fs::remove_dir_all(home);
+            }
+        }
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(remove_home) };
+        home
+    })
+    .clone()
 }
 
 /// A runtime on the shared home that searches the test registry.
