@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -199,6 +200,36 @@ static void echo_prints_hi(void) {
     CHECK(done.exit_code == 0 && done.signal == 0 && !done.timed_out);
   }
   release(&done);
+}
+
+/* A C program keeps SIGPIPE's default (this one does too), which would end it when a socket the
+ * library writes to closes (a box's supervisor exits on suspend or stop): the library's threads
+ * block it, so such a write fails with EPIPE instead. */
+static void the_library_threads_block_sigpipe(void) {
+  DIR *tasks = opendir("/proc/self/task");
+  CHECK(tasks != NULL);
+  if (!tasks) return;
+  int library_threads = 0;
+  struct dirent *t;
+  while ((t = readdir(tasks))) {
+    if (t->d_name[0] == '.') continue;
+    char path[300], line[256], name[32] = "";
+    unsigned long long blocked = 0;
+    snprintf(path, sizeof path, "/proc/self/task/%s/status", t->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    while (fgets(line, sizeof line, f)) {
+      sscanf(line, "Name:\t%31s", name);
+      sscanf(line, "SigBlk:\t%llx", &blocked);
+    }
+    fclose(f);
+    if (strncmp(name, "boxlite", 7) == 0) {
+      library_threads++;
+      CHECK(blocked & (1ULL << (SIGPIPE - 1)));
+    }
+  }
+  closedir(tasks);
+  CHECK(library_threads > 0);
 }
 
 static void info_and_metrics_describe_the_running_box(void) {
@@ -767,6 +798,7 @@ int main(void) {
   RUN(a_missing_image_is_an_image_error);
   RUN(a_box_is_created_and_found_by_name_and_id);
   RUN(echo_prints_hi);
+  RUN(the_library_threads_block_sigpipe);
   RUN(info_and_metrics_describe_the_running_box);
   RUN(the_notify_fd_wakes_a_poll_loop_for_output_and_the_end);
   RUN(the_runtime_lists_its_boxes_and_counts_them);

@@ -213,6 +213,7 @@ pub unsafe extern "C" fn boxlite_runtime_new(options_json: *const c_char, out: *
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("boxlite")
+            .on_thread_start(block_sigpipe)
             .build()
             .map_err(|e| Failure::new(boxlite_result::BOXLITE_ERR_INTERNAL, format!("cannot start the async runtime: {e}")))?;
         let runtime = boxlite::Runtime::new(config.into())?;
@@ -220,6 +221,21 @@ pub unsafe extern "C" fn boxlite_runtime_new(options_json: *const c_char, out: *
         *out = Box::into_raw(Box::new(boxlite_runtime { ctx: Arc::new(ctx) }));
         Ok(())
     })
+}
+
+/// Keeps SIGPIPE from the calling thread (and the threads it starts). A C program keeps the
+/// default SIGPIPE disposition, which ends it: a write to a socket whose peer went (a box's
+/// supervisor exits when the box is suspended or stopped) must fail with EPIPE in the library's
+/// own threads instead. Rust programs, Python and Node ignore SIGPIPE already; the host
+/// program's own threads and its disposition are left alone.
+fn block_sigpipe() {
+    // SAFETY: a signal-mask change of this thread, with an initialized set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Frees a runtime handle. NULL is a no-op.
