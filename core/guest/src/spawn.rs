@@ -208,9 +208,11 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             || (a.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0)
             || libc::chroot(a.root.as_ptr()) < 0
             || libc::chdir(a.cwd.as_ptr()) < 0
-            || libc::setgroups(a.groups.len(), a.groups.as_ptr()) < 0
-            || libc::setgid(a.gid) < 0
-            || libc::setuid(a.uid) < 0
+            // Raw syscalls, as posix_spawn makes them: glibc's wrappers would try to apply the
+            // change to every thread of the agent, whose thread list this child shares.
+            || libc::syscall(libc::SYS_setgroups, a.groups.len(), a.groups.as_ptr()) < 0
+            || libc::syscall(libc::SYS_setgid, a.gid) < 0
+            || libc::syscall(libc::SYS_setuid, a.uid) < 0
         {
             return fail(errno());
         }

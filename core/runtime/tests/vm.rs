@@ -101,6 +101,11 @@ async fn busybox_box_runs_commands() {
     // user from /etc/passwd of the box
     let cmd = ExecCommand { user: Some("nobody".into()), ..ExecCommand::new("id", ["-u"]) };
     assert_eq!(text(&b.exec(cmd).await.unwrap().output().await.unwrap().stdout), "65534\n");
+    // all of its ids (real, effective, saved, filesystem) are that user's and group's
+    let cmd = ExecCommand { user: Some("nobody".into()), ..ExecCommand::new("grep", ["-E", "^(Uid|Gid):", "/proc/self/status"]) };
+    let ids = text(&b.exec(cmd).await.unwrap().output().await.unwrap().stdout);
+    let gid = text(&sh(&b, "grep ^nobody: /etc/passwd | cut -d: -f4").await.stdout);
+    assert_eq!(ids, format!("Uid:\t65534\t65534\t65534\t65534\nGid:\t{0}\t{0}\t{0}\t{0}\n", gid.trim()));
 
     // a TTY exec sees a terminal
     let cmd = ExecCommand { tty: true, ..ExecCommand::new("sh", ["-c", "test -t 0 && test -t 1 && echo tty"]) };
