@@ -95,16 +95,20 @@ fn spawn_error(argv0: &str, e: &std::io::Error) -> (SpawnFailure, String) {
 /// Streams everything `reader` yields as chunks built by `wrap`, until EOF or the host goes away.
 async fn pump<R: AsyncRead + Unpin>(mut reader: R, tx: Outbound, wrap: fn(Vec<u8>) -> exec_output::Kind) {
     // Small at first (most commands print little, and a big buffer is an mmap and munmap per
-    // exec, which an emulated guest pays for), doubled up to a chunk while reads fill it.
-    let mut buf = vec![0u8; 64 * 1024];
+    // exec, which an emulated guest pays for), doubled up to a chunk while reads fill it. Each
+    // read lands in the chunk sent (every copy of the bytes counts under emulation).
+    let mut size = 64 * 1024;
     loop {
-        match reader.read(&mut buf).await {
+        let mut data = Vec::with_capacity(size);
+        match reader.read_buf(&mut data).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if n == buf.len() && buf.len() < MAX_CHUNK_BYTES {
-                    buf.resize(buf.len() * 2, 0);
+                if n == size && size < MAX_CHUNK_BYTES {
+                    size *= 2;
+                } else if n < size / 4 {
+                    data.shrink_to_fit(); // a line queued behind a slow host holds no 64 KiB
                 }
-                if tx.send(out(wrap(buf[..n].to_vec()))).await.is_err() {
+                if tx.send(out(wrap(data))).await.is_err() {
                     return;
                 }
             }
