@@ -163,7 +163,12 @@ impl LiteBox {
     /// copy (a full box disk, an interrupted call) leaves nothing. An existing target is
     /// refused unless `overwrite`, which replaces it whole.
     pub async fn copy_in(&self, host_path: impl AsRef<Path>, guest_path: &str, options: CopyOptions) -> Result<()> {
-        let host_path = host_path.as_ref().to_path_buf();
+        let copied = self.copy_in_unexplained(host_path.as_ref(), guest_path, options).await;
+        self.explained(copied).await
+    }
+
+    async fn copy_in_unexplained(&self, host_path: &Path, guest_path: &str, options: CopyOptions) -> Result<()> {
+        let host_path = host_path.to_path_buf();
         check_guest_path(guest_path)?;
         std::fs::symlink_metadata(&host_path).map_err(|e| host_error("copy", &host_path, e))?;
         let name = source_name(&host_path)?;
@@ -287,8 +292,13 @@ impl LiteBox {
     /// followed, setuid/setgid/sticky bits are dropped, hard links, devices and fifos are
     /// refused, and a copy that fails for any reason leaves nothing behind.
     pub async fn copy_out(&self, guest_path: &str, host_path: impl AsRef<Path>, options: CopyOptions) -> Result<()> {
+        let copied = self.copy_out_unexplained(guest_path, host_path.as_ref(), options).await;
+        self.explained(copied).await
+    }
+
+    async fn copy_out_unexplained(&self, guest_path: &str, host_path: &Path, options: CopyOptions) -> Result<()> {
         check_guest_path(guest_path)?;
-        let landing = Landing::new(host_path.as_ref(), options.overwrite)?;
+        let landing = Landing::new(host_path, options.overwrite)?;
         let mut client = self.running_client("copy out of").await?;
         let mut stream = client.copy_out(PathRequest { path: guest_path.to_string() }).await.map_err(|s| self.file_error(guest_path, s))?.into_inner();
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -337,6 +347,23 @@ impl LiteBox {
         }
         let guest = self.rt.start_box(&self.id).await?;
         Ok(GuestClient::new(guest.channel()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// A file call's failure as its caller should hear it: when the box's VM died under the
+    /// call, what its supervisor recorded ("... killed by signal 9"), not the broken transport's
+    /// words ("h2 protocol error"). Other failures pass as they are, at once.
+    async fn explained<T>(&self, result: Result<T>) -> Result<T> {
+        if !matches!(result, Err(Error::Guest(_))) {
+            return result;
+        }
+        let dir = self.rt.box_dir(&self.id);
+        let died = self.rt.record(&self.id).is_ok_and(|rec| !rec.status.is_active() || rec.pid.is_some_and(|pid| !crate::shim::alive(pid, &dir)));
+        if died {
+            if let Some(reason) = (self.rt.lost_reason(&self.id))().await {
+                return Err(Error::Guest(reason));
+            }
+        }
+        result
     }
 
     /// The error for a guest's answer about `path`, by its gRPC code.
@@ -431,7 +458,10 @@ impl Files {
         let done = finished.clone();
         let refused = std::iter::once_with(move || (!done.load(Ordering::SeqCst)).then_some(WriteFileRequest { kind: None })).flatten();
         let requests = tokio_stream::StreamExt::chain(tokio_stream::wrappers::ReceiverStream::new(rx), tokio_stream::iter(refused));
-        let call = tokio::spawn(async move { client.write_file(requests).await.map(|_| ()).map_err(|s| b.file_error(&shown, s)) });
+        let call = tokio::spawn(async move {
+            let written = client.write_file(requests).await.map(|_| ()).map_err(|s| b.file_error(&shown, s));
+            b.explained(written).await
+        });
         Ok(FileWriter { tx: Some(tx), call: Some(call), finished })
     }
 
@@ -521,7 +551,7 @@ impl ReadStream {
         match self.inner.message().await {
             Ok(Some(FileChunk { data })) => check_chunk(&data).map(|_| Some(data)),
             Ok(None) => Ok(None),
-            Err(s) => Err(self.b.file_error(&self.path, s)),
+            Err(s) => self.b.explained(Err(self.b.file_error(&self.path, s))).await,
         }
     }
 }
