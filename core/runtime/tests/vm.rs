@@ -186,3 +186,23 @@ async fn boxes_from_one_image_do_not_see_each_others_writes() {
     rt.remove(a.id(), true).await.unwrap();
     rt.remove(b.id(), true).await.unwrap();
 }
+
+/// A box of two vCPUs has both, and its agent (a tokio worker per vCPU there, one thread on
+/// one vCPU) runs commands side by side, files calls among them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_vcpu_box_runs_commands_side_by_side() {
+    let rt = common::runtime();
+    let b = rt.create(BoxOptions { cpus: 2, ..BoxOptions::new("busybox:latest") }).await.unwrap();
+    assert_eq!(text(&sh(&b, "nproc").await.stdout), "2\n");
+    let runs = (0..6).map(|i| {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let out = sh(&b, &format!("i=0; while [ $i -lt 200 ]; do i=$((i+1)); done; echo {i}")).await;
+            b.files().write(&format!("/root/{i}"), text(&out.stdout).as_bytes(), Default::default()).await.unwrap();
+            text(&b.files().read_all(&format!("/root/{i}")).await.unwrap())
+        })
+    });
+    let outs: Vec<String> = futures::future::join_all(runs).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(outs, (0..6).map(|i| format!("{i}\n")).collect::<Vec<_>>());
+    rt.remove(b.id(), true).await.unwrap();
+}
