@@ -134,7 +134,18 @@ impl Command {
             unsafe { libc::waitpid(pid, &mut status, 0) };
             return Err(io::Error::from_raw_os_error(errno));
         }
-        Ok(Child { pid: pid as u32, pidfd: watch(pidfd)?, status: None })
+        match watch(pidfd) {
+            Ok(pidfd) => Ok(Child { pid: pid as u32, pidfd, status: None }),
+            Err(e) => {
+                // Without its pidfd watched it could never be waited for: end it now.
+                // SAFETY: signals and reaps our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
