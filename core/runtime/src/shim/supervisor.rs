@@ -159,10 +159,7 @@ async fn supervise(cfg: ShimConfig) -> i32 {
         status = vm.wait() => Err(match status {
             // QEMU exits with a status of its own when the saved state does not load; a signal
             // came from outside.
-            Ok(s) if s.code().is_some() && !cfg.from_template && memory_refused(&cfg) => {
-                format!("{}: the VM process {}", super::MEMORY_FAULT, describe(&Ok(s)))
-            }
-            Ok(s) if s.code().is_some() => template_fault(&cfg, format!("the VM process {}", describe(&Ok(s)))),
+            Ok(s) if s.code().is_some() => restore_fault(&cfg, format!("the VM process {}", describe(&Ok(s)))),
             _ => format!("the VM process {}", describe(&status)),
         }),
         (pid, status) = helper_exit(&mut net) => Err(format!("the box's network helper (pid {pid}) {}", describe(&status))),
@@ -382,18 +379,15 @@ fn template_fault(cfg: &ShimConfig, what: String) -> String {
     }
 }
 
-/// Whether QEMU, started on the box's own saved memory, said it could not load it (and not that
-/// something else stopped it, such as its disk).
-fn memory_refused(cfg: &ShimConfig) -> bool {
-    cfg.vm.incoming.is_some() && log_tail(&vmm_log_path(&cfg.box_dir), 10).contains("load of migration failed")
-}
-
 /// As [`template_fault`], and for a box continuing from its own saved memory, named as the
-/// memory's fault ([`super::MEMORY_FAULT`]): the load QMP reported failed.
+/// memory's fault ([`super::MEMORY_FAULT`]) when QEMU said it could not load it: not when
+/// something else stopped it (its disk) or the load was only slow.
 fn restore_fault(cfg: &ShimConfig, what: String) -> String {
-    match (cfg.from_template, cfg.vm.incoming.is_some()) {
-        (false, true) => format!("{}: {what}", super::MEMORY_FAULT),
-        _ => template_fault(cfg, what),
+    let refused = || log_tail(&vmm_log_path(&cfg.box_dir), 10).contains("load of migration failed");
+    if !cfg.from_template && cfg.vm.incoming.is_some() && refused() {
+        format!("{}: {what}", super::MEMORY_FAULT)
+    } else {
+        template_fault(cfg, what)
     }
 }
 
