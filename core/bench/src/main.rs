@@ -316,7 +316,7 @@ async fn files_only(registry: &str, baseline: Option<&String>) -> Result<(), Box
     Ok(())
 }
 
-/// Seconds to read 20 MiB of a command's stdout (`cat` of a file in the box's tmpfs).
+/// Seconds to read 20 MiB of a command's stdout (`cat` of a file in the box's page cache).
 async fn stdout_20mb_secs(b: &boxlite::LiteBox) -> boxlite::Result<f64> {
     b.exec(ExecCommand::new("dd", ["if=/dev/urandom", "of=/tmp/big", "bs=1M", "count=20"])).await?.wait().await?;
     let t = Instant::now();
