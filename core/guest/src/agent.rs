@@ -101,6 +101,8 @@ impl Guest for Agent {
     type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
 
     async fn exec(&self, req: Request<Streaming<ExecInput>>) -> Result<Response<Self::ExecStream>, Status> {
+        // The supervisor's id for this call on the output lane, if it serves one.
+        let lane_id = req.metadata().get(boxlite_protocol::output_lane::ID_HEADER).and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
         let mut inbound = req.into_inner();
         let start = match inbound.message().await? {
             Some(ExecInput { kind: Some(exec_input::Kind::Start(start)) }) => start,
@@ -108,7 +110,7 @@ impl Guest for Agent {
         };
         // Small buffer: output waits in the pipe (backpressure) instead of piling up in memory.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(exec::run(start, inbound, tx));
+        tokio::spawn(exec::run(start, lane_id, inbound, tx));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
@@ -204,6 +206,7 @@ pub fn run() -> i32 {
 }
 
 async fn serve() -> i32 {
+    tokio::spawn(crate::output_lane::serve(connection_nonce));
     let path = match port::find(AGENT_PORT_NAME).await {
         Ok(p) => p,
         Err(e) => {

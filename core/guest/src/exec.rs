@@ -2,10 +2,12 @@
 //! deliver signals, enforce its timeout, report how it ended.
 
 use crate::init::ROOTFS;
+use crate::output_lane;
 use crate::port::FdStream;
 use crate::spawn;
 use crate::user::{self, Identity};
 use boxlite_protocol::v1::{exec_input, exec_output, ExecExit, ExecInput, ExecOutput, ExecStart, ExecStarted, SpawnFailure, WindowSize};
+use boxlite_protocol::output_lane::Kind;
 use boxlite_protocol::MAX_CHUNK_BYTES;
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -117,7 +119,9 @@ async fn pump<R: AsyncRead + Unpin>(mut reader: R, tx: Outbound, wrap: fn(Vec<u8
 }
 
 /// Runs one exec to completion. `inbound` carries stdin/signals after the start message.
-pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbound) {
+/// `lane_id`: the call's id on the output lane, where the host serves one; a command without a
+/// terminal then sends its stdout and stderr there.
+pub async fn run(start: ExecStart, lane_id: Option<u32>, mut inbound: Streaming<ExecInput>, tx: Outbound) {
     let prepared = match prepare(&start) {
         Ok(p) => p,
         Err(msg) => {
@@ -142,8 +146,16 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
         Stdio::Terminal(master) => master.try_clone_fd().ok(),
         Stdio::Pipes { .. } => None,
     };
+    let lane = match (&stdio, lane_id) {
+        (Stdio::Pipes { .. }, Some(id)) => output_lane::current().map(|lane| (lane, id)),
+        _ => None,
+    };
+    // Pumps on the lane are never aborted (a frame cut short would put the lane out of step):
+    // dropping `stop` ends them between frames.
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let mut lane_pumps = Vec::new();
     // `started` goes out before any output: the host treats anything else first as a protocol error.
-    if tx.send(out(exec_output::Kind::Started(ExecStarted { pid }))).await.is_err() {
+    if tx.send(out(exec_output::Kind::Started(ExecStarted { pid, output_lane: lane.is_some() }))).await.is_err() {
         signal_group(pid, libc::SIGKILL);
     }
     match stdio {
@@ -153,8 +165,20 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
             stdin = Some(Box::new(w));
         }
         Stdio::Pipes { stdin: input, stdout, stderr } => {
-            readers.spawn(pump(stdout, tx.clone(), exec_output::Kind::Stdout));
-            readers.spawn(pump(stderr, tx.clone(), exec_output::Kind::Stderr));
+            match &lane {
+                Some((lane, id)) => {
+                    lane.register(*id);
+                    for (pipe, kind) in [(stdout, Kind::Stdout), (stderr, Kind::Stderr)] {
+                        if let Ok(fd) = pipe.into_nonblocking_fd() {
+                            lane_pumps.push(tokio::spawn(lane.clone().pump(*id, kind, fd, stopped.clone())));
+                        }
+                    }
+                }
+                None => {
+                    readers.spawn(pump(stdout, tx.clone(), exec_output::Kind::Stdout));
+                    readers.spawn(pump(stderr, tx.clone(), exec_output::Kind::Stderr));
+                }
+            }
             stdin = Some(Box::new(input));
         }
     }
@@ -179,6 +203,9 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
                 // The host dropped the exec: nobody will read the output, so stop the command.
                 signal_group(pid, libc::SIGKILL);
                 let _ = child.wait().await;
+                if let Some((lane, id)) = &lane {
+                    lane.forget(*id);
+                }
                 return;
             }
             msg = inbound.message(), if inbound_open => match msg {
@@ -207,13 +234,28 @@ pub async fn run(start: ExecStart, mut inbound: Streaming<ExecInput>, tx: Outbou
         }
     };
     drop(stdin);
-    let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async { while readers.join_next().await.is_some() {} }).await;
+    let mut lane_frames = 0;
+    let drained = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
+        while readers.join_next().await.is_some() {}
+        while let Some(p) = lane_pumps.last_mut() {
+            lane_frames += p.await.unwrap_or(0);
+            lane_pumps.pop();
+        }
+    })
+    .await;
     if drained.is_err() {
         readers.abort_all();
+        drop(stop);
+        for p in lane_pumps {
+            lane_frames += p.await.unwrap_or(0);
+        }
+    }
+    if let Some((lane, id)) = &lane {
+        lane.forget(*id);
     }
     let exit = match status {
-        Ok(st) => ExecExit { code: st.code(), signal: st.signal(), timed_out },
-        Err(_) => ExecExit { code: None, signal: None, timed_out },
+        Ok(st) => ExecExit { code: st.code(), signal: st.signal(), timed_out, output_lane_frames: lane_frames },
+        Err(_) => ExecExit { code: None, signal: None, timed_out, output_lane_frames: lane_frames },
     };
     let _ = tx.send(out(exec_output::Kind::Exit(exit))).await;
 }

@@ -11,6 +11,7 @@ mod files;
 mod inbox;
 mod init;
 mod net;
+mod output_lane;
 mod port;
 mod spawn;
 mod user;

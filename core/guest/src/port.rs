@@ -51,6 +51,11 @@ impl FdStream {
         Ok(FdStream { fd })
     }
 
+    /// The registered fd itself, for the output lane's splices.
+    pub fn into_async_fd(self) -> AsyncFd<OwnedFd> {
+        self.fd
+    }
+
     /// A duplicate of the fd, for ioctls while the stream itself is split into halves.
     pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
         self.fd.get_ref().try_clone()

@@ -152,6 +152,11 @@ impl<S> Prefixed<S> {
     fn new(prefix: Vec<u8>, inner: S) -> Self {
         Prefixed { prefix, at: 0, inner }
     }
+
+    /// The bytes read past the handshake and not yet taken, and the stream after them.
+    pub fn into_parts(self) -> (Vec<u8>, S) {
+        (self.prefix[self.at..].to_vec(), self.inner)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -7,6 +7,7 @@ pub mod v1 {
     tonic::include_proto!("boxlite.v1");
 }
 
+pub mod output_lane;
 pub mod chunks;
 pub mod hello;
 pub mod tree;

@@ -533,6 +533,7 @@ impl Runtime {
             db: self.inner.home.join("db").join("boxlite.db"),
             vm: engine.command(&spec)?,
             agent_socket: spec.agent_socket(),
+            output_socket: Some(spec.output_socket()),
             owner_pid: (!rec.options.detach).then(std::process::id),
             ready_timeout_ms: rec.options.ready_timeout_ms,
             auto_stop_ms: rec.options.auto_stop_ms.filter(|ms| *ms > 0),

@@ -56,6 +56,10 @@ impl VmSpec {
     pub fn agent_socket(&self) -> PathBuf {
         self.box_dir.join("agent.sock")
     }
+    /// Unix socket of the output lane (commands' stdout and stderr, `protocol::output_lane`).
+    pub fn output_socket(&self) -> PathBuf {
+        self.box_dir.join("output.sock")
+    }
     /// Guest serial console output.
     pub fn console_log(&self) -> PathBuf {
         console_log_path(&self.box_dir)

@@ -104,7 +104,7 @@ impl Qemu {
                 None => format!(" {TCG_APIC_TIMER}"),
             }),
         };
-        let agent = p(&spec.agent_socket());
+        let (agent, output) = (p(&spec.agent_socket()), p(&spec.output_socket()));
         let net_cmdline = if spec.network { format!(" {}", crate::net::guest_cmdline()) } else { String::new() };
         let volume_cmdline: String = spec.volumes.iter().enumerate().map(|(i, v)| format!(" {}", volumes::cmdline_arg(i, v))).collect();
         let (ram, template_cmdline, drive) = match &spec.memory {
@@ -146,6 +146,8 @@ impl Qemu {
             "-device".into(), "virtio-serial-device".into(),
             "-chardev".into(), format!("socket,id=agent,path={agent},server=on,wait=off"),
             "-device".into(), format!("virtserialport,chardev=agent,name={}", boxlite_protocol::AGENT_PORT_NAME),
+            "-chardev".into(), format!("socket,id=output,path={output},server=on,wait=off"),
+            "-device".into(), format!("virtserialport,chardev=output,name={}", boxlite_protocol::output_lane::PORT_NAME),
             "-drive".into(), drive,
             "-device".into(), "virtio-blk-device,drive=root".into(),
             "-qmp".into(), format!("unix:{},server=on,wait=off", p(&qmp_socket(&spec.box_dir))),
@@ -275,9 +277,10 @@ impl Engine for Qemu {
 
     fn command(&self, spec: &VmSpec) -> Result<VmCommand> {
         check_socket_path(&spec.agent_socket())?;
+        check_socket_path(&spec.output_socket())?;
         check_socket_path(&qmp_socket(&spec.box_dir))?;
         check_socket_path(&crate::net::control_socket(&spec.box_dir))?;
-        for stale in [spec.agent_socket(), qmp_socket(&spec.box_dir), spec.console_log()] {
+        for stale in [spec.agent_socket(), spec.output_socket(), qmp_socket(&spec.box_dir), spec.console_log()] {
             let _ = std::fs::remove_file(stale);
         }
         super::prepare_inbox(&spec.box_dir)?;

@@ -242,7 +242,7 @@ impl Runtime {
         }
         // The RAM reached the file through QEMU's shared mapping: make it durable before use.
         std::fs::File::open(&ram).and_then(|f| f.sync_all()).map_err(|e| Error::storage("sync", &ram, e))?;
-        for leftover in [spec.agent_socket(), crate::net::socket(dir), dir.join("qmp.sock")] {
+        for leftover in [spec.agent_socket(), spec.output_socket(), crate::net::socket(dir), dir.join("qmp.sock")] {
             let _ = std::fs::remove_file(leftover);
         }
         Ok(())

@@ -9,6 +9,7 @@
 
 pub mod client;
 mod net_helper;
+mod output_lane;
 mod proxy;
 pub(crate) mod snapshot;
 mod supervisor;
@@ -38,6 +39,9 @@ pub struct ShimConfig {
     pub vm: VmCommand,
     /// Socket on which the VM exposes the guest agent.
     pub agent_socket: PathBuf,
+    /// Socket of the VM's output lane, for an engine that has one.
+    #[serde(default)]
+    pub output_socket: Option<PathBuf>,
     /// The process whose end stops the box; `None` for a detached box.
     pub owner_pid: Option<u32>,
     /// How long the guest may take to answer.

@@ -2,6 +2,7 @@
 //! forwarded over the one HTTP/2 connection to the agent (HTTP/2 multiplexes any number of
 //! concurrent calls from any number of clients onto it).
 
+use super::output_lane::{Lane as OutputLane, Output};
 use crate::guest::Guest;
 use boxlite_protocol::v1::shim_server::{Shim, ShimServer};
 use boxlite_protocol::v1::{
@@ -50,6 +51,8 @@ pub struct Shared {
     pause: Pause,
     /// The VM's memory was saved and it is being ended: the box is recorded `suspended`.
     suspended: AtomicBool,
+    /// The output lane, once the agent took it (execs before that send output over gRPC).
+    pub lane: std::sync::OnceLock<Arc<OutputLane>>,
 }
 
 /// The VM's vCPUs stopped or running, and saves of its state, one request at a time.
@@ -176,6 +179,7 @@ impl Shared {
             failure: std::sync::OnceLock::new(),
             pause,
             suspended: AtomicBool::new(false),
+            lane: std::sync::OnceLock::new(),
         }
     }
 
@@ -274,15 +278,34 @@ async fn handle(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) 
         shared.active_calls.fetch_add(1, Ordering::Relaxed);
     }
     shared.touch();
+    // An exec's output comes on the lane, under the id the agent is told in a header.
+    let mut req = req;
+    req.headers_mut().remove(boxlite_protocol::output_lane::ID_HEADER);
+    let lane = match (exec, shared.lane.get()) {
+        (true, Some(lane)) => lane.open().map(|(id, output)| (lane.clone(), id, output)),
+        _ => None,
+    };
+    if let Some((_, id, _)) = &lane {
+        req.headers_mut().insert(boxlite_protocol::output_lane::ID_HEADER, http::HeaderValue::from(*id));
+    }
     let mut channel = shared.guest.channel();
     let resp = match channel.ready().await {
         Ok(ready) => ready.call(req.map(TonicBody::new)).await,
         Err(e) => Err(e),
     };
     match resp {
-        Ok(resp) if counted => Ok(resp.map(|body| TonicBody::new(CallBody { inner: body, shared, first: exec, failed: false }))),
+        Ok(resp) if counted => Ok(resp.map(|body| {
+            let body = match lane {
+                Some((lane, id, output)) => TonicBody::new(LaneBody::new(body, lane, id, output)),
+                None => body,
+            };
+            TonicBody::new(CallBody { inner: body, shared, first: exec, failed: false })
+        })),
         Ok(resp) => Ok(resp),
         Err(e) => {
+            if let Some((lane, id, _)) = lane {
+                lane.close(id);
+            }
             if counted {
                 shared.active_calls.fetch_sub(1, Ordering::Relaxed);
             }
@@ -346,6 +369,120 @@ impl Drop for CallBody {
             give_back_memory();
         }
         self.shared.touch();
+    }
+}
+
+/// An exec's response with its output from the lane merged in: `started` first, then the
+/// output as the lane brings it, and `exit` (and what follows it) only once as many frames as
+/// it counts were forwarded, so the client sees the order a single stream would have. An agent
+/// that says in `started` that it does not use the lane for this command is passed through.
+struct LaneBody {
+    inner: TonicBody,
+    lane: Arc<OutputLane>,
+    id: u32,
+    /// `None` once the call's output is complete (or does not come on the lane).
+    output: Option<tokio::sync::mpsc::Receiver<Output>>,
+    started: bool,
+    /// Frames of the lane forwarded.
+    forwarded: u32,
+    /// Bytes of the agent's stream not forwarded yet.
+    pending: bytes::BytesMut,
+    /// `exit` is at the front of `pending`, waiting for the last of the output.
+    holding: bool,
+    upstream_done: bool,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl LaneBody {
+    fn new(inner: TonicBody, lane: Arc<OutputLane>, id: u32, output: tokio::sync::mpsc::Receiver<Output>) -> Self {
+        LaneBody { inner, lane, id, output: Some(output), started: false, forwarded: 0, pending: Default::default(), holding: false, upstream_done: false, trailers: None }
+    }
+
+    /// The whole gRPC messages at the front of `pending` that may go now.
+    fn releasable(&mut self) -> Option<Bytes> {
+        use prost::Message;
+        self.holding = false;
+        if self.started && self.output.is_none() {
+            return (!self.pending.is_empty()).then(|| self.pending.split().freeze());
+        }
+        let mut at = 0;
+        while let Some(len) = grpc_message_len(&self.pending[at..]) {
+            let kind = ExecOutput::decode(&self.pending[at + 5..at + len]).ok().and_then(|m| m.kind);
+            match kind {
+                Some(exec_output::Kind::Exit(e)) if self.output.is_some() && self.forwarded < e.output_lane_frames => {
+                    self.holding = true;
+                    break;
+                }
+                Some(exec_output::Kind::Started(s)) if s.output_lane => {}
+                _ => self.output = None,
+            }
+            self.started = true;
+            at += len;
+        }
+        (at > 0).then(|| self.pending.split_to(at).freeze())
+    }
+}
+
+/// The length of the whole gRPC message (5-byte prefix included) at the front of `buf`.
+fn grpc_message_len(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; 5] = buf.get(..5)?.try_into().ok()?;
+    let len = 5 + u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    (buf.len() >= len).then_some(len)
+}
+
+impl Body for LaneBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let (true, Some(output)) = (this.started, &mut this.output) {
+                match output.poll_recv(cx) {
+                    Poll::Ready(Some(Output(message, len))) => {
+                        this.lane.took(this.id, len);
+                        this.forwarded += 1;
+                        return Poll::Ready(Some(Ok(Frame::data(message))));
+                    }
+                    Poll::Ready(None) => this.output = None, // the lane closed
+                    Poll::Pending => {}
+                }
+            }
+            if let Some(ready) = this.releasable() {
+                return Poll::Ready(Some(Ok(Frame::data(ready))));
+            }
+            if this.holding {
+                return Poll::Pending; // woken by the lane
+            }
+            if this.upstream_done {
+                if !this.pending.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(this.pending.split().freeze()))));
+                }
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => this.pending.extend_from_slice(&data),
+                    Err(frame) => {
+                        this.trailers = frame.into_trailers().ok();
+                        this.upstream_done = true;
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.upstream_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.upstream_done && self.pending.is_empty() && self.trailers.is_none()
+    }
+}
+
+impl Drop for LaneBody {
+    fn drop(&mut self) {
+        self.lane.close(self.id);
     }
 }
 
@@ -499,6 +636,83 @@ mod tests {
         assert!(!is_spawn_error(&frame(&ok)));
         assert!(!is_spawn_error(&frame(&err)[..6]));
         assert!(!is_spawn_error(b""));
+    }
+
+    /// An agent's response stream, frame by frame.
+    struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = tonic::Status;
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    async fn next(body: &mut LaneBody) -> Option<Frame<Bytes>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await.map(|f| f.unwrap())
+    }
+
+    fn kinds(data: &[u8]) -> Vec<exec_output::Kind> {
+        let mut at = 0;
+        let mut kinds = Vec::new();
+        while let Some(len) = grpc_message_len(&data[at..]) {
+            kinds.push(ExecOutput::decode(&data[at + 5..at + len]).unwrap().kind.unwrap());
+            at += len;
+        }
+        assert_eq!(at, data.len(), "a message cut short");
+        kinds
+    }
+
+    #[tokio::test]
+    async fn exit_waits_for_the_output_it_counts() {
+        use super::super::output_lane::tests::frame as lane_frame;
+        use boxlite_protocol::output_lane::Kind as LaneKind;
+        use boxlite_protocol::v1::{ExecExit, ExecStarted};
+        let (lane, mut credits) = OutputLane::detached();
+        let (id, output) = lane.open().unwrap();
+        let started = ExecOutput { kind: Some(exec_output::Kind::Started(ExecStarted { pid: 9, output_lane: true })), ..Default::default() };
+        let exit = ExecExit { code: Some(0), output_lane_frames: 2, ..Default::default() };
+        // `started` and `exit` in one frame, as a fast command's can come.
+        let mut both = frame(&started);
+        both.extend(frame(&ExecOutput { kind: Some(exec_output::Kind::Exit(exit.clone())), ..Default::default() }));
+        let upstream = Frames([Frame::data(Bytes::from(both)), Frame::trailers(http::HeaderMap::new())].into());
+        let mut body = LaneBody::new(TonicBody::new(upstream), lane.clone(), id, output);
+
+        assert_eq!(kinds(next(&mut body).await.unwrap().data_ref().unwrap()), [exec_output::Kind::Started(ExecStarted { pid: 9, output_lane: true })]);
+        let agent = tokio::spawn({
+            let lane = lane.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut wire = lane_frame(LaneKind::Stdout, id, b"out");
+                wire.extend(lane_frame(LaneKind::Stderr, id, b"err"));
+                lane.feed(&wire).await
+            }
+        });
+        assert_eq!(kinds(next(&mut body).await.unwrap().data_ref().unwrap()), [exec_output::Kind::Stdout(b"out".to_vec())]);
+        assert_eq!(kinds(next(&mut body).await.unwrap().data_ref().unwrap()), [exec_output::Kind::Stderr(b"err".to_vec())]);
+        assert_eq!(kinds(next(&mut body).await.unwrap().data_ref().unwrap()), [exec_output::Kind::Exit(exit)]);
+        assert!(next(&mut body).await.unwrap().is_trailers());
+        assert!(next(&mut body).await.is_none());
+        agent.await.unwrap();
+        assert_eq!((credits.recv().await, credits.recv().await), (Some((id, 4096)), Some((id, 4096))));
+    }
+
+    #[tokio::test]
+    async fn a_command_not_on_the_lane_passes_through() {
+        let (lane, _credits) = OutputLane::detached();
+        let (id, output) = lane.open().unwrap();
+        let started = ExecOutput { kind: Some(exec_output::Kind::Started(Default::default())), ..Default::default() };
+        let out = ExecOutput { kind: Some(exec_output::Kind::Stdout(b"hi".to_vec())), ..Default::default() };
+        let exit = ExecOutput { kind: Some(exec_output::Kind::Exit(Default::default())), ..Default::default() };
+        let upstream = Frames([frame(&started), frame(&out), frame(&exit)].into_iter().map(|f| Frame::data(Bytes::from(f))).collect());
+        let mut body = LaneBody::new(TonicBody::new(upstream), lane, id, output);
+        let mut seen = Vec::new();
+        while let Some(f) = next(&mut body).await {
+            seen.extend(kinds(f.data_ref().unwrap()));
+        }
+        assert_eq!(seen.len(), 3);
+        assert!(matches!(seen[2], exec_output::Kind::Exit(_)));
     }
 
     #[test]

@@ -217,6 +217,17 @@ async fn supervise(cfg: ShimConfig) -> i32 {
     };
     let shared = Arc::new(proxy::Shared::new(guest.clone(), stop_tx, ended_rx, me, vm_pid, boot_ms, started_at, net_control, pause));
     tokio::spawn(proxy::serve(listener, shared.clone()));
+    if let Some(socket) = cfg.output_socket.clone() {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match super::output_lane::Lane::connect(&socket).await {
+                Ok(lane) => {
+                    let _ = shared.lane.set(lane);
+                }
+                Err(e) => eprintln!("boxlite-shim: no output lane, commands' output goes over gRPC: {e}"),
+            }
+        });
+    }
     tokio::spawn(keep_clock(shared.clone(), guest.clone()));
 
     let (Ok(mut sigterm), Ok(mut sigint)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {

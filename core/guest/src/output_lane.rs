@@ -1,0 +1,261 @@
+//! The agent's end of the output lane (`boxlite_protocol::output_lane`): a command's stdout and
+//! stderr go to the host by `splice(2)` from its pipe into a port of their own. The agent copies
+//! none of the bytes and frames each chunk with a 12-byte header, where over gRPC it copied
+//! each chunk twice and framed it in protobuf, gRPC and HTTP/2 (docs/exec.md).
+
+use crate::port::{self, FdStream};
+use boxlite_protocol::output_lane::{cost, Header, Kind, MAX_FRAME_BYTES, PORT_NAME, WINDOW};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::{watch, Notify};
+
+/// The lane of the host connected now, if one is.
+static CURRENT: Mutex<Option<Arc<Lane>>> = Mutex::new(None);
+
+/// The lane with one host: its port, and what each command may still send.
+pub struct Lane {
+    port: AsyncFd<OwnedFd>,
+    /// One frame at a time on the port.
+    writing: tokio::sync::Mutex<()>,
+    /// Per command (its id on the lane): bytes of cost it may send before more credit comes.
+    credit: Mutex<HashMap<u32, u64>>,
+    /// Credit came, a command was forgotten, or the lane died.
+    changed: Notify,
+    dead: AtomicBool,
+}
+
+/// The lane to send a command's output on, when a host serves one.
+pub fn current() -> Option<Arc<Lane>> {
+    CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone().filter(|l| !l.dead.load(Ordering::Acquire))
+}
+
+/// Serves the lane for as long as the agent runs: the handshake with each host that connects,
+/// then its credit, until it goes. A VM without the port (a host that predates the lane) has
+/// no lane: commands' output then goes over gRPC.
+pub async fn serve(nonce: fn() -> u64) {
+    let Ok(path) = port::find(PORT_NAME).await else { return };
+    // While no host is connected the port reads EOF at once and cannot be waited on: look
+    // again, less and less often, so a box whose host never takes the lane stays idle.
+    let mut wait = Duration::from_millis(20);
+    loop {
+        let Ok(stream) = FdStream::open(&path) else { return };
+        let Ok(stream) = boxlite_protocol::hello::agent(stream, nonce()).await else {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
+            continue;
+        };
+        wait = Duration::from_millis(20);
+        let (prefix, stream) = stream.into_parts();
+        let lane = Arc::new(Lane {
+            port: stream.into_async_fd(),
+            writing: tokio::sync::Mutex::new(()),
+            credit: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            dead: AtomicBool::new(false),
+        });
+        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(lane.clone());
+        lane.read_credit(prefix).await;
+        lane.kill();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Lane {
+    /// Reads the host's credit frames until it goes (EOF) or sends something else.
+    async fn read_credit(&self, mut buf: Vec<u8>) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            while buf.len() >= boxlite_protocol::output_lane::HEADER_LEN {
+                let header: [u8; 12] = buf[..12].try_into().unwrap_or_default();
+                match Header::decode(&header) {
+                    Ok(Header { kind: Kind::Credit, id, len }) => {
+                        if let Some(left) = self.credit.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&id) {
+                            *left = (*left + u64::from(len)).min(WINDOW);
+                        }
+                        self.changed.notify_waiters();
+                    }
+                    _ => return,
+                }
+                buf.drain(..12);
+            }
+            let Ok(mut guard) = self.port.readable().await else { return };
+            // SAFETY: reading into a buffer of the given length.
+            match guard.try_io(|fd| syscall(unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) })) {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+        let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_some_and(|l| std::ptr::eq(Arc::as_ptr(l), self)) {
+            *current = None;
+        }
+    }
+
+    /// Opens the window of command `id`.
+    pub fn register(&self, id: u32) {
+        self.credit.lock().unwrap_or_else(|p| p.into_inner()).insert(id, WINDOW);
+    }
+
+    /// Closes the window of command `id`: its pumps stop at their next frame (and a credit frame
+    /// for it after that is ignored).
+    pub fn forget(&self, id: u32) {
+        self.credit.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until command `id` may send `cost` more; false once it may send nothing more (its
+    /// window closed, or the lane died).
+    async fn take(&self, id: u32, cost: u64) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            if self.dead.load(Ordering::Acquire) {
+                return false;
+            }
+            match self.credit.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&id) {
+                None => return false,
+                Some(left) if *left >= cost => {
+                    *left -= cost;
+                    return true;
+                }
+                Some(_) => {}
+            }
+            changed.await;
+        }
+    }
+
+    async fn died(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.dead.load(Ordering::Acquire) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Sends what a command writes to `pipe` as frames of `kind` until the pipe's writers are
+    /// gone, `stop` is dropped, the command's window closes or the lane dies; returns how many
+    /// frames it sent. Stops only between frames: a frame cut short would put the lane out of
+    /// step.
+    ///
+    /// Each frame's bytes are first moved (spliced, not copied) into a pipe of the pump's own,
+    /// and the frame then takes that pipe whole. The port's splice must empty the pipe it is
+    /// given: this kernel's `port_fops_splice_write` marks the end of its scatter list at the
+    /// pipe's occupancy, so a splice of less than the pipe holds (the command writing on
+    /// meanwhile) hands the virtqueue unset entries, and the guest kernel oopses (seen: a NULL
+    /// page in `vring_map_one_sg`).
+    pub async fn pump(self: Arc<Self>, id: u32, kind: Kind, pipe: OwnedFd, mut stop: watch::Receiver<()>) -> u32 {
+        let mut frames = 0;
+        // SAFETY: the OwnedFd is moved into the AsyncFd, so it stays open and the same for its life.
+        let Ok(pipe) = (unsafe { AsyncFd::register_with_interest(pipe, Interest::READABLE) }) else { return frames };
+        let mut staged: Option<(OwnedFd, OwnedFd)> = None;
+        loop {
+            let mut guard = tokio::select! {
+                ready = pipe.readable() => match ready { Ok(g) => g, Err(_) => return frames },
+                _ = stop.changed() => return frames,
+                _ = self.died() => return frames,
+            };
+            if staged.is_none() {
+                match frame_pipe() {
+                    Ok(p) => staged = Some(p),
+                    Err(_) => return frames,
+                }
+            }
+            let Some((frame_r, frame_w)) = &staged else { return frames };
+            // SAFETY: splice between two pipes we hold; no memory of ours is involved.
+            let moved = unsafe {
+                libc::splice(pipe.as_raw_fd(), std::ptr::null_mut(), frame_w.as_raw_fd(), std::ptr::null_mut(), MAX_FRAME_BYTES as usize, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+            };
+            let len = match syscall(moved) {
+                Ok(0) => return frames, // the command's end of the pipe is closed
+                Ok(n) => n as u32,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Err(_) => return frames,
+            };
+            tokio::select! {
+                ok = self.take(id, cost(len)) => if !ok { return frames },
+                _ = stop.changed() => return frames,
+            }
+            if let Err(e) = self.send(id, kind, frame_r.as_raw_fd(), len).await {
+                crate::init::console(&format!("boxlite-guest: output lane: {e}"));
+                self.kill();
+                return frames;
+            }
+            frames += 1;
+        }
+    }
+
+    /// One frame: its header, then the `len` bytes `pipe` holds, spliced into the port.
+    async fn send(&self, id: u32, kind: Kind, pipe: RawFd, len: u32) -> io::Result<()> {
+        let _one = self.writing.lock().await;
+        self.write_header(Header { kind, id, len }).await?;
+        let mut left = len as usize;
+        while left > 0 {
+            let mut guard = self.writable().await?;
+            // SAFETY: splice between two fds we hold; no memory of ours is involved.
+            let moved = guard.try_io(|port| {
+                syscall(unsafe { libc::splice(pipe, std::ptr::null_mut(), port.as_raw_fd(), std::ptr::null_mut(), left, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) })
+            });
+            match moved {
+                Ok(Ok(0)) => return Err(io::Error::other("a frame's pipe ran dry")),
+                Ok(Ok(n)) => left -= n.min(left),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_header(&self, header: Header) -> io::Result<()> {
+        let bytes = header.encode();
+        loop {
+            let mut guard = self.writable().await?;
+            // SAFETY: writing from a buffer of the given length.
+            match guard.try_io(|port| syscall(unsafe { libc::write(port.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) })) {
+                Ok(Ok(n)) if n == bytes.len() => return Ok(()),
+                Ok(Ok(n)) => return Err(io::Error::other(format!("a {n}-byte write of a frame header"))),
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    /// The port can take a write; an error once the lane died (a host gone takes no writes).
+    async fn writable(&self) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>> {
+        tokio::select! {
+            ready = self.port.writable() => ready,
+            _ = self.died() => Err(io::Error::new(io::ErrorKind::BrokenPipe, "the host left the output lane")),
+        }
+    }
+}
+
+fn syscall(n: isize) -> io::Result<usize> {
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// A pump's own pipe for one frame at a time, as big as a frame.
+fn frame_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; a failure leaves the default size (frames are then smaller).
+    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, MAX_FRAME_BYTES as libc::c_int) };
+    Ok((r, w))
+}
