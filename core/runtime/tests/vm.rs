@@ -88,6 +88,20 @@ async fn busybox_box_runs_commands() {
     }
     assert!(started.elapsed() < Duration::from_secs(4), "execs ran one after another: {:?}", started.elapsed());
 
+    // output nobody reads holds back only its own command (the output lane's credit is per
+    // call): another exec's stdout and stderr still come, then all of the first one's
+    let mut chatty = b.exec(ExecCommand::new("head", ["-c", "50000000", "/dev/zero"])).await.unwrap();
+    let mut chatty_out = chatty.stdout.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quick = tokio::time::timeout(Duration::from_secs(20), sh(&b, "echo through; echo err >&2")).await.expect("an unread command held back another's output");
+    assert_eq!((text(&quick.stdout).as_str(), text(&quick.stderr).as_str()), ("through\n", "err\n"));
+    let mut read = 0;
+    while let Some(chunk) = chatty_out.next().await {
+        read += chunk.len();
+    }
+    assert_eq!(read, 50_000_000);
+    assert!(chatty.wait().await.unwrap().success());
+
     // a timeout is enforced in the guest and reported
     let cmd = ExecCommand { timeout: Some(Duration::from_millis(300)), ..ExecCommand::new("sleep", ["30"]) };
     let status = b.exec(cmd).await.unwrap().wait().await.unwrap();

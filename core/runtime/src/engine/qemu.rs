@@ -458,6 +458,8 @@ mod tests {
         assert!(args.contains("microvm,") && args.contains("rtc=on"));
         assert!(args.contains("-accel tcg,thread=multi -cpu max,erms=off,fsrm=off -smp 2 -m 256"), "{args}");
         assert!(args.contains("socket,id=agent,path=/b/agent.sock,server=on,wait=off"));
+        assert!(args.contains("socket,id=output,path=/b/output.sock,server=on,wait=off"));
+        assert!(args.contains("virtserialport,chardev=output,name=boxlite.output"));
         assert!(args.contains("boxlite.hostname=web") && !args.contains("-netdev") && !args.contains("boxlite.ip="));
         assert!(args.contains(" lapic_timer_khz=1000000") && !args.contains("noapictimer"), "{args}");
         assert!(args.contains("-object memory-backend-ram,id=ram,size=256M -machine memory-backend=ram"), "{args}");
