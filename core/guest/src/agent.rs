@@ -101,8 +101,7 @@ impl Guest for Agent {
     type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
 
     async fn exec(&self, req: Request<Streaming<ExecInput>>) -> Result<Response<Self::ExecStream>, Status> {
-        // The supervisor's id for this call on the output lane, if it serves one.
-        let lane_id = req.metadata().get(boxlite_protocol::output_lane::ID_HEADER).and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
+        let lane = output_lane(req.metadata());
         let mut inbound = req.into_inner();
         let start = match inbound.message().await? {
             Some(ExecInput { kind: Some(exec_input::Kind::Start(start)) }) => start,
@@ -110,7 +109,7 @@ impl Guest for Agent {
         };
         // Small buffer: output waits in the pipe (backpressure) instead of piling up in memory.
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        tokio::spawn(exec::run(start, lane_id, inbound, tx));
+        tokio::spawn(exec::run(start, lane, inbound, tx));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
@@ -136,13 +135,15 @@ impl Guest for Agent {
     type CopyOutStream = Replies<FileChunk>;
 
     async fn copy_out(&self, req: Request<PathRequest>) -> Result<Response<Self::CopyOutStream>, Status> {
-        files::copy_out(req.into_inner().path).await.map(replies)
+        let lane = output_lane(req.metadata());
+        files::copy_out(req.into_inner().path, lane).await.map(replies)
     }
 
     type ReadFileStream = Replies<FileChunk>;
 
     async fn read_file(&self, req: Request<PathRequest>) -> Result<Response<Self::ReadFileStream>, Status> {
-        files::read_file(req.into_inner().path).await.map(replies)
+        let lane = output_lane(req.metadata());
+        files::read_file(req.into_inner().path, lane).await.map(replies)
     }
 
     async fn write_file(&self, req: Request<Streaming<WriteFileRequest>>) -> Result<Response<FileOpResponse>, Status> {
@@ -180,6 +181,13 @@ impl Guest for Agent {
         let r = req.into_inner();
         files::watch(r.path, r.recursive).await.map(replies)
     }
+}
+
+/// The output lane and this call's id on it, when the supervisor gave the call one and a host
+/// is on the lane.
+fn output_lane(metadata: &tonic::metadata::MetadataMap) -> Option<(std::sync::Arc<crate::output_lane::Lane>, u32)> {
+    let id = metadata.get(boxlite_protocol::output_lane::ID_HEADER)?.to_str().ok()?.parse::<u32>().ok()?;
+    Some((crate::output_lane::current()?, id))
 }
 
 /// Runs the agent until the VM ends; returns the process exit code.

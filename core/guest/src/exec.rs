@@ -119,9 +119,9 @@ async fn pump<R: AsyncRead + Unpin>(mut reader: R, tx: Outbound, wrap: fn(Vec<u8
 }
 
 /// Runs one exec to completion. `inbound` carries stdin/signals after the start message.
-/// `lane_id`: the call's id on the output lane, where the host serves one; a command without a
-/// terminal then sends its stdout and stderr there.
-pub async fn run(start: ExecStart, lane_id: Option<u32>, mut inbound: Streaming<ExecInput>, tx: Outbound) {
+/// `lane`: the output lane and the call's id on it, where the host serves one; a command without
+/// a terminal then sends its stdout and stderr there.
+pub async fn run(start: ExecStart, lane: Option<(std::sync::Arc<output_lane::Lane>, u32)>, mut inbound: Streaming<ExecInput>, tx: Outbound) {
     let prepared = match prepare(&start) {
         Ok(p) => p,
         Err(msg) => {
@@ -146,10 +146,7 @@ pub async fn run(start: ExecStart, lane_id: Option<u32>, mut inbound: Streaming<
         Stdio::Terminal(master) => master.try_clone_fd().ok(),
         Stdio::Pipes { .. } => None,
     };
-    let lane = match (&stdio, lane_id) {
-        (Stdio::Pipes { .. }, Some(id)) => output_lane::current().map(|lane| (lane, id)),
-        _ => None,
-    };
+    let lane = lane.filter(|_| matches!(stdio, Stdio::Pipes { .. }));
     // Pumps on the lane are never aborted (a frame cut short would put the lane out of step):
     // dropping `stop` ends them between frames.
     let (stop, stopped) = tokio::sync::watch::channel(());

@@ -14,6 +14,7 @@ use boxlite_protocol::v1::{
     copy_in_progress, copy_in_request, copy_in_staged_request, write_file_request, CopyInProgress, CopyInRequest, CopyInStagedRequest,
     FileChunk, FileEntry, FileType, ListDirResponse, StagedChunk, WatchEvent, WatchEventKind, WriteFileRequest,
 };
+use crate::output_lane::{Lane, LaneWriter};
 use boxlite_protocol::chunks::{ChunkWriter, Piece, PieceReader};
 use boxlite_protocol::{MAX_CHUNK_BYTES, MAX_PATH_BYTES, MAX_STAGED_CHUNK_BYTES};
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
@@ -22,6 +23,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -418,8 +420,9 @@ fn unpack_file<R: Read>(entry: &mut tar::Entry<'_, R>, temp: &Path, path: &Path,
     nix::sys::stat::futimens(&file, &time, &time).map_err(io_err)
 }
 
-/// `CopyOut`: streams `path` as a tar under its base name.
-pub async fn copy_out(path: String) -> Result<mpsc::Receiver<Result<FileChunk, Status>>, Status> {
+/// `CopyOut`: streams `path` as a tar under its base name; on the output lane (call `lane`)
+/// where the host serves one.
+pub async fn copy_out(path: String, lane: Option<(Arc<Lane>, u32)>) -> Result<mpsc::Receiver<Result<FileChunk, Status>>, Status> {
     check(&path)?;
     let src = resolve(&path).map_err(|e| status(&path, &e))?;
     std::fs::symlink_metadata(&src).map_err(|e| status(&path, &e))?;
@@ -428,24 +431,40 @@ pub async fn copy_out(path: String) -> Result<mpsc::Receiver<Result<FileChunk, S
     };
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::task::spawn_blocking(move || {
-        let mut builder = tar::Builder::new(ChunkWriter::new(tx.clone(), |data| Ok(FileChunk { data }), "the host went away"));
-        // The agent's own mounts inside the box (kernel filesystems) are not the box's files.
-        let pseudo = ["/proc", "/sys", "/dev"].map(|p| PathBuf::from(format!("{ROOTFS}{p}")));
-        let descend = move |dir: &Path| !pseudo.iter().any(|p| p == dir);
-        let written = boxlite_protocol::tree::append_tree(&mut builder, &name, &src, &descend)
-            .and_then(|_| builder.into_inner())
-            .and_then(|mut w| w.flush());
-        if let Err(e) = written {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                let _ = tx.blocking_send(Err(status(&path, &e)));
-            }
+        let written = match lane {
+            Some((lane, id)) => LaneWriter::new(lane, id, tx.clone())
+                .and_then(|w| write_tree(w, &name, &src))
+                .and_then(|w| w.finish())
+                .map(|frames| Some(FileChunk { data: Vec::new(), output_lane_frames: frames })),
+            None => write_tree(ChunkWriter::new(tx.clone(), |data| Ok(FileChunk { data, ..Default::default() }), "the host went away"), &name, &src)
+                .and_then(|mut w| w.flush())
+                .map(|_| None),
+        };
+        let last = match written {
+            Ok(last) => last.map(Ok),
+            Err(_) if tx.is_closed() => None, // the client is gone
+            Err(e) => Some(Err(status(&path, &e))),
+        };
+        if let Some(last) = last {
+            let _ = tx.blocking_send(last);
         }
     });
     Ok(rx)
 }
 
-/// `ReadFile`: streams a regular file (symlinks followed inside the box).
-pub async fn read_file(path: String) -> Result<mpsc::Receiver<Result<FileChunk, Status>>, Status> {
+/// `src` as a tar under `name`, into `w`.
+fn write_tree<W: Write>(w: W, name: &Path, src: &Path) -> io::Result<W> {
+    let mut builder = tar::Builder::new(w);
+    // The agent's own mounts inside the box (kernel filesystems) are not the box's files.
+    let pseudo = ["/proc", "/sys", "/dev"].map(|p| PathBuf::from(format!("{ROOTFS}{p}")));
+    let descend = move |dir: &Path| !pseudo.iter().any(|p| p == dir);
+    boxlite_protocol::tree::append_tree(&mut builder, name, src, &descend)?;
+    builder.into_inner()
+}
+
+/// `ReadFile`: streams a regular file (symlinks followed inside the box); on the output lane
+/// (call `lane`) where the host serves one.
+pub async fn read_file(path: String, lane: Option<(Arc<Lane>, u32)>) -> Result<mpsc::Receiver<Result<FileChunk, Status>>, Status> {
     check(&path)?;
     let real = open_in_root(&path, true).map_err(|e| status(&path, &e))?;
     let mut file = std::fs::File::open(&real).map_err(|e| status(&path, &e))?;
@@ -454,6 +473,23 @@ pub async fn read_file(path: String) -> Result<mpsc::Receiver<Result<FileChunk, 
         return Err(Status::invalid_argument(format!("{path} is not a regular file")));
     }
     let (tx, rx) = mpsc::channel(QUEUE);
+    if let Some((lane, id)) = lane {
+        tokio::spawn(async move {
+            lane.register(id);
+            let closed = || {
+                let tx = tx.clone();
+                async move { tx.closed().await }
+            };
+            let sent = lane.send_file(id, file, closed).await;
+            lane.forget(id);
+            let last = match sent {
+                Ok(frames) => Ok(FileChunk { data: Vec::new(), output_lane_frames: frames }),
+                Err(e) => Err(status(&path, &e)),
+            };
+            let _ = tx.send(last).await;
+        });
+        return Ok(rx);
+    }
     tokio::task::spawn_blocking(move || {
         loop {
             // Read straight into the chunk sent (each copy of the bytes counts under emulation).
@@ -461,7 +497,7 @@ pub async fn read_file(path: String) -> Result<mpsc::Receiver<Result<FileChunk, 
             match (&mut file).take(MAX_CHUNK_BYTES as u64).read_to_end(&mut data) {
                 Ok(0) => return,
                 Ok(_) => {
-                    if tx.blocking_send(Ok(FileChunk { data })).is_err() {
+                    if tx.blocking_send(Ok(FileChunk { data, ..Default::default() })).is_err() {
                         return;
                     }
                 }

@@ -6,6 +6,7 @@
 use crate::port::{self, FdStream};
 use boxlite_protocol::output_lane::{cost, Header, Kind, MAX_FRAME_BYTES, PORT_NAME, WINDOW};
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,10 +86,12 @@ impl Lane {
                 buf.drain(..12);
             }
             let Ok(mut guard) = self.port.readable().await else { return };
+            let closed = port::closed_since(guard.ready());
             // SAFETY: reading into a buffer of the given length.
             match guard.try_io(|fd| syscall(unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) })) {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_would_block) if closed => return, // the host left (and maybe came back): start again
                 Err(_would_block) => {}
             }
         }
@@ -187,17 +190,66 @@ impl Lane {
                 }
                 Err(_) => return frames,
             };
-            tokio::select! {
-                ok = self.take(id, cost(len)) => if !ok { return frames },
-                _ = stop.changed() => return frames,
-            }
-            if let Err(e) = self.send(id, kind, frame_r.as_raw_fd(), len).await {
-                crate::init::console(&format!("boxlite-guest: output lane: {e}"));
-                self.kill();
+            let stopped = async {
+                let _ = stop.changed().await;
+            };
+            if self.send_staged(id, kind, frame_r, len, stopped).await.is_err() {
                 return frames;
             }
             frames += 1;
         }
+    }
+
+    /// Sends a file's bytes from its position to its end as frames; returns how many. Stops
+    /// (with an error) once `closed` resolves (the call's client is gone) or the lane dies.
+    pub async fn send_file<F: Future<Output = ()>>(&self, id: u32, file: std::fs::File, closed: impl Fn() -> F) -> io::Result<u32> {
+        let (file, staged) = (Arc::new(file), Arc::new(frame_pipe()?));
+        let mut frames = 0;
+        loop {
+            let (f, p) = (file.clone(), staged.clone());
+            // A disk read may block: off the agent's thread.
+            // SAFETY: splice from a file we hold into a pipe we hold; no memory of ours is involved.
+            let len = tokio::task::spawn_blocking(move || {
+                syscall(unsafe { libc::splice(f.as_raw_fd(), std::ptr::null_mut(), p.1.as_raw_fd(), std::ptr::null_mut(), MAX_FRAME_BYTES as usize, libc::SPLICE_F_MOVE) })
+            })
+            .await
+            .map_err(io::Error::other)??;
+            if len == 0 {
+                return Ok(frames);
+            }
+            self.send_staged(id, Kind::Data, &staged.0, len as u32, closed()).await?;
+            frames += 1;
+        }
+    }
+
+    /// Sends bytes the agent made (a tar stream) as frames, through `staged` (a [`FramePipe`]
+    /// of the caller's); returns how many. Stops as [`Lane::send_file`] does.
+    pub async fn send_bytes<F: Future<Output = ()>>(&self, id: u32, staged: &FramePipe, mut data: &[u8], closed: impl Fn() -> F) -> io::Result<u32> {
+        let mut frames = 0;
+        while !data.is_empty() {
+            // SAFETY: writing from a valid buffer into a pipe we hold (empty: it takes a frame).
+            let len = syscall(unsafe { libc::write(staged.1.as_raw_fd(), data.as_ptr().cast(), data.len().min(MAX_FRAME_BYTES as usize)) })?;
+            self.send_staged(id, Kind::Data, &staged.0, len as u32, closed()).await?;
+            frames += 1;
+            data = &data[len..];
+        }
+        Ok(frames)
+    }
+
+    /// Waits for credit for the `len` bytes in a frame pipe, then sends them; an error without
+    /// sending once the call's window closed or `closed` resolved first.
+    async fn send_staged(&self, id: u32, kind: Kind, staged: &OwnedFd, len: u32, closed: impl Future<Output = ()>) -> io::Result<()> {
+        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the call ended");
+        tokio::select! {
+            ok = self.take(id, cost(len)) => if !ok { return Err(gone()) },
+            _ = closed => return Err(gone()),
+        }
+        if let Err(e) = self.send(id, kind, staged.as_raw_fd(), len).await {
+            crate::init::console(&format!("boxlite-guest: output lane: {e}"));
+            self.kill();
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// One frame: its header, then the `len` bytes `pipe` holds, spliced into the port.
@@ -207,6 +259,7 @@ impl Lane {
         let mut left = len as usize;
         while left > 0 {
             let mut guard = self.writable().await?;
+            let closed = port::closed_since(guard.ready());
             // SAFETY: splice between two fds we hold; no memory of ours is involved.
             let moved = guard.try_io(|port| {
                 syscall(unsafe { libc::splice(pipe, std::ptr::null_mut(), port.as_raw_fd(), std::ptr::null_mut(), left, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) })
@@ -215,6 +268,7 @@ impl Lane {
                 Ok(Ok(0)) => return Err(io::Error::other("a frame's pipe ran dry")),
                 Ok(Ok(n)) => left -= n.min(left),
                 Ok(Err(e)) => return Err(e),
+                Err(_would_block) if closed => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the host left the output lane")),
                 Err(_would_block) => {}
             }
         }
@@ -225,11 +279,13 @@ impl Lane {
         let bytes = header.encode();
         loop {
             let mut guard = self.writable().await?;
+            let closed = port::closed_since(guard.ready());
             // SAFETY: writing from a buffer of the given length.
             match guard.try_io(|port| syscall(unsafe { libc::write(port.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) })) {
                 Ok(Ok(n)) if n == bytes.len() => return Ok(()),
                 Ok(Ok(n)) => return Err(io::Error::other(format!("a {n}-byte write of a frame header"))),
                 Ok(Err(e)) => return Err(e),
+                Err(_would_block) if closed => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the host left the output lane")),
                 Err(_would_block) => {}
             }
         }
@@ -244,6 +300,65 @@ impl Lane {
     }
 }
 
+/// What blocking code (a tar builder) writes, sent on the lane as one call's data frames of up
+/// to a frame each. Dropped or finished, it closes the call's window.
+pub struct LaneWriter<T> {
+    lane: Arc<Lane>,
+    id: u32,
+    staged: FramePipe,
+    buf: Vec<u8>,
+    frames: u32,
+    /// The call's reply channel: the writer stops once its client is gone.
+    tx: tokio::sync::mpsc::Sender<T>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<T> LaneWriter<T> {
+    /// For call `id`; from a blocking thread of the agent's runtime.
+    pub fn new(lane: Arc<Lane>, id: u32, tx: tokio::sync::mpsc::Sender<T>) -> io::Result<Self> {
+        let staged = frame_pipe()?;
+        lane.register(id);
+        Ok(LaneWriter { lane, id, staged, buf: Vec::with_capacity(MAX_FRAME_BYTES as usize), frames: 0, tx, runtime: tokio::runtime::Handle::current() })
+    }
+
+    /// Sends what is left; returns the frames the call's bytes took.
+    pub fn finish(mut self) -> io::Result<u32> {
+        std::io::Write::flush(&mut self)?;
+        Ok(self.frames)
+    }
+}
+
+impl<T> std::io::Write for LaneWriter<T> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(MAX_FRAME_BYTES as usize - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == MAX_FRAME_BYTES as usize {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let tx = self.tx.clone();
+        let closed = move || {
+            let tx = tx.clone();
+            async move { tx.closed().await }
+        };
+        self.frames += self.runtime.block_on(self.lane.send_bytes(self.id, &self.staged, &self.buf, closed))?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl<T> Drop for LaneWriter<T> {
+    fn drop(&mut self) {
+        self.lane.forget(self.id);
+    }
+}
+
 fn syscall(n: isize) -> io::Result<usize> {
     if n < 0 {
         Err(io::Error::last_os_error())
@@ -252,8 +367,11 @@ fn syscall(n: isize) -> io::Result<usize> {
     }
 }
 
-/// A pump's own pipe for one frame at a time, as big as a frame.
-fn frame_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe (read end, write end) that holds one frame at a time, as big as a frame: what the
+/// port's splice takes whole.
+pub type FramePipe = (OwnedFd, OwnedFd);
+
+pub fn frame_pipe() -> io::Result<FramePipe> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
     // SAFETY: F_SETPIPE_SZ on a pipe we own; a failure leaves the default size (frames are then smaller).
     unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, MAX_FRAME_BYTES as libc::c_int) };

@@ -51,7 +51,8 @@ impl FdStream {
         Ok(FdStream { fd })
     }
 
-    /// The registered fd itself, for the output lane's splices.
+    /// The registered fd itself, for the output lane's splices (which must heed
+    /// [`closed_since`] as this stream does).
     pub fn into_async_fd(self) -> AsyncFd<OwnedFd> {
         self.fd
     }
@@ -82,10 +83,20 @@ fn syscall_result(n: isize) -> io::Result<usize> {
     }
 }
 
+/// tokio never clears a "closed" readiness once it saw one (a port reports HUP while no host is
+/// connected): a read or write that would block after it must end the stream, or the loops
+/// below would spin on a readiness that stays set. Seen: the output lane's port opened just
+/// before its host connected spun the agent at 100 % of its vCPU. The caller opens the port
+/// again, which registers it afresh.
+pub fn closed_since(ready: tokio::io::Ready) -> bool {
+    ready.is_read_closed() || ready.is_write_closed()
+}
+
 impl AsyncRead for FdStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let closed = closed_since(guard.ready());
             let unfilled = buf.initialize_unfilled();
             let res = guard.try_io(|fd| {
                 // SAFETY: reading into a valid, initialized buffer of the given length.
@@ -98,6 +109,7 @@ impl AsyncRead for FdStream {
                 }
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Poll::Ready(Ok(())),
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) if closed => return Poll::Ready(Ok(())),
                 Err(_would_block) => continue,
             }
         }
@@ -108,9 +120,11 @@ impl AsyncWrite for FdStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let closed = closed_since(guard.ready());
             // SAFETY: writing from a valid buffer of the given length.
             match guard.try_io(|fd| syscall_result(unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) })) {
                 Ok(res) => return Poll::Ready(res),
+                Err(_would_block) if closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
                 Err(_would_block) => continue,
             }
         }

@@ -1,12 +1,13 @@
 //! The output lane: a second virtio-serial port (`boxlite.output`) on which the agent sends a
-//! command's stdout and stderr to the box supervisor straight from the command's pipe, with
-//! `splice(2)`, instead of as gRPC messages over HTTP/2. Under emulation every copy and every
+//! command's stdout and stderr (straight from the command's pipe, with `splice(2)`) and the
+//! bytes of `ReadFile` and `CopyOut` to the box supervisor, instead of as gRPC messages over
+//! HTTP/2. Under emulation every copy and every
 //! layer of framing costs the guest; on this lane the guest copies nothing and frames each
 //! chunk with 12 bytes (docs/exec.md).
 //!
 //! The lane starts with the same handshake as the agent's port (`hello`). Then:
 //! - agent → host: output frames, a header, then `len` bytes of one command's stdout or
-//!   stderr;
+//!   stderr, or of a file call's data;
 //! - host → agent: `Credit` frames. The agent sends a command at most [`WINDOW`] of [`cost`]
 //!   ahead of the credit the host gave back for it, so a command whose output nobody reads
 //!   stalls only itself.
@@ -15,7 +16,8 @@
 //! [`ID_HEADER`] request header. The agent says in `started.output_lane` whether it uses the
 //! lane for that command, and in `exit.output_lane_frames` how many frames its output took: the
 //! supervisor forwards `exit` once it has forwarded them (a command with no output costs the lane
-//! nothing).
+//! nothing). A file call's bytes all go on the lane, and its last message, a `FileChunk` with no
+//! data, counts their frames the same way.
 
 /// Name of the virtio-serial port of the output lane.
 pub const PORT_NAME: &str = "boxlite.output";
@@ -33,6 +35,8 @@ pub const WINDOW: u64 = 4 << 20;
 pub enum Kind {
     Stdout,
     Stderr,
+    /// A file call's bytes (`FileChunk.data`).
+    Data,
     /// The host took `len` more of the command's cost (host → agent).
     Credit,
 }
@@ -50,6 +54,7 @@ impl Header {
         let kind = match self.kind {
             Kind::Stdout => 1,
             Kind::Stderr => 2,
+            Kind::Data => 3,
             Kind::Credit => 4,
         };
         let mut h = [0u8; HEADER_LEN];
@@ -71,11 +76,12 @@ impl Header {
         let kind = match h[0] {
             1 => Kind::Stdout,
             2 => Kind::Stderr,
+            3 => Kind::Data,
             4 => Kind::Credit,
             k => return Err(format!("output lane: unknown frame kind {k}")),
         };
         match kind {
-            Kind::Stdout | Kind::Stderr if len == 0 || len > MAX_FRAME_BYTES => Err(format!("output lane: output frame of {len} bytes")),
+            Kind::Stdout | Kind::Stderr | Kind::Data if len == 0 || len > MAX_FRAME_BYTES => Err(format!("output lane: output frame of {len} bytes")),
             _ => Ok(Header { kind, id, len }),
         }
     }
@@ -93,7 +99,7 @@ mod tests {
 
     #[test]
     fn headers_round_trip() {
-        for kind in [Kind::Stdout, Kind::Stderr, Kind::Credit] {
+        for kind in [Kind::Stdout, Kind::Stderr, Kind::Data, Kind::Credit] {
             let h = Header { kind, id: u32::MAX, len: 4096 };
             assert_eq!(Header::decode(&h.encode()), Ok(h));
         }

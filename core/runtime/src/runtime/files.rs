@@ -306,7 +306,7 @@ impl LiteBox {
         let fed: Result<()> = async {
             loop {
                 match stream.message().await {
-                    Ok(Some(FileChunk { data })) => {
+                    Ok(Some(FileChunk { data, .. })) => {
                         check_chunk(&data)?;
                         if tx.send(Piece::Data(data)).await.is_err() {
                             return Ok(()); // the extraction stopped; its error is the answer
@@ -549,7 +549,7 @@ impl ReadStream {
     /// The next chunk (at most `MAX_CHUNK_BYTES`), or `None` at the end of the file.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
         match self.inner.message().await {
-            Ok(Some(FileChunk { data })) => check_chunk(&data).map(|_| Some(data)),
+            Ok(Some(FileChunk { data, .. })) => check_chunk(&data).map(|_| Some(data)),
             Ok(None) => Ok(None),
             Err(s) => self.b.explained(Err(self.b.file_error(&self.path, s))).await,
         }

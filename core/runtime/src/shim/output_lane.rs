@@ -19,12 +19,14 @@ use tokio::sync::mpsc;
 /// that predates the lane (a VM restored from older saved memory) never does.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
-/// What the lane brings one exec call: a gRPC message (`ExecOutput` with stdout or stderr)
-/// and the length of the frame it came as.
+/// What the lane brings one call: a gRPC message (an exec's `ExecOutput` with stdout or
+/// stderr, a file call's `FileChunk`) and the length of the frame it came as.
 pub struct Output(pub Bytes, pub u32);
 
 struct Route {
     tx: mpsc::Sender<Output>,
+    /// A file call (its frames are `Data`), not an exec (`Stdout`, `Stderr`).
+    file: bool,
     /// Cost received and not yet taken by the client.
     outstanding: u64,
 }
@@ -53,8 +55,7 @@ impl Lane {
         tokio::spawn(async move {
             let why = reader.read(std::io::Cursor::new(prefix).chain(read)).await;
             eprintln!("boxlite-shim: output lane closed: {why}");
-            reader.up.store(false, Ordering::Release);
-            reader.routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            reader.close_all();
         });
         Ok(lane)
     }
@@ -72,9 +73,9 @@ impl Lane {
         self.read(wire).await
     }
 
-    /// A new exec call's id on the lane, and where its output will come; `None` once the lane
-    /// is closed.
-    pub fn open(&self) -> Option<(u32, mpsc::Receiver<Output>)> {
+    /// A new call's id on the lane (a file call's or an exec's), and where its bytes will come;
+    /// `None` once the lane is closed.
+    pub fn open(&self, file: bool) -> Option<(u32, mpsc::Receiver<Output>)> {
         if !self.up.load(Ordering::Acquire) {
             return None;
         }
@@ -82,8 +83,15 @@ impl Lane {
         // Room for a whole window of the smallest frames: an agent keeping to its window never
         // makes the reader wait.
         let (tx, rx) = mpsc::channel((WINDOW / cost(1)) as usize + 2);
-        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Route { tx, outstanding: 0 });
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Route { tx, file, outstanding: 0 });
         Some((id, rx))
+    }
+
+    /// The lane is closed: every call's output ends (their bodies see it cut short), and no
+    /// new call takes it.
+    pub fn close_all(&self) {
+        self.up.store(false, Ordering::Release);
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The call ended: what the lane still brings for it is dropped.
@@ -123,6 +131,9 @@ impl Lane {
                 let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
                 match routes.get_mut(&id) {
                     Some(route) => {
+                        if route.file != (header.kind == Kind::Data) {
+                            return format!("the agent sent {:?} bytes to call {id}, which takes none", header.kind);
+                        }
                         route.outstanding += cost(len);
                         if route.outstanding > WINDOW {
                             return format!("the agent sent call {id} past its window");
@@ -142,8 +153,12 @@ impl Lane {
 /// A gRPC message holding an `ExecOutput` of `len` bytes of stdout or stderr, with room for them
 /// from the returned offset on: the bytes are read from the lane straight into it.
 fn message_for(kind: Kind, len: u32) -> (Vec<u8>, usize) {
-    // ExecOutput: field 2 (stdout) or 3 (stderr), length-delimited.
-    let tag = if kind == Kind::Stderr { 0x1a } else { 0x12 };
+    // Length-delimited: FileChunk's field 1, or ExecOutput's field 2 (stdout) or 3 (stderr).
+    let tag = match kind {
+        Kind::Data => 0x0a,
+        Kind::Stderr => 0x1a,
+        _ => 0x12,
+    };
     let mut head = vec![tag];
     prost::encoding::encode_varint(u64::from(len), &mut head);
     let body = head.len() + len as usize;
@@ -181,7 +196,10 @@ pub mod tests {
     use prost::Message;
 
     #[test]
-    fn output_messages_decode_as_exec_output() {
+    fn output_messages_decode_as_exec_output_and_file_chunks() {
+        let (mut m, at) = message_for(Kind::Data, 3);
+        m[at..].copy_from_slice(b"abc");
+        assert_eq!(boxlite_protocol::v1::FileChunk::decode(&m[5..]).unwrap().data, b"abc");
         for (kind, len) in [(Kind::Stdout, 5u32), (Kind::Stderr, 300), (Kind::Stdout, 512 * 1024)] {
             let (mut m, at) = message_for(kind, len);
             m[at..].fill(7);
@@ -209,7 +227,7 @@ pub mod tests {
     #[tokio::test]
     async fn frames_reach_their_call_and_strays_are_dropped() {
         let (lane, mut credits) = lane();
-        let (id, mut rx) = lane.open().unwrap();
+        let (id, mut rx) = lane.open(false).unwrap();
         let mut wire = frame(Kind::Stdout, id + 100, b"stray");
         wire.extend(frame(Kind::Stderr, id, b"oops"));
         let why = lane.read(&wire[..]).await;
@@ -223,12 +241,14 @@ pub mod tests {
     #[tokio::test]
     async fn a_guest_past_its_window_or_off_the_format_closes_the_lane() {
         let (lane, _credits) = lane();
-        let (id, _rx) = lane.open().unwrap();
+        let (id, _rx) = lane.open(false).unwrap();
         let chunk = vec![0u8; boxlite_protocol::output_lane::MAX_FRAME_BYTES as usize];
         let wire: Vec<u8> = (0..9).flat_map(|_| frame(Kind::Stdout, id, &chunk)).collect();
         assert!(lane.read(&wire[..]).await.contains("past its window"));
         let credit = Header { kind: Kind::Credit, id, len: 1 }.encode();
         assert!(lane.read(&credit[..]).await.contains("credit frame"));
+        let (file, _rx) = lane.open(true).unwrap();
+        assert!(lane.read(&frame(Kind::Stdout, file, b"x")[..]).await.contains("which takes none"));
         let mut garbage = [0u8; HEADER_LEN];
         garbage[0] = 0xff;
         assert!(lane.read(&garbage[..]).await.contains("unknown frame kind"));

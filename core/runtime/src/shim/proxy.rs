@@ -23,6 +23,8 @@ use tower::{Service, ServiceExt};
 const GUEST_PREFIX: &str = "/boxlite.v1.Guest/";
 const SHIM_PREFIX: &str = "/boxlite.v1.Shim/";
 const EXEC_PATH: &str = "/boxlite.v1.Guest/Exec";
+/// File calls whose bytes come on the output lane.
+const LANE_FILE_PATHS: [&str; 2] = ["/boxlite.v1.Guest/ReadFile", "/boxlite.v1.Guest/CopyOut"];
 const SHUTDOWN_PATH: &str = "/boxlite.v1.Guest/Shutdown";
 /// A watch may stay open for as long as the box runs: it does not keep the box from being idle.
 const WATCH_PATH: &str = "/boxlite.v1.Guest/WatchFiles";
@@ -278,11 +280,13 @@ async fn handle(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) 
         shared.active_calls.fetch_add(1, Ordering::Relaxed);
     }
     shared.touch();
-    // An exec's output comes on the lane, under the id the agent is told in a header.
+    // An exec's output and a file call's bytes come on the lane, under the id the agent is told
+    // in a header.
     let mut req = req;
     req.headers_mut().remove(boxlite_protocol::output_lane::ID_HEADER);
-    let lane = match (exec, shared.lane.get()) {
-        (true, Some(lane)) => lane.open().map(|(id, output)| (lane.clone(), id, output)),
+    let file = LANE_FILE_PATHS.contains(&path.as_str());
+    let lane = match (exec || file, shared.lane.get()) {
+        (true, Some(lane)) => lane.open(file).map(|(id, output)| (lane.clone(), id, output)),
         _ => None,
     };
     if let Some((_, id, _)) = &lane {
@@ -296,7 +300,7 @@ async fn handle(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) 
     match resp {
         Ok(resp) if counted => Ok(resp.map(|body| {
             let body = match lane {
-                Some((lane, id, output)) => TonicBody::new(LaneBody::new(body, lane, id, output)),
+                Some((lane, id, output)) => TonicBody::new(LaneBody::new(body, lane, id, output, file)),
                 None => body,
             };
             TonicBody::new(CallBody { inner: body, shared, first: exec, failed: false })
@@ -372,54 +376,93 @@ impl Drop for CallBody {
     }
 }
 
-/// An exec's response with its output from the lane merged in: `started` first, then the
-/// output as the lane brings it, and `exit` (and what follows it) only once as many frames as
-/// it counts were forwarded, so the client sees the order a single stream would have. An agent
-/// that says in `started` that it does not use the lane for this command is passed through.
+/// A call's response with its bytes from the lane merged in, in the order a single stream
+/// would have had. An exec: `started` first, then the output as the lane brings it, and `exit`
+/// (and what follows it) only once as many frames as it counts were forwarded; an agent that
+/// says in `started` that it does not use the lane for the command is passed through. A file
+/// call: the bytes, then the last `FileChunk` once the frames it counts were forwarded; an agent
+/// that sends the bytes in the stream instead is passed through. If the lane closes before all
+/// the frames came, the call fails: it never ends as if complete.
 struct LaneBody {
     inner: TonicBody,
     lane: Arc<OutputLane>,
     id: u32,
-    /// `None` once the call's output is complete (or does not come on the lane).
+    /// A file call's response (`FileChunk`s), not an exec's.
+    file: bool,
+    /// `None` once the call's bytes are complete, do not come on the lane, or the lane closed.
     output: Option<tokio::sync::mpsc::Receiver<Output>>,
+    /// The lane closed under the call.
+    lost: bool,
+    /// Lane frames may go (an exec's `started` went first).
     started: bool,
     /// Frames of the lane forwarded.
     forwarded: u32,
     /// Bytes of the agent's stream not forwarded yet.
     pending: bytes::BytesMut,
-    /// `exit` is at the front of `pending`, waiting for the last of the output.
+    /// The message counting the frames is at the front of `pending`, waiting for the last of them.
     holding: bool,
     upstream_done: bool,
     trailers: Option<http::HeaderMap>,
 }
 
 impl LaneBody {
-    fn new(inner: TonicBody, lane: Arc<OutputLane>, id: u32, output: tokio::sync::mpsc::Receiver<Output>) -> Self {
-        LaneBody { inner, lane, id, output: Some(output), started: false, forwarded: 0, pending: Default::default(), holding: false, upstream_done: false, trailers: None }
+    fn new(inner: TonicBody, lane: Arc<OutputLane>, id: u32, output: tokio::sync::mpsc::Receiver<Output>, file: bool) -> Self {
+        LaneBody {
+            inner,
+            lane,
+            id,
+            file,
+            output: Some(output),
+            lost: false,
+            started: file,
+            forwarded: 0,
+            pending: Default::default(),
+            holding: false,
+            upstream_done: false,
+            trailers: None,
+        }
     }
 
-    /// The whole gRPC messages at the front of `pending` that may go now.
-    fn releasable(&mut self) -> Option<Bytes> {
+    /// The frames a message of the agent's stream says must be forwarded before it, or `None`
+    /// when it says the lane is not used.
+    fn frames_before(&self, message: &[u8]) -> Option<u32> {
         use prost::Message;
+        if self.file {
+            let chunk = boxlite_protocol::v1::FileChunk::decode(message).ok()?;
+            return chunk.data.is_empty().then_some(chunk.output_lane_frames);
+        }
+        match ExecOutput::decode(message).ok()?.kind? {
+            exec_output::Kind::Started(s) => s.output_lane.then_some(0),
+            exec_output::Kind::Exit(e) => Some(e.output_lane_frames),
+            _ => None,
+        }
+    }
+
+    /// The whole gRPC messages at the front of `pending` that may go now. A file call's last
+    /// message, which only counts the frames, is the lane's own: it is dropped.
+    fn releasable(&mut self) -> Option<Bytes> {
         self.holding = false;
-        if self.started && self.output.is_none() {
+        if self.started && self.output.is_none() && !self.lost {
             return (!self.pending.is_empty()).then(|| self.pending.split().freeze());
         }
-        let mut at = 0;
-        while let Some(len) = grpc_message_len(&self.pending[at..]) {
-            let kind = ExecOutput::decode(&self.pending[at + 5..at + len]).ok().and_then(|m| m.kind);
-            match kind {
-                Some(exec_output::Kind::Exit(e)) if self.output.is_some() && self.forwarded < e.output_lane_frames => {
+        let mut out = bytes::BytesMut::new();
+        while let Some(len) = grpc_message_len(&self.pending) {
+            let counted = self.frames_before(&self.pending[5..len]);
+            match counted {
+                Some(frames) if self.forwarded < frames => {
                     self.holding = true;
                     break;
                 }
-                Some(exec_output::Kind::Started(s)) if s.output_lane => {}
-                _ => self.output = None,
+                Some(_) => {}
+                None => self.output = None,
             }
             self.started = true;
-            at += len;
+            let message = self.pending.split_to(len);
+            if !(self.file && counted.is_some()) {
+                out.unsplit(message);
+            }
         }
-        (at > 0).then(|| self.pending.split_to(at).freeze())
+        (!out.is_empty()).then(|| out.freeze())
     }
 }
 
@@ -444,12 +487,21 @@ impl Body for LaneBody {
                         this.forwarded += 1;
                         return Poll::Ready(Some(Ok(Frame::data(message))));
                     }
-                    Poll::Ready(None) => this.output = None, // the lane closed
+                    Poll::Ready(None) => {
+                        this.output = None;
+                        this.lost = true;
+                    }
                     Poll::Pending => {}
                 }
             }
             if let Some(ready) = this.releasable() {
                 return Poll::Ready(Some(Ok(Frame::data(ready))));
+            }
+            if this.holding && this.lost {
+                this.upstream_done = true;
+                this.pending.clear();
+                this.trailers = None;
+                return Poll::Ready(Some(Err(tonic::Status::unavailable("the box's output lane closed before all of the call's output came"))));
             }
             if this.holding {
                 return Poll::Pending; // woken by the lane
@@ -670,14 +722,14 @@ mod tests {
         use boxlite_protocol::output_lane::Kind as LaneKind;
         use boxlite_protocol::v1::{ExecExit, ExecStarted};
         let (lane, mut credits) = OutputLane::detached();
-        let (id, output) = lane.open().unwrap();
+        let (id, output) = lane.open(false).unwrap();
         let started = ExecOutput { kind: Some(exec_output::Kind::Started(ExecStarted { pid: 9, output_lane: true })), ..Default::default() };
         let exit = ExecExit { code: Some(0), output_lane_frames: 2, ..Default::default() };
         // `started` and `exit` in one frame, as a fast command's can come.
         let mut both = frame(&started);
         both.extend(frame(&ExecOutput { kind: Some(exec_output::Kind::Exit(exit.clone())), ..Default::default() }));
         let upstream = Frames([Frame::data(Bytes::from(both)), Frame::trailers(http::HeaderMap::new())].into());
-        let mut body = LaneBody::new(TonicBody::new(upstream), lane.clone(), id, output);
+        let mut body = LaneBody::new(TonicBody::new(upstream), lane.clone(), id, output, false);
 
         assert_eq!(kinds(next(&mut body).await.unwrap().data_ref().unwrap()), [exec_output::Kind::Started(ExecStarted { pid: 9, output_lane: true })]);
         let agent = tokio::spawn({
@@ -701,18 +753,61 @@ mod tests {
     #[tokio::test]
     async fn a_command_not_on_the_lane_passes_through() {
         let (lane, _credits) = OutputLane::detached();
-        let (id, output) = lane.open().unwrap();
+        let (id, output) = lane.open(false).unwrap();
         let started = ExecOutput { kind: Some(exec_output::Kind::Started(Default::default())), ..Default::default() };
         let out = ExecOutput { kind: Some(exec_output::Kind::Stdout(b"hi".to_vec())), ..Default::default() };
         let exit = ExecOutput { kind: Some(exec_output::Kind::Exit(Default::default())), ..Default::default() };
         let upstream = Frames([frame(&started), frame(&out), frame(&exit)].into_iter().map(|f| Frame::data(Bytes::from(f))).collect());
-        let mut body = LaneBody::new(TonicBody::new(upstream), lane, id, output);
+        let mut body = LaneBody::new(TonicBody::new(upstream), lane, id, output, false);
         let mut seen = Vec::new();
         while let Some(f) = next(&mut body).await {
             seen.extend(kinds(f.data_ref().unwrap()));
         }
         assert_eq!(seen.len(), 3);
         assert!(matches!(seen[2], exec_output::Kind::Exit(_)));
+    }
+
+    #[tokio::test]
+    async fn a_file_call_ends_after_its_frames_and_the_count_is_dropped() {
+        use super::super::output_lane::tests::frame as lane_frame;
+        use boxlite_protocol::output_lane::Kind as LaneKind;
+        use boxlite_protocol::v1::FileChunk;
+        let grpc = |m: &FileChunk| {
+            let body = m.encode_to_vec();
+            let mut f = vec![0];
+            f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            f.extend_from_slice(&body);
+            f
+        };
+        let (lane, _credits) = OutputLane::detached();
+        let (id, output) = lane.open(true).unwrap();
+        let count = grpc(&FileChunk { data: Vec::new(), output_lane_frames: 1 });
+        let upstream = Frames([Frame::data(Bytes::from(count)), Frame::trailers(http::HeaderMap::new())].into());
+        let mut body = LaneBody::new(TonicBody::new(upstream), lane.clone(), id, output, true);
+        let feeder = tokio::spawn({
+            let lane = lane.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                lane.feed(&lane_frame(LaneKind::Data, id, b"file bytes")).await
+            }
+        });
+        let first = next(&mut body).await.unwrap().into_data().unwrap();
+        assert_eq!(FileChunk::decode(&first[5..]).unwrap().data, b"file bytes");
+        assert!(next(&mut body).await.unwrap().is_trailers(), "the count is not forwarded");
+        assert!(next(&mut body).await.is_none());
+        feeder.await.unwrap();
+
+        // The lane closing before the counted frames came fails the call.
+        let (lane, _credits) = OutputLane::detached();
+        let (id, output) = lane.open(true).unwrap();
+        let count = grpc(&FileChunk { data: Vec::new(), output_lane_frames: 2 });
+        let upstream = Frames([Frame::data(Bytes::from(count))].into());
+        let mut body = LaneBody::new(TonicBody::new(upstream), lane.clone(), id, output, true);
+        lane.feed(&lane_frame(LaneKind::Data, id, b"half")).await;
+        lane.close_all();
+        assert!(next(&mut body).await.unwrap().is_data());
+        let err = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap_err();
+        assert!(err.message().contains("output lane closed"), "{err}");
     }
 
     #[test]
