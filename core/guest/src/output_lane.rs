@@ -45,8 +45,9 @@ pub async fn serve(nonce: fn() -> u64) {
     // again, less and less often, so a box whose host never takes the lane stays idle.
     let mut wait = Duration::from_millis(20);
     loop {
-        let Ok(stream) = FdStream::open(&path) else { return };
-        let Ok(stream) = boxlite_protocol::hello::agent(stream, nonce()).await else {
+        // EBUSY until the last pump of an earlier session let go of the port (one open at a time).
+        let opened = FdStream::open(&path);
+        let Ok(stream) = async { boxlite_protocol::hello::agent(opened?, nonce()).await }.await else {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(1));
             continue;
