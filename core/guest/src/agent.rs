@@ -214,14 +214,15 @@ pub fn run() -> i32 {
 }
 
 async fn serve() -> i32 {
-    tokio::spawn(crate::output_lane::serve(connection_nonce));
-    let path = match port::find(AGENT_PORT_NAME).await {
+    let path = match port::find(AGENT_PORT_NAME, 500).await {
         Ok(p) => p,
         Err(e) => {
             init::console(&format!("boxlite-guest: {e}"));
             return 1;
         }
     };
+    // The device announces its ports together: looked for once the agent's own is there.
+    tokio::spawn(crate::output_lane::serve(connection_nonce));
     // One HTTP/2 connection per host connection; when the host goes away the port reads EOF and
     // the next host gets a fresh connection, after a handshake that skips whatever an earlier
     // connection left in the channel (protocol::hello).

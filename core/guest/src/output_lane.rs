@@ -37,10 +37,12 @@ pub fn current() -> Option<Arc<Lane>> {
 }
 
 /// Serves the lane for as long as the agent runs: the handshake with each host that connects,
-/// then its credit, until it goes. A VM without the port (a host that predates the lane) has
-/// no lane: commands' output then goes over gRPC.
+/// then its credit, until it goes. A VM without the port (an engine without the lane) has no
+/// lane: commands' output then goes over gRPC. Started once the agent's own port is there; the
+/// lane's comes with it, so it is looked for for 200 ms at most (a 5 s search for a port that
+/// never comes made every such boot ~500 ms slower, measured).
 pub async fn serve(nonce: fn() -> u64) {
-    let Ok(path) = port::find(PORT_NAME).await else { return };
+    let Ok(path) = port::find(PORT_NAME, 20).await else { return };
     // While no host is connected the port reads EOF at once and cannot be waited on: look
     // again, less and less often, so a box whose host never takes the lane stays idle.
     let mut wait = Duration::from_millis(20);

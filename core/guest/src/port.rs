@@ -9,10 +9,10 @@ use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Finds `/dev/vportNpM` for the port the host named `name`, waiting for udev-less devtmpfs to
-/// create it.
-pub async fn find(name: &str) -> io::Result<PathBuf> {
-    for _ in 0..500 {
+/// Finds `/dev/vportNpM` for the port the host named `name`, waiting up to `tries` times 10 ms
+/// for udev-less devtmpfs to create it.
+pub async fn find(name: &str, tries: usize) -> io::Result<PathBuf> {
+    for _ in 0..tries {
         if let Ok(entries) = fs::read_dir("/sys/class/virtio-ports") {
             for entry in entries.flatten() {
                 let port_name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
