@@ -4,7 +4,7 @@
 //! each chunk twice and framed it in protobuf, gRPC and HTTP/2 (docs/exec.md).
 
 use crate::port::{self, FdStream};
-use boxlite_protocol::output_lane::{cost, Header, Kind, MAX_FRAME_BYTES, PORT_NAME, WINDOW};
+use boxlite_protocol::output_lane::{cost, Header, Kind, HEADER_LEN, MAX_FRAME_BYTES, PORT_NAME, WINDOW};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -75,8 +75,8 @@ impl Lane {
     async fn read_credit(&self, mut buf: Vec<u8>) {
         let mut chunk = [0u8; 4096];
         loop {
-            while buf.len() >= boxlite_protocol::output_lane::HEADER_LEN {
-                let header: [u8; 12] = buf[..12].try_into().unwrap_or_default();
+            while buf.len() >= HEADER_LEN {
+                let header: [u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().unwrap_or_default();
                 match Header::decode(&header) {
                     Ok(Header { kind: Kind::Credit, id, len }) => {
                         if let Some(left) = self.credit.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&id) {
@@ -86,7 +86,7 @@ impl Lane {
                     }
                     _ => return,
                 }
-                buf.drain(..12);
+                buf.drain(..HEADER_LEN);
             }
             let Ok(mut guard) = self.port.readable().await else { return };
             let closed = port::closed_since(guard.ready());
@@ -166,18 +166,16 @@ impl Lane {
         let mut frames = 0;
         // SAFETY: the OwnedFd is moved into the AsyncFd, so it stays open and the same for its life.
         let Ok(pipe) = (unsafe { AsyncFd::register_with_interest(pipe, Interest::READABLE) }) else { return frames };
-        let mut staged: Option<(OwnedFd, OwnedFd)> = None;
+        let mut staged: Option<FramePipe> = None;
         loop {
             let mut guard = tokio::select! {
                 ready = pipe.readable() => match ready { Ok(g) => g, Err(_) => return frames },
                 _ = stop.changed() => return frames,
                 _ = self.died() => return frames,
             };
+            // Made at the first output: a command that prints nothing costs no pipe.
             if staged.is_none() {
-                match frame_pipe() {
-                    Ok(p) => staged = Some(p),
-                    Err(_) => return frames,
-                }
+                staged = frame_pipe().ok();
             }
             let Some((frame_r, frame_w)) = &staged else { return frames };
             // SAFETY: splice between two pipes we hold; no memory of ours is involved.
