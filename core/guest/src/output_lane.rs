@@ -3,7 +3,7 @@
 //! none of the bytes and frames each chunk with a 12-byte header, where over gRPC it copied
 //! each chunk twice and framed it in protobuf, gRPC and HTTP/2 (docs/exec.md).
 
-use crate::port::{self, FdStream};
+use crate::port::{self, syscall_result, FdStream};
 use boxlite_protocol::output_lane::{cost, Header, Kind, HEADER_LEN, MAX_FRAME_BYTES, PORT_NAME, WINDOW};
 use std::collections::HashMap;
 use std::future::Future;
@@ -91,7 +91,7 @@ impl Lane {
             let Ok(mut guard) = self.port.readable().await else { return };
             let closed = port::closed_since(guard.ready());
             // SAFETY: reading into a buffer of the given length.
-            match guard.try_io(|fd| syscall(unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) })) {
+            match guard.try_io(|fd| syscall_result(unsafe { libc::read(fd.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) })) {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
                 Err(_would_block) if closed => return, // the host left (and maybe came back): start again
@@ -182,7 +182,7 @@ impl Lane {
             let moved = unsafe {
                 libc::splice(pipe.as_raw_fd(), std::ptr::null_mut(), frame_w.as_raw_fd(), std::ptr::null_mut(), MAX_FRAME_BYTES as usize, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
             };
-            let len = match syscall(moved) {
+            let len = match syscall_result(moved) {
                 Ok(0) => return frames, // the command's end of the pipe is closed
                 Ok(n) => n as u32,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -211,7 +211,7 @@ impl Lane {
             // A disk read may block: off the agent's thread.
             // SAFETY: splice from a file we hold into a pipe we hold; no memory of ours is involved.
             let len = tokio::task::spawn_blocking(move || {
-                syscall(unsafe { libc::splice(f.as_raw_fd(), std::ptr::null_mut(), p.1.as_raw_fd(), std::ptr::null_mut(), MAX_FRAME_BYTES as usize, libc::SPLICE_F_MOVE) })
+                syscall_result(unsafe { libc::splice(f.as_raw_fd(), std::ptr::null_mut(), p.1.as_raw_fd(), std::ptr::null_mut(), MAX_FRAME_BYTES as usize, libc::SPLICE_F_MOVE) })
             })
             .await
             .map_err(io::Error::other)??;
@@ -229,7 +229,7 @@ impl Lane {
         let mut frames = 0;
         while !data.is_empty() {
             // SAFETY: writing from a valid buffer into a pipe we hold (empty: it takes a frame).
-            let len = syscall(unsafe { libc::write(staged.1.as_raw_fd(), data.as_ptr().cast(), data.len().min(MAX_FRAME_BYTES as usize)) })?;
+            let len = syscall_result(unsafe { libc::write(staged.1.as_raw_fd(), data.as_ptr().cast(), data.len().min(MAX_FRAME_BYTES as usize)) })?;
             self.send_staged(id, Kind::Data, &staged.0, len as u32, closed()).await?;
             frames += 1;
             data = &data[len..];
@@ -263,7 +263,7 @@ impl Lane {
             let closed = port::closed_since(guard.ready());
             // SAFETY: splice between two fds we hold; no memory of ours is involved.
             let moved = guard.try_io(|port| {
-                syscall(unsafe { libc::splice(pipe, std::ptr::null_mut(), port.as_raw_fd(), std::ptr::null_mut(), left, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) })
+                syscall_result(unsafe { libc::splice(pipe, std::ptr::null_mut(), port.as_raw_fd(), std::ptr::null_mut(), left, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) })
             });
             match moved {
                 Ok(Ok(0)) => return Err(io::Error::other("a frame's pipe ran dry")),
@@ -282,7 +282,7 @@ impl Lane {
             let mut guard = self.writable().await?;
             let closed = port::closed_since(guard.ready());
             // SAFETY: writing from a buffer of the given length.
-            match guard.try_io(|port| syscall(unsafe { libc::write(port.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) })) {
+            match guard.try_io(|port| syscall_result(unsafe { libc::write(port.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) })) {
                 Ok(Ok(n)) if n == bytes.len() => return Ok(()),
                 Ok(Ok(n)) => return Err(io::Error::other(format!("a {n}-byte write of a frame header"))),
                 Ok(Err(e)) => return Err(e),
@@ -360,13 +360,6 @@ impl<T> Drop for LaneWriter<T> {
     }
 }
 
-fn syscall(n: isize) -> io::Result<usize> {
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
 
 /// A pipe (read end, write end) that holds one frame at a time, as big as a frame: what the
 /// port's splice takes whole.

@@ -75,7 +75,8 @@ impl FdStream {
     }
 }
 
-fn syscall_result(n: isize) -> io::Result<usize> {
+/// A syscall's return value as a result (errno for a negative one).
+pub fn syscall_result(n: isize) -> io::Result<usize> {
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
