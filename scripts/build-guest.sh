@@ -10,9 +10,9 @@ target_dir=${CARGO_TARGET_DIR:-$cache/target}
 # --target keeps +crt-static away from build scripts and proc-macros; there is no musl target here,
 # so this is a static glibc binary (it never calls NSS or getaddrinfo).
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
-cargo build --quiet --release -p boxlite-guest --target x86_64-unknown-linux-gnu \
+cargo build --quiet --profile guest -p boxlite-guest --target x86_64-unknown-linux-gnu \
   --manifest-path "$root/Cargo.toml" --target-dir "$target_dir" >&2
-agent="$target_dir/x86_64-unknown-linux-gnu/release/boxlite-guest"
+agent="$target_dir/x86_64-unknown-linux-gnu/guest/boxlite-guest"
 out=${1:-$cache/assets}
 mkdir -p "$out"
 python3 "$root/scripts/mkinitramfs.py" "$agent" "$out/initramfs.cpio.tmp"
