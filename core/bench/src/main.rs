@@ -58,6 +58,29 @@ fn child_named(parent: u32, name: &str) -> Option<u32> {
 /// The network's figures: guest -> host TCP throughput (to compare with the raw channel of the
 /// baseline), and the connect round trip through a published port against the same on the host's
 /// own loopback.
+/// Short commands as agents run them, in a Debian image (position-independent programs and
+/// shared libraries, unlike busybox): start, exit and wait of each, after one warm-up run.
+async fn debian_commands_bench(rt: &Runtime, results: &mut serde_json::Map<String, Value>) -> Result<(), Box<dyn std::error::Error>> {
+    let b = rt.create(BoxOptions { network: boxlite::Network::None, ..BoxOptions::new("python:slim") }).await?;
+    b.start().await?;
+    let mut rows = serde_json::Map::new();
+    for (name, argv) in [("sh_c_true", &["sh", "-c", "true"][..]), ("ls_root", &["ls", "/"][..]), ("python3_c_pass", &["python3", "-c", "pass"][..])] {
+        let mut runs = Vec::new();
+        for i in 0..6 {
+            let t = Instant::now();
+            let out = b.exec(ExecCommand::new(argv[0], argv[1..].iter().copied())).await?.output().await?;
+            assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+            if i > 0 {
+                runs.push(ms(t.elapsed()));
+            }
+        }
+        rows.insert(name.into(), stats(runs));
+    }
+    results.insert("debian_command_ms".into(), Value::Object(rows));
+    rt.remove(b.id(), true).await?;
+    Ok(())
+}
+
 async fn network_bench(rt: &Runtime, b: &boxlite::LiteBox, results: &mut serde_json::Map<String, Value>) -> Result<(), Box<dyn std::error::Error>> {
     use std::io::{Read, Write};
     const BYTES: usize = 20 << 20;
@@ -474,6 +497,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(raw) = results.get("raw_channel_mb_per_s").and_then(|r| r["p50"].as_f64()) {
         results.insert("stdout_vs_raw_channel_ratio".into(), json!(((20.0 / secs) / raw * 100.0).round() / 100.0));
     }
+    debian_commands_bench(&rt, &mut results).await?;
     network_bench(&rt, &b, &mut results).await?;
     files_bench(&b, &mut results).await?;
     volume_bench(&rt, &mut results).await?;

@@ -302,7 +302,8 @@ impl Lane {
 }
 
 /// What blocking code (a tar builder) writes, sent on the lane as one call's data frames of up
-/// to a frame each. Dropped or finished, it closes the call's window.
+/// to a frame each. Dropped or finished, it closes the call's window; dropped, it sends nothing
+/// of what it holds (why it buffers itself: `protocol::chunks::ChunkWriter`).
 pub struct LaneWriter<T> {
     lane: Arc<Lane>,
     id: u32,

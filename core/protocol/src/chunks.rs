@@ -51,6 +51,10 @@ impl Read for PieceReader {
 /// Sends what is written as messages (`wrap`ped chunks of at most MAX_CHUNK_BYTES), waiting while
 /// the channel is full (called from a blocking thread). A closed channel is a `BrokenPipe` error
 /// saying `gone`.
+///
+/// Not a `BufWriter` over a plain sender: that sends what it holds when dropped, and a
+/// `tar::Builder` dropped after a failure writes its end-of-archive blocks first, so a copy that
+/// failed half-way would send what reads as a complete archive. Dropped, this sends nothing.
 pub struct ChunkWriter<M> {
     tx: mpsc::Sender<M>,
     wrap: fn(Vec<u8>) -> M,

@@ -15,6 +15,14 @@ const QEMU_BIN: &str = "qemu-system-x86_64";
 /// QEMU's virtual clock in nanoseconds.
 const TCG_APIC_TIMER: &str = "lapic_timer_khz=1000000";
 
+/// Under TCG, no address-space randomization in the guest. TCG finds the code it translated by
+/// virtual address: a position-independent program (every Debian binary) loaded at a new random
+/// address on each exec is translated again each time, libraries and all. At fixed addresses it
+/// is translated once: `sh -c true` in a Debian box 40 -> 6 ms, `ls /` 49 -> 8 ms, `python3 -c
+/// pass` 128 -> 75 ms (docs/exec.md). The box's boundary is the VM, not ASLR inside it; a box
+/// that wants it back for its own services sets `kernel.randomize_va_space` (threat-model.md).
+const TCG_NO_ASLR: &str = "norandmaps";
+
 /// The guest CPU under TCG: QEMU's `max` without ERMS and FSRM (fast `rep movsb`). With them the
 /// guest kernel's and glibc's copies use `rep movsb`, which TCG runs one byte per step; without,
 /// they copy with plain and vector moves: the raw channel 261 -> 698 MB/s, the box disk's
@@ -100,8 +108,8 @@ impl Qemu {
         let (accel, cpu, extra_cmdline) = match self.accel {
             ResolvedAccel::Kvm => ("kvm", "host", String::new()),
             ResolvedAccel::Tcg => ("tcg,thread=multi", TCG_CPU, match host_tsc_khz() {
-                Some(khz) => format!(" {TCG_APIC_TIMER} tsc_early_khz={khz} tsc=reliable"),
-                None => format!(" {TCG_APIC_TIMER}"),
+                Some(khz) => format!(" {TCG_APIC_TIMER} {TCG_NO_ASLR} tsc_early_khz={khz} tsc=reliable"),
+                None => format!(" {TCG_APIC_TIMER} {TCG_NO_ASLR}"),
             }),
         };
         let (agent, output) = (p(&spec.agent_socket()), p(&spec.output_socket()));
@@ -462,6 +470,7 @@ mod tests {
         assert!(args.contains("virtserialport,chardev=output,name=boxlite.output"));
         assert!(args.contains("boxlite.hostname=web") && !args.contains("-netdev") && !args.contains("boxlite.ip="));
         assert!(args.contains(" lapic_timer_khz=1000000") && !args.contains("noapictimer"), "{args}");
+        assert!(args.contains(" norandmaps"), "{args}");
         assert!(args.contains("-object memory-backend-ram,id=ram,size=256M -machine memory-backend=ram"), "{args}");
         assert!(!args.contains("x-ignore-shared") && !args.contains("boxlite.template"), "{args}");
         let args = q.args(&VmSpec { network: true, ..spec }).join(" ");
@@ -496,6 +505,7 @@ mod tests {
         let volumes = vec![crate::options::Volume::new("/h/a,b", "/mnt/a"), crate::options::Volume::new("/h/c", "/mnt/c").read_only()];
         let spec = VmSpec { volumes, ..spec() };
         let args = q.args(&spec).join(" ");
+        assert!(!args.contains("norandmaps"), "ASLR stays on under KVM: {args}");
         assert!(args.contains("-fsdev local,id=vol0,path=/h/a,,b,security_model=mapped-xattr -device virtio-9p-device,fsdev=vol0,mount_tag=boxlite0"), "{args}");
         // The inbox comes before the volumes; the 5th device waits behind the placeholder.
         assert!(args.contains("mount_tag=boxlite-inbox -device virtio-keyboard-device -fsdev local,id=vol0"), "{args}");
