@@ -432,8 +432,7 @@ pub async fn copy_out(path: String, lane: Option<(Arc<Lane>, u32)>) -> Result<mp
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::task::spawn_blocking(move || {
         let written = match lane {
-            Some((lane, id)) => LaneWriter::new(lane, id, tx.clone())
-                .and_then(|w| write_tree(w, &name, &src))
+            Some((lane, id)) => write_tree(LaneWriter::new(lane, id, tx.clone()), &name, &src)
                 .and_then(|w| w.finish())
                 .map(|frames| Some(FileChunk { data: Vec::new(), output_lane_frames: frames })),
             None => write_tree(ChunkWriter::new(tx.clone(), |data| Ok(FileChunk { data, ..Default::default() }), "the host went away"), &name, &src)

@@ -156,12 +156,8 @@ impl Lane {
     /// frames it sent. Stops only between frames: a frame cut short would put the lane out of
     /// step.
     ///
-    /// Each frame's bytes are first moved (spliced, not copied) into a pipe of the pump's own,
-    /// and the frame then takes that pipe whole. The port's splice must empty the pipe it is
-    /// given: this kernel's `port_fops_splice_write` marks the end of its scatter list at the
-    /// pipe's occupancy, so a splice of less than the pipe holds (the command writing on
-    /// meanwhile) hands the virtqueue unset entries, and the guest kernel oopses (seen: a NULL
-    /// page in `vring_map_one_sg`).
+    /// Each frame's bytes are first moved (spliced, not copied) into a pipe of the pump's own, so
+    /// the frame's length is known before its header goes; the frame then takes that pipe whole.
     pub async fn pump(self: Arc<Self>, id: u32, kind: Kind, pipe: OwnedFd, mut stop: watch::Receiver<()>) -> u32 {
         let mut frames = 0;
         // SAFETY: the OwnedFd is moved into the AsyncFd, so it stays open and the same for its life.
@@ -194,7 +190,7 @@ impl Lane {
             let stopped = async {
                 let _ = stop.changed().await;
             };
-            if self.send_staged(id, kind, frame_r, len, stopped).await.is_err() {
+            if self.send_frame(id, kind, len, stopped, splice_from(frame_r)).await.is_err() {
                 return frames;
             }
             frames += 1;
@@ -218,34 +214,34 @@ impl Lane {
             if len == 0 {
                 return Ok(frames);
             }
-            self.send_staged(id, Kind::Data, &staged.0, len as u32, closed()).await?;
+            self.send_frame(id, Kind::Data, len as u32, closed(), splice_from(&staged.0)).await?;
             frames += 1;
         }
     }
 
-    /// Sends bytes the agent made (a tar stream) as frames, through `staged` (a [`FramePipe`]
-    /// of the caller's); returns how many. Stops as [`Lane::send_file`] does.
-    pub async fn send_bytes<F: Future<Output = ()>>(&self, id: u32, staged: &FramePipe, mut data: &[u8], closed: impl Fn() -> F) -> io::Result<u32> {
+    /// Sends bytes the agent made (a tar stream) as frames, written to the port (one copy, into
+    /// the port's own buffer); returns how many. Stops as [`Lane::send_file`] does.
+    pub async fn send_bytes<F: Future<Output = ()>>(&self, id: u32, data: &[u8], closed: impl Fn() -> F) -> io::Result<u32> {
         let mut frames = 0;
-        while !data.is_empty() {
-            // SAFETY: writing from a valid buffer into a pipe we hold (empty: it takes a frame).
-            let len = syscall_result(unsafe { libc::write(staged.1.as_raw_fd(), data.as_ptr().cast(), data.len().min(MAX_FRAME_BYTES as usize)) })?;
-            self.send_staged(id, Kind::Data, &staged.0, len as u32, closed()).await?;
+        for frame in data.chunks(MAX_FRAME_BYTES as usize) {
+            let len = frame.len();
+            // SAFETY: writing from the frame's bytes not yet sent (`left` of them, at its end).
+            let write = |port: RawFd, left: usize| syscall_result(unsafe { libc::write(port, frame[len - left..].as_ptr().cast(), left) });
+            self.send_frame(id, Kind::Data, len as u32, closed(), write).await?;
             frames += 1;
-            data = &data[len..];
         }
         Ok(frames)
     }
 
-    /// Waits for credit for the `len` bytes in a frame pipe, then sends them; an error without
-    /// sending once the call's window closed or `closed` resolved first.
-    async fn send_staged(&self, id: u32, kind: Kind, staged: &OwnedFd, len: u32, closed: impl Future<Output = ()>) -> io::Result<()> {
+    /// Waits for credit for a frame of `len` bytes, then sends it; an error without sending once
+    /// the call's window closed or `closed` resolved first.
+    async fn send_frame(&self, id: u32, kind: Kind, len: u32, closed: impl Future<Output = ()>, bytes: impl FnMut(RawFd, usize) -> io::Result<usize>) -> io::Result<()> {
         let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the call ended");
         tokio::select! {
             ok = self.take(id, cost(len)) => if !ok { return Err(gone()) },
             _ = closed => return Err(gone()),
         }
-        if let Err(e) = self.send(id, kind, staged.as_raw_fd(), len).await {
+        if let Err(e) = self.send(id, kind, len, bytes).await {
             crate::init::console(&format!("boxlite-guest: output lane: {e}"));
             self.kill();
             return Err(e);
@@ -253,20 +249,18 @@ impl Lane {
         Ok(())
     }
 
-    /// One frame: its header, then the `len` bytes `pipe` holds, spliced into the port.
-    async fn send(&self, id: u32, kind: Kind, pipe: RawFd, len: u32) -> io::Result<()> {
+    /// One frame: its header, then its `len` bytes, which `bytes` puts on the port (given the
+    /// port and how many are left, it returns how many it moved).
+    async fn send(&self, id: u32, kind: Kind, len: u32, mut bytes: impl FnMut(RawFd, usize) -> io::Result<usize>) -> io::Result<()> {
         let _one = self.writing.lock().await;
         self.write_header(Header { kind, id, len }).await?;
         let mut left = len as usize;
         while left > 0 {
             let mut guard = self.writable().await?;
             let closed = port::closed_since(guard.ready());
-            // SAFETY: splice between two fds we hold; no memory of ours is involved.
-            let moved = guard.try_io(|port| {
-                syscall_result(unsafe { libc::splice(pipe, std::ptr::null_mut(), port.as_raw_fd(), std::ptr::null_mut(), left, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) })
-            });
+            let moved = guard.try_io(|port| bytes(port.as_raw_fd(), left));
             match moved {
-                Ok(Ok(0)) => return Err(io::Error::other("a frame's pipe ran dry")),
+                Ok(Ok(0)) => return Err(io::Error::other("a frame's bytes ran dry")),
                 Ok(Ok(n)) => left -= n.min(left),
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) if closed => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the host left the output lane")),
@@ -301,13 +295,18 @@ impl Lane {
     }
 }
 
+/// Moves bytes from a frame pipe into the port.
+fn splice_from(pipe: &OwnedFd) -> impl FnMut(RawFd, usize) -> io::Result<usize> + '_ {
+    // SAFETY: splice between two fds we hold; no memory of ours is involved.
+    move |port, left| syscall_result(unsafe { libc::splice(pipe.as_raw_fd(), std::ptr::null_mut(), port, std::ptr::null_mut(), left, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) })
+}
+
 /// What blocking code (a tar builder) writes, sent on the lane as one call's data frames of up
 /// to a frame each. Dropped or finished, it closes the call's window; dropped, it sends nothing
 /// of what it holds (why it buffers itself: `protocol::chunks::ChunkWriter`).
 pub struct LaneWriter<T> {
     lane: Arc<Lane>,
     id: u32,
-    staged: FramePipe,
     buf: Vec<u8>,
     frames: u32,
     /// The call's reply channel: the writer stops once its client is gone.
@@ -317,10 +316,9 @@ pub struct LaneWriter<T> {
 
 impl<T> LaneWriter<T> {
     /// For call `id`; from a blocking thread of the agent's runtime.
-    pub fn new(lane: Arc<Lane>, id: u32, tx: tokio::sync::mpsc::Sender<T>) -> io::Result<Self> {
-        let staged = frame_pipe()?;
+    pub fn new(lane: Arc<Lane>, id: u32, tx: tokio::sync::mpsc::Sender<T>) -> Self {
         lane.register(id);
-        Ok(LaneWriter { lane, id, staged, buf: Vec::with_capacity(MAX_FRAME_BYTES as usize), frames: 0, tx, runtime: tokio::runtime::Handle::current() })
+        LaneWriter { lane, id, buf: Vec::with_capacity(MAX_FRAME_BYTES as usize), frames: 0, tx, runtime: tokio::runtime::Handle::current() }
     }
 
     /// Sends what is left; returns the frames the call's bytes took.
@@ -349,7 +347,7 @@ impl<T> std::io::Write for LaneWriter<T> {
             let tx = tx.clone();
             async move { tx.closed().await }
         };
-        self.frames += self.runtime.block_on(self.lane.send_bytes(self.id, &self.staged, &self.buf, closed))?;
+        self.frames += self.runtime.block_on(self.lane.send_bytes(self.id, &self.buf, closed))?;
         self.buf.clear();
         Ok(())
     }
@@ -364,9 +362,9 @@ impl<T> Drop for LaneWriter<T> {
 
 /// A pipe (read end, write end) that holds one frame at a time, as big as a frame: what the
 /// port's splice takes whole.
-pub type FramePipe = (OwnedFd, OwnedFd);
+type FramePipe = (OwnedFd, OwnedFd);
 
-pub fn frame_pipe() -> io::Result<FramePipe> {
+fn frame_pipe() -> io::Result<FramePipe> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
     // SAFETY: F_SETPIPE_SZ on a pipe we own; a failure leaves the default size (frames are then smaller).
     unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, MAX_FRAME_BYTES as libc::c_int) };

@@ -67,6 +67,13 @@ async fn busybox_box_runs_commands() {
     assert_eq!(out.stdout.len(), 20 * 1024 * 1024);
     let expected = text(&out.stderr).split_whitespace().next().unwrap_or_default().to_string();
     assert_eq!(hex::encode(Sha256::digest(&out.stdout)), expected);
+    // ... and leaves the file in the box's page cache: the port copies what is spliced to it
+    // (the stock kernel stole the pages; core/guest/kernel/patches/0002-*).
+    let cached = || async { text(&sh(&b, "sync; grep ^Cached: /proc/meminfo").await.stdout).split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()).unwrap() };
+    let before = cached().await;
+    assert_eq!(b.exec(ExecCommand::new("cat", ["/tmp/big"])).await.unwrap().output().await.unwrap().stdout.len(), 20 << 20);
+    let after = cached().await;
+    assert!(after + 4096 > before, "cat of a 20 MiB file dropped the page cache from {before} to {after} KiB");
 
     // stdin reaches the command; closing it ends `cat`
     let mut ex = b.exec(ExecCommand::new("cat", Vec::<String>::new())).await.unwrap();
