@@ -253,34 +253,31 @@ impl Lane {
     /// port and how many are left, it returns how many it moved).
     async fn send(&self, id: u32, kind: Kind, len: u32, mut bytes: impl FnMut(RawFd, usize) -> io::Result<usize>) -> io::Result<()> {
         let _one = self.writing.lock().await;
-        self.write_header(Header { kind, id, len }).await?;
+        let header = Header { kind, id, len }.encode();
+        // SAFETY: writing from a buffer of the given length.
+        match self.port_io(|port| syscall_result(unsafe { libc::write(port, header.as_ptr().cast(), header.len()) })).await? {
+            n if n == header.len() => {}
+            n => return Err(io::Error::other(format!("a {n}-byte write of a frame header"))),
+        }
         let mut left = len as usize;
         while left > 0 {
-            let mut guard = self.writable().await?;
-            let closed = port::closed_since(guard.ready());
-            let moved = guard.try_io(|port| bytes(port.as_raw_fd(), left));
-            match moved {
-                Ok(Ok(0)) => return Err(io::Error::other("a frame's bytes ran dry")),
-                Ok(Ok(n)) => left -= n.min(left),
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) if closed => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the host left the output lane")),
-                Err(_would_block) => {}
+            match self.port_io(|port| bytes(port, left)).await? {
+                0 => return Err(io::Error::other("a frame's bytes ran dry")),
+                n => left -= n.min(left),
             }
         }
         Ok(())
     }
 
-    async fn write_header(&self, header: Header) -> io::Result<()> {
-        let bytes = header.encode();
+    /// One write of `op`'s to the port, once it can take one: how many bytes it moved. An error
+    /// once the lane died or its host left.
+    async fn port_io(&self, mut op: impl FnMut(RawFd) -> io::Result<usize>) -> io::Result<usize> {
         loop {
             let mut guard = self.writable().await?;
             let closed = port::closed_since(guard.ready());
-            // SAFETY: writing from a buffer of the given length.
-            match guard.try_io(|port| syscall_result(unsafe { libc::write(port.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) })) {
-                Ok(Ok(n)) if n == bytes.len() => return Ok(()),
-                Ok(Ok(n)) => return Err(io::Error::other(format!("a {n}-byte write of a frame header"))),
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) if closed => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the host left the output lane")),
+            match guard.try_io(|port| op(port.as_raw_fd())) {
+                Ok(moved) => return moved,
+                Err(_would_block) if closed => return Err(host_left()),
                 Err(_would_block) => {}
             }
         }
@@ -290,9 +287,13 @@ impl Lane {
     async fn writable(&self) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>> {
         tokio::select! {
             ready = self.port.writable() => ready,
-            _ = self.died() => Err(io::Error::new(io::ErrorKind::BrokenPipe, "the host left the output lane")),
+            _ = self.died() => Err(host_left()),
         }
     }
+}
+
+fn host_left() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the host left the output lane")
 }
 
 /// Moves bytes from a frame pipe into the port.
@@ -359,9 +360,7 @@ impl<T> Drop for LaneWriter<T> {
     }
 }
 
-
-/// A pipe (read end, write end) that holds one frame at a time, as big as a frame: what the
-/// port's splice takes whole.
+/// A pipe (read end, write end) that holds one frame at a time, as big as a frame.
 type FramePipe = (OwnedFd, OwnedFd);
 
 fn frame_pipe() -> io::Result<FramePipe> {
